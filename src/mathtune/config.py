@@ -1,0 +1,231 @@
+"""Run configuration: small frozen dataclasses per concern, filled from defaults, then a YAML file, then flags.
+
+Flag names follow ms-swift v2 (`--model_id_or_path`, `--sft_type`, ...) with the newer short spellings as aliases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .data.config import DataArgs, add_data_arguments, parse_bool
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class ModelArgs:
+    """Which model to fine-tune and how to load it."""
+
+    model_id_or_path: str | None = None
+    """Local folder or hub id; None is the embedded default (SmolLM2-135M-Instruct)."""
+    dtype: str = "AUTO"
+    """AUTO (bf16 on a GPU that has it, fp16 on other GPUs, fp32 on CPU), bf16, fp16 or fp32."""
+    attn_impl: str | None = None
+    """Attention implementation for transformers (sdpa, flex_attention, eager, flash_attention_2); None picks."""
+    trust_remote_code: bool = False
+    """Run a model repository's own Python code; off unless asked for."""
+
+    def __post_init__(self) -> None:
+        if self.dtype.lower() not in ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"):
+            raise UserError(f"--dtype '{self.dtype}' is not one of AUTO, bf16, fp16, fp32")
+
+
+@dataclass(frozen=True)
+class LoraArgs:
+    """What is trained: LoRA adapters (SWIFT v2 defaults) or every weight."""
+
+    sft_type: str = "lora"
+    """lora or full."""
+    lora_rank: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("all-linear",)
+    """Module names to adapt; all-linear adapts every linear layer but the output head."""
+
+    def __post_init__(self) -> None:
+        if self.sft_type not in ("lora", "full"):
+            raise UserError(f"--sft_type '{self.sft_type}' is not one of lora, full")
+        _positive("--lora_rank", self.lora_rank)
+        _positive("--lora_alpha", self.lora_alpha)
+        if not 0 <= self.lora_dropout < 1:
+            raise UserError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+
+
+@dataclass(frozen=True)
+class TrainArgs:
+    """The optimisation loop."""
+
+    output_dir: str = "output"
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    """Stop after this many optimizer steps; -1 runs num_train_epochs."""
+    learning_rate: float = 1e-4
+    batch_size: int = 1
+    """Rows per micro-batch; with packing, the micro-batch holds up to batch_size * max_length tokens."""
+    gradient_accumulation_steps: int = 16
+    warmup_ratio: float = 0.05
+    lr_scheduler_type: str = "cosine"
+    weight_decay: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    logging_steps: int = 5
+    save_steps: int = 500
+    eval_steps: int = 500
+    save_total_limit: int | None = 2
+    """Keep at most this many checkpoints (the newest is always kept); None keeps all."""
+    gradient_checkpointing: bool = True
+    packing: bool = True
+    """Concatenate rows into long sequences with per-row positions; attention never crosses rows."""
+    use_liger_kernel: bool | None = None
+    """Fused kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy); None: on where CUDA and liger-kernel are."""
+    nan_policy: str = "stop"
+    """On a non-finite loss or gradient: stop (naming the step and rows) or skip the step."""
+    resume_from_checkpoint: str | None = None
+    """auto (newest complete checkpoint of the newest run in output_dir/<model>) or a checkpoint path."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps", "eval_steps"):
+            _positive(f"--{name}", getattr(self, name))
+        if self.num_train_epochs <= 0 and self.max_steps <= 0:
+            raise UserError("--num_train_epochs must be positive (or set --max_steps)")
+        if self.learning_rate <= 0:
+            raise UserError(f"--learning_rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.lr_scheduler_type not in ("cosine", "linear", "constant", "constant_with_warmup"):
+            raise UserError(f"--lr_scheduler_type '{self.lr_scheduler_type}' is not one of cosine, linear, constant")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise UserError(f"--save_total_limit must be at least 1, got {self.save_total_limit}")
+        if self.nan_policy not in ("stop", "skip"):
+            raise UserError(f"--nan_policy '{self.nan_policy}' is not one of stop, skip")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; saved as args.json in the run dir."""
+
+    model: ModelArgs = field(default_factory=ModelArgs)
+    lora: LoraArgs = field(default_factory=LoraArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+    eval_benchmarks: tuple[str, ...] = ()
+    eval_limit: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+
+
+def _positive(flag: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{flag} must be a positive whole number, got {value!r}")
+
+
+SECTIONS: dict[str, type] = {"model": ModelArgs, "lora": LoraArgs, "data": DataArgs, "train": TrainArgs}
+TOP_LEVEL = ("eval_benchmarks", "eval_limit")
+ALIASES = {
+    "model": "model_id_or_path", "train_type": "sft_type", "per_device_train_batch_size": "batch_size",
+    "lora_r": "lora_rank", "torch_dtype": "dtype", "attn_implementation": "attn_impl", "use_liger": "use_liger_kernel",
+}
+
+
+def add_sft_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every sft flag; defaults are suppressed so that only flags the user typed override the YAML file."""
+    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with any of these options; flags override it")
+    m = parser.add_argument_group("model")
+    m.add_argument("--model_id_or_path", "--model", dest="model_id_or_path", metavar="PATH_OR_ID",
+                   help="local folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
+    m.add_argument("--dtype", "--torch_dtype", dest="dtype", help="AUTO, bf16, fp16 or fp32 (default AUTO)")
+    m.add_argument("--attn_impl", help="sdpa, flex_attention, eager or flash_attention_2 (default: picked)")
+    m.add_argument("--trust_remote_code", type=parse_bool, nargs="?", const=True, metavar="BOOL")
+    lo = parser.add_argument_group("lora")
+    lo.add_argument("--sft_type", "--train_type", dest="sft_type", choices=("lora", "full"), help="default lora")
+    lo.add_argument("--lora_rank", "--lora_r", dest="lora_rank", type=int, help="default 8")
+    lo.add_argument("--lora_alpha", type=int, help="default 32")
+    lo.add_argument("--lora_dropout", type=float, help="default 0.05")
+    lo.add_argument("--target_modules", nargs="+", help="module names, or all-linear (default)")
+    add_data_arguments(parser)
+    t = parser.add_argument_group("training")
+    t.add_argument("--output_dir", help="runs go to OUTPUT_DIR/<model>/v<N>-<timestamp> (default output)")
+    t.add_argument("--num_train_epochs", type=float, help="default 1")
+    t.add_argument("--max_steps", type=int, help="stop after this many optimizer steps (default: run the epochs)")
+    t.add_argument("--learning_rate", type=float, help="default 1e-4")
+    t.add_argument("--batch_size", "--per_device_train_batch_size", dest="batch_size", type=int, help="default 1")
+    t.add_argument("--gradient_accumulation_steps", type=int, help="default 16")
+    t.add_argument("--warmup_ratio", type=float, help="default 0.05")
+    t.add_argument("--lr_scheduler_type", help="cosine (default), linear, constant, constant_with_warmup")
+    t.add_argument("--weight_decay", type=float, help="default 0.1")
+    t.add_argument("--max_grad_norm", type=float, help="default 1.0")
+    t.add_argument("--seed", type=int, help="default 42")
+    t.add_argument("--logging_steps", type=int, help="default 5")
+    t.add_argument("--save_steps", type=int, help="default 500")
+    t.add_argument("--eval_steps", type=int, help="default 500")
+    t.add_argument("--save_total_limit", type=int, help="default 2")
+    t.add_argument("--gradient_checkpointing", type=parse_bool, nargs="?", const=True, metavar="BOOL",
+                   help="default true")
+    t.add_argument("--packing", type=parse_bool, nargs="?", const=True, metavar="BOOL", help="default true")
+    t.add_argument("--use_liger_kernel", "--use_liger", dest="use_liger_kernel", type=parse_bool, nargs="?",
+                   const=True, metavar="BOOL", help="default: on with CUDA when liger-kernel is installed")
+    t.add_argument("--nan_policy", choices=("stop", "skip"), help="default stop")
+    t.add_argument("--resume_from_checkpoint", metavar="auto|PATH", help="continue a run from a checkpoint")
+    e = parser.add_argument_group("evaluation")
+    e.add_argument("--eval_benchmarks", nargs="+", metavar="BENCH",
+                   help="measure these before and after training (e.g. rg:gsm-symbolic champ)")
+    e.add_argument("--eval_limit", type=int, help="questions per benchmark")
+    e.add_argument("--infer_backend", choices=("pt",), help="accepted for SWIFT compatibility")
+    for action in parser._actions:
+        if action.dest != "help":
+            action.default = argparse.SUPPRESS
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--config '{path}' does not exist or is not a file")
+    try:
+        loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path}: expected a mapping of option names to values")
+    return loaded
+
+
+def build_config(namespace: argparse.Namespace) -> RunConfig:
+    """Defaults, overridden by the YAML file, overridden by the flags the user typed."""
+    given = {k: v for k, v in vars(namespace).items() if k not in ("config", "command", "infer_backend", "func")}
+    values: dict[str, Any] = {}
+    source = getattr(namespace, "config", None)
+    if source:
+        for key, value in load_yaml(source).items():
+            values[ALIASES.get(key, key)] = value
+    values.update(given)
+    known = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
+    parts: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    top: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in TOP_LEVEL:
+            top[key] = tuple(value) if isinstance(value, list) else value
+        elif key in known:
+            parts[known[key]][key] = tuple(value) if isinstance(value, list) else value
+        else:
+            raise UserError(f"{source or 'flags'}: unknown option '{key}'")
+    try:
+        return RunConfig(**{s: SECTIONS[s](**parts[s]) for s in SECTIONS}, **top)
+    except TypeError as exc:
+        raise UserError(f"{source or 'flags'}: {exc}") from None
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a RunConfig from a saved args.json."""
+    parts = {s: SECTIONS[s](**{k: v for k, v in data.get(s, {}).items() if k in _names(SECTIONS[s])}) for s in SECTIONS}
+    return RunConfig(**parts, eval_benchmarks=tuple(data.get("eval_benchmarks", ())), eval_limit=data.get("eval_limit"))
+
+
+def _names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls) if f.default is not MISSING or f.default_factory is not MISSING}

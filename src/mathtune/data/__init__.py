@@ -1,0 +1,1 @@
+"""Datasets: sources, formats, mixing, tokenization with loss masks, packing."""

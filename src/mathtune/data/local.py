@@ -1,0 +1,215 @@
+"""Local data files: jsonl, json, csv and parquet, or a folder of them.
+
+Readers return `(line, row)` pairs; a row the reader could not decode is a `DataError` in place of the row, so
+--skip_bad_rows can skip it. Problems with a whole file (missing, unreadable, empty, broken JSON document) raise.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from mathtune.data.formats import BadRows, Parsed, parse_rows
+from mathtune.errors import DataError, UserError
+
+SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+Rows = list[tuple[int, object]]
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_SURROGATE = re.compile(r"[\udc80-\udcff]")
+
+
+def load_local(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    skip_bad_rows: bool = False,
+) -> Parsed:
+    """Read a data file, or every data file under a folder (sorted), into conversations.
+
+    The row shape is `fmt`, or detected per file from its first row.
+    """
+    conversations = []
+    bad = BadRows()
+    for file in find_data_files(Path(path)):
+        parsed = parse_rows(read_rows(file), str(file), fmt=fmt, columns=columns, skip_bad_rows=skip_bad_rows)
+        conversations.extend(parsed.conversations)
+        bad.extend(parsed.bad_rows)
+    return Parsed(conversations, bad)
+
+
+def find_data_files(path: Path) -> list[Path]:
+    """The data files `path` names: itself, or the files with a known suffix under it, hidden folders skipped."""
+    if not path.exists():
+        raise UserError(f"dataset path '{path}' does not exist")
+    if path.is_file():
+        if path.suffix.lower() not in SUFFIXES:
+            raise UserError(f"{path}: unsupported file type '{path.suffix}' (use {', '.join(SUFFIXES)})")
+        return [path]
+    try:
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.suffix.lower() in SUFFIXES
+            and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+    except OSError as e:
+        raise UserError(f"{path}: cannot list folder ({e.strerror or e})") from None
+    if not files:
+        raise UserError(f"folder '{path}' holds no {', '.join(SUFFIXES)} files")
+    return files
+
+
+def read_rows(path: Path) -> Rows:
+    """All rows of one file as `(line, row)`; json and parquet rows are numbered by position (1-based)."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _parquet_rows(path)
+    data = _read_bytes(path)
+    if suffix == ".jsonl":
+        rows = _jsonl_rows(path, data)
+    elif suffix == ".json":
+        rows = _json_rows(path, data)
+    elif suffix == ".csv":
+        rows = _csv_rows(path, data)
+    else:
+        raise UserError(f"{path}: unsupported file type '{path.suffix}' (use {', '.join(SUFFIXES)})")
+    if not rows:
+        raise UserError(f"{path}: file is empty (no rows)")
+    return rows
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise UserError(f"{path}: cannot read file ({e.strerror or e})") from None
+
+
+def _strip_bom(data: bytes) -> bytes:
+    return data[len(codecs.BOM_UTF8) :] if data.startswith(codecs.BOM_UTF8) else data
+
+
+def _not_utf8(raw: bytes, error: UnicodeDecodeError) -> str:
+    return f"not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
+
+
+def _jsonl_rows(path: Path, data: bytes) -> Rows:
+    rows: Rows = []
+    for number, raw in enumerate(_strip_bom(data).split(b"\n"), start=1):
+        raw = raw.rstrip(b"\r")
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            rows.append((number, DataError(str(path), number, _not_utf8(raw, e))))
+            continue
+        rows.append((number, _loads_line(text, path, number)))
+    return rows
+
+
+def _loads_line(text: str, path: Path, number: int) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        return DataError(str(path), number, f"invalid JSON: {e.msg} (column {e.colno})")
+    except (ValueError, RecursionError) as e:
+        # Integers past Python's digit limit and absurd nesting are not JSONDecodeErrors.
+        return DataError(str(path), number, f"invalid JSON: {str(e).splitlines()[0][:80]}")
+
+
+def _json_rows(path: Path, data: bytes) -> Rows:
+    data = _strip_bom(data)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(str(path), line, f"not UTF-8 (byte 0x{data[e.start]:02x} at column {column})") from None
+    if not text.strip():
+        return []
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data":
+            # One JSON object per line under a .json name: read it as JSON Lines, as `datasets` does.
+            return _jsonl_rows(path, data)
+        raise DataError(str(path), e.lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
+    except (ValueError, RecursionError) as e:
+        raise DataError(str(path), None, f"invalid JSON: {str(e).splitlines()[0][:80]}") from None
+    if isinstance(document, list):
+        return list(zip(_array_lines(text), document, strict=True))
+    if isinstance(document, dict) and isinstance(document.get("data"), list):
+        return [(i, row) for i, row in enumerate(document["data"], start=1)]
+    if isinstance(document, dict):
+        return [(text.count("\n", 0, _WHITESPACE.match(text).end()) + 1, document)]
+    raise DataError(str(path), 1, 'a .json file must hold a list of rows, {"data": [rows]} or one row object')
+
+
+def _array_lines(text: str) -> list[int]:
+    """The line each element of a top-level JSON array starts on (the text is known to be valid JSON)."""
+    decoder = json.JSONDecoder()
+    lines: list[int] = []
+    pos = _WHITESPACE.match(text).end() + 1  # past "["
+    line, counted = 1, 0
+    while True:
+        pos = _WHITESPACE.match(text, pos).end()
+        if text[pos] == "]":
+            return lines
+        line += text.count("\n", counted, pos)
+        counted = pos
+        lines.append(line)
+        _, pos = decoder.raw_decode(text, pos)
+        pos = _WHITESPACE.match(text, pos).end()
+        if text[pos] == ",":
+            pos += 1
+
+
+def _csv_rows(path: Path, data: bytes) -> Rows:
+    # surrogateescape keeps going past bad bytes so each bad row can be reported (and skipped) on its own.
+    text = _strip_bom(data).decode("utf-8", errors="surrogateescape")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows: Rows = []
+    try:
+        start = 1 if reader.fieldnames is None else reader.line_num + 1
+        for record in reader:
+            number = start
+            start = reader.line_num + 1
+            rows.append((number, _csv_record(path, number, record)))
+    except csv.Error as e:
+        raise DataError(str(path), reader.line_num, f"invalid CSV: {e}") from None
+    if reader.fieldnames and any(_SURROGATE.search(name) for name in reader.fieldnames if name):
+        raise DataError(str(path), 1, "not UTF-8 (header row)")
+    return rows
+
+
+def _csv_record(path: Path, number: int, record: dict) -> object:
+    if None in record:
+        return DataError(str(path), number, "row has more values than the header has columns")
+    if any(isinstance(v, str) and _SURROGATE.search(v) for v in record.values()):
+        return DataError(str(path), number, "not UTF-8")
+    # A short row leaves trailing columns as None: treat them as absent, not as null values.
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def _parquet_rows(path: Path) -> Rows:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise UserError(f"{path}: cannot read parquet file ({reason})") from None
+    rows = table.to_pylist()
+    if not rows:
+        raise UserError(f"{path}: file is empty (no rows)")
+    return list(enumerate(rows, start=1))

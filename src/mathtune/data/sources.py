@@ -1,0 +1,123 @@
+"""Dataset specs (`SRC[#N]`) and dispatch to local files, built-in generators and hub sets."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from mathtune.data.formats import BadRows, Parsed
+from mathtune.data.hub import is_hub_name, load_hub
+from mathtune.data.local import SUFFIXES, load_local
+from mathtune.data.types import Conversation
+from mathtune.errors import UserError
+
+GENERATOR_PREFIX = "rg:"
+DEFAULT_GENERATED_ROWS = 1000
+"""Rows a built-in generator makes when the spec gives no #N."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One --dataset entry."""
+
+    text: str
+    """The entry as given, e.g. "AI-ModelScope/blossom-math-v2#5000"."""
+    name: str
+    """The source without its count: a path, rg:TASK, a named hub set, HF::... or MS::..."""
+    n: int | None = None
+    """Training rows to take (#N), None for all of them."""
+
+    @property
+    def kind(self) -> str:
+        """ "local", "generator" or "hub"; a UserError when the name is none of them."""
+        return source_kind(self.name)
+
+
+def parse_spec(text: str) -> SourceSpec:
+    """Split `SRC[#N]`; an existing path that contains '#' is taken whole."""
+    text = text.strip()
+    if not text:
+        raise UserError("--dataset: empty dataset name")
+    if _exists(text):
+        return SourceSpec(text, text, None)
+    name, sep, count = text.rpartition("#")
+    if not sep:
+        return SourceSpec(text, text, None)
+    if not name:
+        raise UserError(f"dataset '{text}': missing the dataset name before '#'")
+    if not re.fullmatch(r"[0-9]+", count) or int(count) < 1:
+        raise UserError(f"dataset '{text}': the part after '#' must be a positive whole number of rows, got '{count}'")
+    return SourceSpec(text, name, int(count))
+
+
+def source_kind(name: str) -> str:
+    """Which loader serves `name`: an existing path first (as ms-swift), then rg:TASK, then hub sets."""
+    if _exists(name):
+        return "local"
+    if name.startswith(GENERATOR_PREFIX):
+        return "generator"
+    if is_hub_name(name):
+        return "hub"
+    if name.lower().endswith(SUFFIXES) or name.startswith(("/", ".", "~")):
+        raise UserError(f"dataset path '{name}' does not exist")
+    raise UserError(
+        f"dataset '{name}' is neither a file, a folder, a built-in set (rg:TASK, see `mathtune data list`) "
+        "nor a known hub set (for any other Hugging Face set write HF::org/name)"
+    )
+
+
+def load_source(
+    spec: SourceSpec,
+    *,
+    fmt: str | None = None,
+    columns: Mapping[str, str] | None = None,
+    skip_bad_rows: bool = False,
+    seed: int = 42,
+    extra_rows: int = 0,
+) -> Parsed:
+    """Load every row of one source. Generators make `#N` (or DEFAULT_GENERATED_ROWS) plus `extra_rows` rows."""
+    kind = spec.kind
+    if kind == "local":
+        return load_local(_local_path(spec.name), fmt=fmt, columns=columns, skip_bad_rows=skip_bad_rows)
+    if kind == "hub":
+        return load_hub(spec.name, fmt=fmt, columns=columns, skip_bad_rows=skip_bad_rows)
+    task = spec.name[len(GENERATOR_PREFIX) :]
+    if not task:
+        raise UserError(f"dataset '{spec.text}': name a task after rg:, e.g. rg:basic_arithmetic")
+    generators = _generators()
+    n = (spec.n or DEFAULT_GENERATED_ROWS) + extra_rows
+    return Parsed(list(generators.generate(task, n, seed, "train")), BadRows())
+
+
+def load_conversations(text: str, **options) -> list[Conversation]:
+    """Every conversation of one `SRC[#N]` entry (all rows: #N sampling is the mixer's job)."""
+    return load_source(parse_spec(text), **options).conversations
+
+
+def list_generator_tasks() -> list[str]:
+    """The built-in generator tasks, addressed as rg:TASK."""
+    return list(_generators().list_tasks())
+
+
+def _generators():
+    # Imported here so data loading works, and fails clearly, without the generators module.
+    try:
+        from mathtune.data import generators
+    except ModuleNotFoundError as e:
+        if e.name != "mathtune.data.generators":
+            raise
+        raise UserError("built-in generators (rg:TASK) are not available in this install") from None
+    return generators
+
+
+def _local_path(name: str) -> Path:
+    return Path(name).expanduser()
+
+
+def _exists(name: str) -> bool:
+    try:
+        return _local_path(name).exists()
+    except (OSError, ValueError):  # names too long for the file system, or holding NUL, are not paths
+        return False

@@ -1,0 +1,1 @@
+"""Evaluation: benchmarks, answer extraction and verification, reports."""

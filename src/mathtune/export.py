@@ -1,0 +1,55 @@
+"""Merge a LoRA checkpoint into its base model and write a plain Hugging Face folder next to it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .errors import UserError
+from .model import end_of_turn_ids, is_adapter_dir, load_for_inference
+
+
+def merge_lora(ckpt_dir: str | Path, output: str | Path | None = None, dtype: str = "AUTO",
+               device: str | None = None) -> Path:
+    """Write CHECKPOINT-merged/ (safetensors, config, tokenizer with chat template, generation config whose eos is
+    the end-of-turn token), written aside and renamed into place."""
+    import torch
+
+    ckpt = Path(ckpt_dir)
+    if not ckpt.is_dir():
+        raise UserError(f"--ckpt_dir '{ckpt}' does not exist")
+    if not is_adapter_dir(ckpt):
+        raise UserError(f"--ckpt_dir '{ckpt}' holds no LoRA adapter (adapter_config.json missing)")
+    target = Path(output) if output else ckpt.with_name(ckpt.name + "-merged")
+    model, tokenizer, _ = load_for_inference(str(ckpt), dtype=dtype, device=device or "cpu")
+    merged = model.merge_and_unload()
+    eos = end_of_turn_ids(tokenizer, merged.generation_config)
+    merged.generation_config.eos_token_id = eos if len(eos) > 1 else eos[0]
+    merged.generation_config.pad_token_id = tokenizer.pad_token_id
+    if merged.dtype == torch.float32 and dtype.upper() == "AUTO":
+        merged = merged.to(_saved_dtype(merged))
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        merged.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"cannot write merged model to '{target}': {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _saved_dtype(model):
+    """Keep the dtype the base model was published in (config.dtype); merging ran in fp32 on the CPU."""
+    import torch
+
+    name = str(getattr(model.config, "dtype", None) or getattr(model.config, "torch_dtype", "") or "")
+    return {"bfloat16": torch.bfloat16, "torch.bfloat16": torch.bfloat16, "float16": torch.float16,
+            "torch.float16": torch.float16}.get(name, torch.float32)

@@ -1,0 +1,183 @@
+"""`mathtune infer`: chat with a base model, an adapter checkpoint or a merged folder.
+
+Modes: an interactive REPL that streams tokens and keeps history (the default on a terminal), one `--query`, or
+`--input FILE.jsonl --output FILE.jsonl` answered in batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DataError, UserError
+from .generate import cut_at_stop_words, generate, render_prompts, sampling_kwargs
+from .model import end_of_turn_ids
+
+
+@dataclass(frozen=True)
+class InferArgs:
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop_words: tuple[str, ...] = ()
+    system: str | None = None
+    batch_size: int = 16
+
+
+def _start(system: str | None) -> list[dict[str, str]]:
+    return [{"role": "system", "content": system}] if system else []
+
+
+def stream_reply(model, tokenizer, messages: list[dict[str, str]], args: InferArgs, out=sys.stdout) -> str:
+    """Generate one reply, printing tokens as they come; returns the reply (cut at a stop word)."""
+    import torch
+    from transformers import TextStreamer
+
+    class _Printer(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            out.write(text)
+            out.flush()
+
+    ids = render_prompts(tokenizer, [messages])[0]
+    device = next(model.parameters()).device
+    eos = end_of_turn_ids(tokenizer, model.generation_config)
+    extra = {"stop_strings": list(args.stop_words), "tokenizer": tokenizer} if args.stop_words else {}
+    with torch.inference_mode():
+        output = model.generate(
+            input_ids=torch.tensor([ids], device=device), attention_mask=torch.ones((1, len(ids)), device=device,
+                                                                                  dtype=torch.long),
+            max_new_tokens=args.max_new_tokens, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+            streamer=_Printer(tokenizer, skip_prompt=True, skip_special_tokens=True),
+            **sampling_kwargs(args.temperature, args.top_p), **extra,
+        )
+    out.write("\n")
+    new = [t for t in output[0, len(ids) :].tolist()]
+    for k, token in enumerate(new):
+        if token in eos:
+            new = new[:k]
+            break
+    return cut_at_stop_words(tokenizer.decode(new, skip_special_tokens=True), args.stop_words)
+
+
+def repl(model, tokenizer, args: InferArgs, stdin=sys.stdin, out=sys.stdout) -> None:
+    """Read a question per line; /clear forgets the history, /exit (or end of input) leaves."""
+    out.write("mathtune chat: /clear to forget the history, /exit to leave.\n")
+    messages = _start(args.system)
+    while True:
+        out.write("<<< ")
+        out.flush()
+        line = stdin.readline()
+        if not line:
+            out.write("\n")
+            return
+        query = line.strip()
+        if query in ("/exit", "exit", "/quit"):
+            return
+        if query in ("/clear", "clear"):
+            messages = _start(args.system)
+            out.write("(history cleared)\n")
+            continue
+        if not query:
+            continue
+        messages.append({"role": "user", "content": query})
+        reply = stream_reply(model, tokenizer, messages, args, out)
+        messages.append({"role": "assistant", "content": reply})
+
+
+def _read_queries(path: Path) -> list[tuple[dict, list[dict[str, str]]]]:
+    """Rows of an input jsonl: {query, system?, history?} or {messages} (a trailing assistant turn is dropped)."""
+    if not path.is_file():
+        raise UserError(f"--input '{path}' does not exist or is not a file")
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(str(path), None, "not UTF-8") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(str(path), number, f"invalid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(str(path), number, "expected a JSON object")
+        rows.append((row, _row_messages(row, str(path), number)))
+    if not rows:
+        raise UserError(f"--input '{path}' holds no rows")
+    return rows
+
+
+def _row_messages(row: dict, where: str, line: int) -> list[dict[str, str]]:
+    if isinstance(row.get("messages"), list):
+        messages = [m for m in row["messages"] if isinstance(m, dict)]
+        if messages and messages[-1].get("role") == "assistant":
+            messages = messages[:-1]
+        if not messages or any(not isinstance(m.get("content"), str) for m in messages):
+            raise DataError(where, line, "field 'messages' has no usable turns")
+        return [{"role": m["role"], "content": m["content"]} for m in messages]
+    query = row.get("query", row.get("question", row.get("instruction")))
+    if not isinstance(query, str) or not query.strip():
+        raise DataError(where, line, "field 'query' missing")
+    messages = _start(row.get("system")) if isinstance(row.get("system"), str) else []
+    for pair in row.get("history") or []:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise DataError(where, line, "field 'history' must be a list of [query, response] pairs")
+        messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    return messages + [{"role": "user", "content": query}]
+
+
+def answer_file(model, tokenizer, source: str, target: str, args: InferArgs, progress: bool = True) -> int:
+    """Answer every row of `source` into `target` (each row plus "response"); written aside, then renamed."""
+    rows = _read_queries(Path(source))
+    conversations = [(_start(args.system) if args.system and m[0]["role"] != "system" else []) + m for _, m in rows]
+    replies = generate(model, tokenizer, conversations, max_new_tokens=args.max_new_tokens,
+                       temperature=args.temperature, top_p=args.top_p, stop_words=args.stop_words,
+                       batch_size=args.batch_size, progress=progress)
+    out = Path(target)
+    tmp = out.with_name(f".{out.name}.partial")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for (row, _), reply in zip(rows, replies, strict=True):
+                f.write(json.dumps({**row, "response": reply[0]}, ensure_ascii=False) + "\n")
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write --output '{target}': {exc.strerror or exc}") from None
+    return len(rows)
+
+
+def answer_once(model, tokenizer, query: str, args: InferArgs, out=sys.stdout) -> str:
+    return stream_reply(model, tokenizer, _start(args.system) + [{"role": "user", "content": query}], args, out)
+
+
+def run_infer(ckpt_dir: str | None, *, query: str | None, input_path: str | None, output_path: str | None,
+              eval_human: bool | None, args: InferArgs, dtype: str = "AUTO", adapter: str | None = None,
+              stdin=sys.stdin, stdout=sys.stdout) -> int:
+    from .model import load_for_inference
+
+    if (input_path is None) != (output_path is None):
+        raise UserError("--input and --output go together")
+    model, tokenizer, description = load_for_inference(ckpt_dir, adapter=adapter, dtype=dtype)
+    print(f"model: {description}", file=sys.stderr)
+    if query is not None:
+        answer_once(model, tokenizer, query, args, stdout)
+    elif input_path is not None:
+        count = answer_file(model, tokenizer, input_path, output_path, args)
+        print(f"answered {count} rows into {output_path}", file=sys.stderr)
+    elif eval_human is False:
+        raise UserError("nothing to do: pass --query, --input/--output, or --eval_human true")
+    else:
+        repl(model, tokenizer, args, stdin, stdout)
+    return 0
+
+
+def interactive_default(stdin=sys.stdin) -> bool:
+    return stdin.isatty()
+
+
+__all__: Sequence[str] = ("InferArgs", "repl", "answer_file", "answer_once", "run_infer", "interactive_default")
