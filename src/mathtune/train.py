@@ -175,7 +175,7 @@ def train(model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Enco
                     if _non_finite(args, step + 1, batch.rows, origins, "loss"):
                         break
                 (loss / max(step_tokens, 1)).backward()
-                step_loss += float(loss)
+                step_loss += loss.item()
             else:
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
                 if torch.isfinite(grad_norm) or not _non_finite(args, step + 1, group_rows(batches), origins, "gradient"):

@@ -109,6 +109,14 @@ def parse_bool(text: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def columns_flag(text: str) -> dict[str, str] | None:
+    """argparse type for --columns: a bad value becomes a one-line usage error."""
+    try:
+        return parse_columns(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--columns: ")) from None
+
+
 def _ratio(text: str) -> float:
     try:
         value = float(text)
@@ -140,7 +148,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--columns",
-        type=parse_columns,
+        type=columns_flag,
         default=d.columns,
         metavar="JSON",
         help='rename source columns first, e.g. \'{"question": "query", "answer": "response"}\'',

@@ -1,0 +1,264 @@
+"""Answer extraction and checking: a table of what chat models really write, right and wrong."""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+
+import pytest
+
+from mathtune.evaluate import grading
+from mathtune.evaluate.benchmarks import BenchItem
+from mathtune.evaluate.grading import Verdict, extract_answer, extract_choice, grade, normalize, verify
+
+# (model output, gold, expected verdict)
+MATH_EN = [
+    # formats: ####, boxed, phrases, tags, markdown
+    ("3 + 4 = 7\n#### 7", "7", True),
+    ("So the total is 1,000.\n#### 1,000", "1000", True),
+    ("<answer>17</answer>", "17", True),
+    ("**Final Answer**\n\\[\n\\boxed{72}\n\\]", "72", True),
+    ("**Answer:** 42", "42", True),
+    ("Answer:\n\n$$42$$", "42", True),
+    ("The answer is: **15**.", "15", True),
+    ("The final answer is $\\boxed{\\sqrt{2}}$", "\\sqrt{2}", True),
+    ("Empty box \\boxed{} first. The answer is 4.", "4", True),
+    # the LAST stated answer wins, of any kind
+    ("We get \\boxed{3}. Wait, recomputing: \\boxed{5}.", "5", True),
+    ("We get \\boxed{3}. Wait, recomputing: \\boxed{5}.", "3", False),
+    ("I think the answer is 5. Wait, 2 * 3 = 6, so the answer is 6.", "6", True),
+    ("I think the answer is 5. Wait, 2 * 3 = 6, so the answer is 6.", "5", False),
+    ("A first guess is \\boxed{6}. Checking again, the answer is 8.", "8", True),
+    ("The answer is not 4. Redo: 2 + 3 = 5, so the answer is 5.", "5", True),
+    ("The answer is not 4. Redo: 2 + 3 = 5, so the answer is 5.", "4", False),
+    ("There were 12 apples at first. After buying 3 more she has 15.", "12", False),
+    ("There were 12 apples at first. After buying 3 more she has 15.", "15", True),
+    ("The answer is 5. Check: 5 * 2 = 10, as required.", "5", True),
+    ("The answer is 12 or 13.", "12", False),
+    # numbers that look alike
+    ("The answer is 12.", "120", False),
+    ("The answer is 120", "12", False),
+    ("The answer is 3.", "3.5", False),
+    ("The answer is 7.", "7.0", True),
+    ("The answer is 7.50", "7.5", True),
+    ("The answer is -3.", "3", False),
+    ("The answer is -3.", "-3", True),
+    ("The temperature drops to \\boxed{-3}", "-3", True),
+    ("The answer is \u22127", "-7", True),
+    # thousands separators, currency, units, degrees
+    ("The answer is 1,000.", "1000", True),
+    ("The answer is 1000", "1,000", True),
+    ("The answer is $1,000,000$.", "1000000", True),
+    ("The answer is 1{,}000", "1000", True),
+    ("The answer is $18.00.", "18", True),
+    ("She pays \\$18 in total. The answer is \\$18", "18", True),
+    ("\\boxed{\\$18.00}", "18", True),
+    ("It costs 3 dollars each, so 4 cost 12 dollars.", "12", True),
+    ("Final answer: 5 apples", "5", True),
+    ("The answer is 5 apples.", "6", False),
+    ("\\boxed{\\text{5 apples}}", "5", True),
+    ("\\boxed{5 \\text{ cm}}", "5", True),
+    ("The area is \\boxed{12\\text{ m}^2}", "12", True),
+    ("The angle is \\boxed{30^\\circ}", "30", True),
+    ("The answer is 5x", "5", False),
+    # fractions, decimals, percent (policy: 50% matches 50 and 0.5)
+    ("\\boxed{\\frac{1}{2}}", "0.5", True),
+    ("The answer is 0.5", "\\frac{1}{2}", True),
+    ("\\boxed{\\dfrac{1}{2}}", "\\frac{1}{2}", True),
+    ("\\boxed{\\frac12}", "0.5", True),
+    ("The answer is 1/2.", "0.5", True),
+    ("Final answer: 0.25", "1/4", True),
+    ("The answer is \\(\\frac{3}{4}\\).", "0.75", True),
+    ("The answer is 0.333", "\\frac{1}{3}", False),
+    ("The answer is 0.3333333", "1/3", True),
+    ("The answer is 50%.", "50", True),
+    ("The answer is 50%.", "0.5", True),
+    ("The answer is 50%.", "5", False),
+    ("The answer is 0.5", "50\\%", True),
+    ("The answer is \\boxed{25\\%}", "25", True),
+    # "x = 4"
+    ("So x = 4.", "4", True),
+    ("The answer is $x = 4$.", "4", True),
+    ("\\boxed{x=4}", "4", True),
+    ("\\boxed{x=5}", "4", False),
+    # symbolic answers (math_verify)
+    ("\\boxed{2\\sqrt{2}}", "\\sqrt{8}", True),
+    ("\\boxed{(x+1)^2}", "x^2+2x+1", True),
+    ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt3}{2}", True),
+    ("\\boxed{\\frac{\\sqrt{3}}{3}}", "\\frac{\\sqrt3}{2}", False),
+    ("The answer is \\pi/2", "\\frac{\\pi}{2}", True),
+    ("The answer is 2^{10}", "1024", True),
+    # text golds never go through sympy ("Yes" would be E*s*y and equal "sey")
+    ("\\boxed{Yes}", "yes", True),
+    ("\\boxed{sey}", "Yes", False),
+    # nothing to find
+    ("I don't know.", "5", False),
+    ("", "5", False),
+]
+
+MATH_ZH = [
+    ("所以答案是：12。", "12", True),
+    ("答案：12", "12", True),
+    ("答案为 $\\frac{3}{4}$", "0.75", True),
+    ("答：小明一共有12个苹果。", "12", True),
+    ("答：小明有12个苹果，比小红多3个。", "12", True),
+    ("答：小明有12个苹果，比小红多3个。", "3", False),
+    ("先算 3×4=12，再加 3 得 15。所以最终答案是 \\boxed{15}", "15", True),
+    ("一开始有12个，后来又买了3个，一共有15个。", "12", False),
+    ("答案是十二", "12", True),
+    ("答案是一百零五个", "105", True),
+    ("答案是 120 元", "12", False),
+    ("答案是 -5。", "5", False),
+    ("最终答案：50%", "0.5", True),
+    ("答案是 1,000 元", "1000", True),
+    ("答案为 \\boxed{7}", "7", True),
+    ("所以 x = 4，答案是 4", "4", True),
+    ("所以 x = 4，答案是 5", "4", False),
+]
+
+CHOICE = [
+    ("The answer is (B).", "B", True),
+    ("The answer is (B).", "C", False),
+    ("答案是 C", "C", True),
+    ("答案：D", "D", True),
+    ("Option A says 5, option B says 6. Since 2*3 = 6, the answer is B.", "B", True),
+    ("Option A says 5, option B says 6. Since 2*3 = 6, the answer is B.", "A", False),
+    ("A train travels 60 km in 1 hour. So the answer is D.", "D", True),
+    ("A train travels 60 km in 1 hour. So the answer is D.", "A", False),
+    ("\\boxed{\\text{E}}", "E", True),
+    ("\\boxed{(C)}", "(C)", True),
+    ("I considered (A) first, but the final answer is (D)", "A", False),
+    ("So the correct option is C.", "C", True),
+    ("故选 B", "B", True),
+    ("Answer: A train leaves at noon", "A", False),
+    ("Thinking...\n\n**B**\n", "B", True),
+]
+
+RG = [  # (reasoning-gym task, output with {gold} filled in, expected)
+    ("syllogism", "All cats are animals, so it follows.\n\n\\boxed{{{gold}}}", True),
+    ("syllogism", "\\boxed{{\\text{{{gold}}}}}", True),
+    ("syllogism", "Final answer: {gold}.", True),
+    ("syllogism", "\\boxed{{Maybe}}", False),
+    ("knights_knaves", "Checking each case...\n\\boxed{{{gold}}}", True),
+    ("knights_knaves", "<answer>{gold}</answer>", True),
+    ("knights_knaves", "\\boxed{{Nobody is anything}}", False),
+    ("fraction_simplification", "Divide by the gcd: \\boxed{{{gold}}}", True),
+    ("fraction_simplification", "\\boxed{{\\frac{{2000}}{{3}}}}", False),
+]
+
+
+def _cases(rows, checker, language):
+    return [pytest.param(out, gold, expected, checker, language, id=f"{checker}-{language}-{i}")
+            for i, (out, gold, expected) in enumerate(rows)]
+
+
+TABLE = _cases(MATH_EN, "math", "en") + _cases(MATH_ZH, "math", "zh") + _cases(CHOICE, "choice", "en")
+
+
+def test_table_is_large_enough():
+    assert len(TABLE) + len(RG) >= 80
+
+
+@pytest.mark.parametrize(("output", "gold", "expected", "checker", "language"), TABLE)
+def test_table(output, gold, expected, checker, language):
+    verdict = grade(output, BenchItem("q", "question", gold), checker, language)
+    assert verdict.correct is expected, f"extracted {verdict.extracted!r}"
+
+
+@lru_cache(maxsize=8)
+def _rg_item(task: str) -> BenchItem:
+    import reasoning_gym
+
+    entry = reasoning_gym.create_dataset(task, seed=3, size=1)[0]
+    return BenchItem("q", entry["question"], entry["answer"], {"rg_name": task, "entry": entry})
+
+
+@pytest.mark.parametrize(("task", "template", "expected"), RG, ids=[f"rg-{i}" for i in range(len(RG))])
+def test_reasoning_gym_table(task, template, expected):
+    item = _rg_item(task)
+    gold = item.gold.strip("$").rstrip(".")
+    assert grade(template.format(gold=gold), item, "rg").correct is expected
+
+
+def test_rg_unsimplified_fraction_is_wrong_although_equal_in_value():
+    item = _rg_item("fraction_simplification")
+    num, den = item.meta["entry"]["metadata"]["simplified_numerator"], item.meta["entry"]["metadata"]["simplified_denominator"]
+    assert grade(f"\\boxed{{\\frac{{{num}}}{{{den}}}}}", item, "rg").correct
+    assert not grade(f"\\boxed{{\\frac{{{2 * num}}}{{{2 * den}}}}}", item, "rg").correct
+
+
+def test_rg_integer_gold_accepts_separators_that_reasoning_gym_rejects(monkeypatch):
+    monkeypatch.setattr(grading, "_rg_score", lambda item, answer: 1.0 if answer == "1000" else 0.0)
+    item = BenchItem("q", "question", "1000")
+    assert grade("\\boxed{1,000}", item, "rg").correct
+    assert grade("so 1,000 in all", item, "rg") == Verdict("1,000", True, True)
+    assert not grade("\\boxed{100}", item, "rg").correct
+
+
+def test_rg_without_an_answer_is_unparsed():
+    assert grade("I am not sure what to say here", _rg_item("syllogism"), "rg") == Verdict(None, False, False)
+
+
+def test_verdict_reports_extracted_and_parsed():
+    item = BenchItem("q", "question", "5")
+    assert grade("so \\boxed{5}", item, "math") == Verdict("5", True, True)
+    assert grade("no idea", item, "math") == Verdict(None, False, False)
+    assert grade("The answer is 6", item, "math") == Verdict("6", False, True)
+
+
+def test_any_listed_gold_counts():
+    item = BenchItem("q", "question", "252", {"golds": ["252", "\\binom{10}{5}"]})
+    assert grade("\\boxed{\\binom{10}{5}}", item, "math").correct
+    assert grade("\\boxed{252}", item, "math").correct
+    assert not grade("\\boxed{251}", item, "math").correct
+
+
+def test_unknown_checker():
+    with pytest.raises(ValueError, match="unknown checker"):
+        grade("1", BenchItem("q", "question", "1"), "regex")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt{3}}{2}"),
+    ("a \\boxed{1} b \\boxed{\\{1, 2\\}} c", "\\{1, 2\\}"),
+    ("\\boxed 7", "7"),
+    ("The answer is 5, because 2 + 3 = 5.", "5"),
+    ("So there are 3-5 of them", "5"),
+    ("答：十二个", "12个"),
+    ("x_2 = 3", "3"),
+    ("no numbers at all", None),
+])
+def test_extract_answer(text, expected):
+    assert extract_answer(text, "zh" if "答" in text else "en") == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("The answer is (B).", "B"), ("选项 C 正确，故选 C", "C"), ("(A) 3 (B) 4", None), ("A cat sat", None),
+])
+def test_extract_choice(text, expected):
+    assert extract_choice(text) == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("$18.00", "18.00"), ("1,000 apples", "1000"), ("x = 4", "4"), ("\\text{5 cm}", "5"), ("\\dfrac{1}{2}", "\\frac{1}{2}"),
+    ("30^{\\circ}", "30"), ("12个苹果", "12"), ("3 pi", "3 pi"), ("(1, 2)", "(1, 2)"), ("１２", "12"),
+])
+def test_normalize(raw, expected):
+    assert normalize(raw) == expected
+
+
+def test_a_hard_expression_is_cut_off_and_counted_wrong():
+    assert verify("2^{3}", "8")  # starts the worker, so the timing below measures the hard case only
+    started = time.perf_counter()
+    # sympy evaluates 10^(10^10) exactly while holding the GIL: no thread could interrupt this.
+    assert not verify("10^{10^{10}}", "3", timeout=1.0)
+    assert time.perf_counter() - started < 3.0
+    assert verify("\\sqrt{4}", "2")  # a fresh worker takes over
+
+
+def test_grade_bounds_time_with_default_timeout(monkeypatch):
+    monkeypatch.setattr(grading, "VERIFY_TIMEOUT_S", 0.5)
+    started = time.perf_counter()
+    verdict = grade("\\boxed{9^{9^{9^{9}}}}", BenchItem("q", "question", "7^{7^{7^{7}}}"), "math")
+    assert verdict == Verdict("9^{9^{9^{9}}}", False, True)
+    assert time.perf_counter() - started < 10.0

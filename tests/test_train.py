@@ -1,0 +1,137 @@
+"""The training loop on a tiny model: loss goes down, only LoRA moves, seeded runs repeat, packing is exact."""
+
+import json
+
+import pytest
+import torch
+
+from mathtune.config import TrainArgs
+from mathtune.data.packing import collate, plan_batches
+from mathtune.data.tokenize import encode_conversation
+from mathtune.losses import loss_sum
+from mathtune.model import attach_lora, load_model
+from mathtune.train import train
+
+
+def examples(tokenizer, n=24):
+    rows = [(f"What is {a} + {b}?", f"{a} + {b} = {a + b}. The answer is {a + b}.") for a in range(1, 7)
+            for b in range(1, 5)][:n]
+    return [encode_conversation(tokenizer, [{"role": "user", "content": q}, {"role": "assistant", "content": r}])
+            for q, r in rows]
+
+
+def lora_model(model_dir, seed=0):
+    torch.manual_seed(seed)
+    model = load_model(model_dir, "fp32", "cpu")
+    return attach_lora(model, rank=8, alpha=16, dropout=0.0, target_modules="all-linear")
+
+
+def run(tmp_path, model, tokenizer, data, **overrides):
+    settings = dict(learning_rate=5e-3, batch_size=4, gradient_accumulation_steps=2, max_steps=20, logging_steps=1,
+                    save_steps=100, eval_steps=100, warmup_ratio=0.0, lr_scheduler_type="constant", seed=7)
+    settings.update(overrides)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = train(model, tokenizer, data, data[:4], TrainArgs(**settings), max_length=256, run_dir=run_dir,
+                   progress=False)
+    losses = [r["loss"] for r in map(json.loads, (run_dir / "logging.jsonl").read_text().splitlines()) if "loss" in r]
+    return result, losses
+
+
+def test_training_lowers_loss_and_moves_only_lora(tmp_path, tiny_model_dir, tiny_tokenizer):
+    model = lora_model(tiny_model_dir)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result, losses = run(tmp_path, model, tiny_tokenizer, examples(tiny_tokenizer))
+    assert result.global_step == 20 and len(losses) == 20
+    assert losses[-1] < 0.9 * losses[0] and sum(losses[-5:]) < sum(losses[:5])
+    for name, param in model.named_parameters():
+        changed = not torch.equal(before[name], param.detach())
+        if "lora_B" in name:
+            assert changed, name
+        if "lora_" not in name:
+            assert not changed, name
+    assert (result.last_checkpoint / "adapter_model.safetensors").is_file()
+
+
+def test_seeded_runs_repeat_exactly(tmp_path, tiny_model_dir, tiny_tokenizer):
+    data = examples(tiny_tokenizer)
+    _, first = run(tmp_path / "a", lora_model(tiny_model_dir), tiny_tokenizer, data)
+    _, second = run(tmp_path / "b", lora_model(tiny_model_dir), tiny_tokenizer, data)
+    assert first == second
+
+
+def test_packed_loss_and_gradients_equal_padded(tiny_model_dir, tiny_tokenizer):
+    data = examples(tiny_tokenizer, 5)
+    rows = [0, 3, 4]
+    results = []
+    for packing in (True, False):
+        model = lora_model(tiny_model_dir, seed=3)
+        batch = collate(data, rows, packing=packing, pad_id=tiny_tokenizer.pad_token_id)
+        loss = loss_sum(model, batch, torch.device("cpu"))
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads, batch.num_trained))
+    (packed_loss, packed_grads, n1), (padded_loss, padded_grads, n2) = results
+    assert n1 == n2
+    torch.testing.assert_close(packed_loss, padded_loss, rtol=1e-5, atol=1e-5)
+    assert packed_grads.keys() == padded_grads.keys()
+    for name in packed_grads:
+        torch.testing.assert_close(packed_grads[name], padded_grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_packed_attention_never_crosses_rows(tiny_model_dir, tiny_tokenizer):
+    data = examples(tiny_tokenizer, 3)
+    model = load_model(tiny_model_dir, "fp32", "cpu").eval()
+    packed = collate(data, [0, 1, 2], packing=True, pad_id=tiny_tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = model(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False).logits[0]
+        alone = model(input_ids=torch.tensor([data[2].input_ids])).logits[0]
+    start = len(data[0]) + len(data[1])
+    torch.testing.assert_close(logits[start:], alone, rtol=1e-4, atol=1e-4)
+    # Control: the same tokens without restarting positions see the earlier rows and give other logits.
+    with torch.no_grad():
+        crossed = model(input_ids=packed.input_ids, use_cache=False).logits[0]
+    assert not torch.allclose(crossed[start:], alone, atol=1e-3)
+
+
+def test_plan_batches_packs_within_capacity_and_covers_every_row():
+    lengths = [300, 700, 200, 1000, 50, 512, 512]
+    bins = plan_batches(lengths, seed=1, epoch=0, batch_size=1, max_length=1024, packing=True)
+    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in b) <= 1024 for b in bins)
+    assert plan_batches(lengths, seed=1, epoch=0, batch_size=1, max_length=1024, packing=True) == bins
+    assert plan_batches(lengths, seed=1, epoch=1, batch_size=1, max_length=1024, packing=True) != bins
+
+
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_non_finite_loss_policy(tmp_path, tiny_model_dir, tiny_tokenizer, policy, monkeypatch):
+    from mathtune import train as train_module
+    from mathtune.train import NonFiniteLoss
+
+    real = train_module.loss_sum
+    calls = {"n": 0}
+
+    def poisoned(model, batch, device, fused=None):
+        calls["n"] += 1
+        value = real(model, batch, device, fused)
+        return value * float("nan") if calls["n"] == 3 else value
+
+    monkeypatch.setattr(train_module, "loss_sum", poisoned)
+    model = lora_model(tiny_model_dir)
+    data = examples(tiny_tokenizer)
+    origins = [f"math.jsonl:{i + 1}" for i in range(len(data))]
+    args = TrainArgs(learning_rate=1e-3, batch_size=4, gradient_accumulation_steps=1, max_steps=5, logging_steps=1,
+                     save_steps=100, eval_steps=100, nan_policy=policy)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    if policy == "stop":
+        with pytest.raises(NonFiniteLoss, match=r"step 3; rows: math\.jsonl:\d+"):
+            train(model, tiny_tokenizer, data, [], args, max_length=256, run_dir=run_dir, origins=origins,
+                  progress=False)
+        assert not list(run_dir.glob("checkpoint-*"))
+    else:
+        result = train(model, tiny_tokenizer, data, [], args, max_length=256, run_dir=run_dir, origins=origins,
+                       progress=False)
+        assert result.global_step == 5
+        for param in model.parameters():
+            assert torch.isfinite(param).all()
