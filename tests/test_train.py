@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mathtune.config import TrainArgs
-from mathtune.data.packing import collate, plan_batches
+from mathtune.data.packing import collate, plan_steps
 from mathtune.data.tokenize import encode_conversation
 from mathtune.losses import loss_sum
 from mathtune.model import attach_lora, load_model
@@ -94,13 +94,24 @@ def test_packed_attention_never_crosses_rows(tiny_model_dir, tiny_tokenizer):
     assert not torch.allclose(crossed[start:], alone, atol=1e-3)
 
 
-def test_plan_batches_packs_within_capacity_and_covers_every_row():
-    lengths = [300, 700, 200, 1000, 50, 512, 512]
-    bins = plan_batches(lengths, seed=1, epoch=0, batch_size=1, max_length=1024, packing=True)
-    assert sorted(i for b in bins for i in b) == list(range(len(lengths)))
-    assert all(sum(lengths[i] for i in b) <= 1024 for b in bins)
-    assert plan_batches(lengths, seed=1, epoch=0, batch_size=1, max_length=1024, packing=True) == bins
-    assert plan_batches(lengths, seed=1, epoch=1, batch_size=1, max_length=1024, packing=True) != bins
+def test_plan_steps_packs_each_step_within_capacity_and_keeps_its_rows():
+    lengths = [300, 700, 200, 1000, 50, 512, 512, 90, 333]
+    packed = plan_steps(lengths, seed=1, epoch=0, rows_per_step=4, batch_size=1, packing=True, capacity=1024)
+    plain = plan_steps(lengths, seed=1, epoch=0, rows_per_step=4, batch_size=1, packing=False, capacity=1024)
+    assert [sorted(r for b in step for r in b) for step in packed] == [sorted(r for b in s for r in b) for s in plain]
+    assert sorted(r for step in packed for b in step for r in b) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in b) <= 1024 for step in packed for b in step)
+    assert sum(len(step) for step in packed) < sum(len(step) for step in plain)
+    again = plan_steps(lengths, seed=1, epoch=0, rows_per_step=4, batch_size=1, packing=True, capacity=1024)
+    other_epoch = plan_steps(lengths, seed=1, epoch=1, rows_per_step=4, batch_size=1, packing=True, capacity=1024)
+    assert again == packed and other_epoch != packed
+
+
+def test_packed_training_follows_the_same_loss_curve_as_padded(tmp_path, tiny_model_dir, tiny_tokenizer):
+    data = examples(tiny_tokenizer)
+    _, packed = run(tmp_path / "p", lora_model(tiny_model_dir), tiny_tokenizer, data, packing=True, max_steps=6)
+    _, padded = run(tmp_path / "u", lora_model(tiny_model_dir), tiny_tokenizer, data, packing=False, max_steps=6)
+    assert packed == pytest.approx(padded, rel=1e-4)
 
 
 @pytest.mark.parametrize("policy", ["stop", "skip"])

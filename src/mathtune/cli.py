@@ -136,19 +136,23 @@ VERBS: dict[str, tuple[str, Callable, Callable]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; only the `selected` verb gets its flags, so that one verb's imports never slow another."""
     parser = Parser(prog="mathtune", description="Make a chat LLM measurably better at math and logic.")
     sub = parser.add_subparsers(dest="command", metavar="VERB", parser_class=Parser)
     for name, (help_text, add, run) in VERBS.items():
         verb = sub.add_parser(name, help=help_text, description=help_text)
-        add(verb)
+        if selected is None or name == selected:
+            add(verb)
         verb.set_defaults(func=run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(selected if selected in VERBS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()

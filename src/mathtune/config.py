@@ -79,7 +79,10 @@ class TrainArgs:
     """Keep at most this many checkpoints (the newest is always kept); None keeps all."""
     gradient_checkpointing: bool = True
     packing: bool = True
-    """Concatenate rows into long sequences with per-row positions; attention never crosses rows."""
+    """Concatenate rows into long sequences with per-row positions; attention never crosses rows. An optimizer step
+    still holds batch_size * gradient_accumulation_steps rows, so packing changes speed, not the result."""
+    packing_length: int | None = None
+    """Tokens per packed micro-batch (default batch_size * max_length); larger is faster where memory allows."""
     use_liger_kernel: bool | None = None
     """Fused kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy); None: on where CUDA and liger-kernel are."""
     nan_policy: str = "stop"
@@ -90,6 +93,8 @@ class TrainArgs:
     def __post_init__(self) -> None:
         for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps", "eval_steps"):
             _positive(f"--{name}", getattr(self, name))
+        if self.packing_length is not None:
+            _positive("--packing_length", self.packing_length)
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
             raise UserError("--num_train_epochs must be positive (or set --max_steps)")
         if self.learning_rate <= 0:
@@ -167,6 +172,7 @@ def add_sft_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--gradient_checkpointing", type=parse_bool, nargs="?", const=True, metavar="BOOL",
                    help="default true")
     t.add_argument("--packing", type=parse_bool, nargs="?", const=True, metavar="BOOL", help="default true")
+    t.add_argument("--packing_length", type=int, help="tokens per packed micro-batch (default batch_size*max_length)")
     t.add_argument("--use_liger_kernel", "--use_liger", dest="use_liger_kernel", type=parse_bool, nargs="?",
                    const=True, metavar="BOOL", help="default: on with CUDA when liger-kernel is installed")
     t.add_argument("--nan_policy", choices=("stop", "skip"), help="default stop")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +31,9 @@ def _start(system: str | None) -> list[dict[str, str]]:
     return [{"role": "system", "content": system}] if system else []
 
 
-def stream_reply(model, tokenizer, messages: list[dict[str, str]], args: InferArgs, out=sys.stdout) -> str:
+def stream_reply(model, tokenizer, messages: list[dict[str, str]], args: InferArgs, out=None) -> str:
     """Generate one reply, printing tokens as they come; returns the reply (cut at a stop word)."""
+    out = out or sys.stdout
     import torch
     from transformers import TextStreamer
 
@@ -55,7 +55,7 @@ def stream_reply(model, tokenizer, messages: list[dict[str, str]], args: InferAr
             **sampling_kwargs(args.temperature, args.top_p), **extra,
         )
     out.write("\n")
-    new = [t for t in output[0, len(ids) :].tolist()]
+    new = output[0, len(ids) :].tolist()
     for k, token in enumerate(new):
         if token in eos:
             new = new[:k]
@@ -63,8 +63,9 @@ def stream_reply(model, tokenizer, messages: list[dict[str, str]], args: InferAr
     return cut_at_stop_words(tokenizer.decode(new, skip_special_tokens=True), args.stop_words)
 
 
-def repl(model, tokenizer, args: InferArgs, stdin=sys.stdin, out=sys.stdout) -> None:
+def repl(model, tokenizer, args: InferArgs, stdin=None, out=None) -> None:
     """Read a question per line; /clear forgets the history, /exit (or end of input) leaves."""
+    stdin, out = stdin or sys.stdin, out or sys.stdout
     out.write("mathtune chat: /clear to forget the history, /exit to leave.\n")
     messages = _start(args.system)
     while True:
@@ -151,13 +152,13 @@ def answer_file(model, tokenizer, source: str, target: str, args: InferArgs, pro
     return len(rows)
 
 
-def answer_once(model, tokenizer, query: str, args: InferArgs, out=sys.stdout) -> str:
+def answer_once(model, tokenizer, query: str, args: InferArgs, out=None) -> str:
     return stream_reply(model, tokenizer, _start(args.system) + [{"role": "user", "content": query}], args, out)
 
 
 def run_infer(ckpt_dir: str | None, *, query: str | None, input_path: str | None, output_path: str | None,
               eval_human: bool | None, args: InferArgs, dtype: str = "AUTO", adapter: str | None = None,
-              stdin=sys.stdin, stdout=sys.stdout) -> int:
+              stdin=None, stdout=None) -> int:
     from .model import load_for_inference
 
     if (input_path is None) != (output_path is None):
@@ -175,9 +176,3 @@ def run_infer(ckpt_dir: str | None, *, query: str | None, input_path: str | None
         repl(model, tokenizer, args, stdin, stdout)
     return 0
 
-
-def interactive_default(stdin=sys.stdin) -> bool:
-    return stdin.isatty()
-
-
-__all__: Sequence[str] = ("InferArgs", "repl", "answer_file", "answer_once", "run_infer", "interactive_default")

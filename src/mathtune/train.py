@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .checkpoint import STATE_FILE, RunLog, save_checkpoint
 from .config import TrainArgs
-from .data.packing import collate, plan_batches
+from .data.packing import collate, pack_rows, plan_steps
 from .data.tokenize import Encoded
 from .errors import UserError
 from .losses import loss_sum
@@ -97,8 +97,11 @@ def evaluate_loss(model, examples: Sequence[Encoded], args: TrainArgs, max_lengt
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    plan = plan_batches([len(e) for e in examples], seed=0, epoch=0, batch_size=args.batch_size,
-                        max_length=max_length, packing=args.packing)
+    rows = list(range(len(examples)))
+    if args.packing:
+        plan = pack_rows(rows, [len(e) for e in examples], packing_capacity(args, max_length))
+    else:
+        plan = [rows[i : i + args.batch_size] for i in range(0, len(rows), args.batch_size)]
     with torch.no_grad():
         for rows in plan:
             batch = collate(examples, rows, packing=args.packing, pad_id=pad_id)
@@ -119,11 +122,13 @@ def train(model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Enco
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
     lengths = [len(e) for e in train_set]
-    batch_plan = lambda epoch: plan_batches(  # noqa: E731
-        lengths, seed=args.seed, epoch=epoch, batch_size=args.batch_size, max_length=max_length, packing=args.packing
-    )
-    micro_per_epoch = len(batch_plan(0))
-    steps_per_epoch = math.ceil(micro_per_epoch / args.gradient_accumulation_steps)
+    capacity = packing_capacity(args, max_length)
+
+    def epoch_plan(epoch: int) -> list[list[list[int]]]:
+        return plan_steps(lengths, seed=args.seed, epoch=epoch, packing=args.packing, capacity=capacity,
+                          rows_per_step=args.batch_size * args.gradient_accumulation_steps, batch_size=args.batch_size)
+
+    steps_per_epoch = len(epoch_plan(0))
     total_steps = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.num_train_epochs)
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -151,11 +156,11 @@ def train(model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Enco
 
         (folder / STATE_FILE).write_text(json.dumps(
             {"global_step": step, "epoch": epoch, "position": position, "total_steps": total_steps,
-             "micro_batches_per_epoch": micro_per_epoch}, indent=2))
+             "steps_per_epoch": steps_per_epoch}, indent=2))
 
     last_checkpoint = resume
     model.train()
-    plan = batch_plan(epoch)
+    plan = epoch_plan(epoch)
     window_loss, window_tokens, window_all_tokens, window_start = 0.0, 0, 0, time.perf_counter()
     last_loss = last_eval = grad_norm = None
     interrupted = False
@@ -164,9 +169,8 @@ def train(model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Enco
         while step < total_steps:
             if position >= len(plan):
                 epoch, position = epoch + 1, 0
-                plan = batch_plan(epoch)
-            group = plan[position : position + args.gradient_accumulation_steps]
-            batches = [collate(train_set, rows, packing=args.packing, pad_id=pad_id) for rows in group]
+                plan = epoch_plan(epoch)
+            batches = [collate(train_set, rows, packing=args.packing, pad_id=pad_id) for rows in plan[position]]
             step_tokens = sum(b.num_trained for b in batches)
             step_loss = 0.0
             for batch in batches:
@@ -186,11 +190,11 @@ def train(model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Enco
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
-            position += len(group)
+            position += 1
             if step % args.logging_steps == 0 or step == total_steps:
                 elapsed = time.perf_counter() - window_start
                 last_loss = window_loss / window_tokens if window_tokens else float("nan")
-                record = {"step": step, "epoch": round(epoch + position / micro_per_epoch, 4), "loss": last_loss,
+                record = {"step": step, "epoch": round(epoch + position / steps_per_epoch, 4), "loss": last_loss,
                           "grad_norm": None if grad_norm is None else float(grad_norm),
                           "learning_rate": scheduler.get_last_lr()[0], "tokens_per_s": window_all_tokens / elapsed,
                           "memory_gib": round(_peak_gib(device), 3)}
@@ -200,7 +204,7 @@ def train(model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Enco
             if step % args.eval_steps == 0 or step == total_steps:
                 last_eval = evaluate_loss(model, val_set, args, max_length, pad_id, device, fused_linear_ce)
                 if last_eval is not None:
-                    log.write({"step": step, "epoch": round(epoch + position / micro_per_epoch, 4),
+                    log.write({"step": step, "epoch": round(epoch + position / steps_per_epoch, 4),
                                "eval_loss": last_eval})
                 model.train()
             bar.update(1)
@@ -211,6 +215,11 @@ def train(model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Enco
                 break
     bar.close()
     return TrainResult(step, last_checkpoint, interrupted, last_loss, last_eval)
+
+
+def packing_capacity(args: TrainArgs, max_length: int) -> int:
+    """Tokens per packed micro-batch: --packing_length, else batch_size * max_length."""
+    return args.packing_length or args.batch_size * max_length
 
 
 def group_rows(batches) -> tuple[int, ...]:

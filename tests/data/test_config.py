@@ -39,7 +39,12 @@ def test_swift_flags_round_trip():
 
 @pytest.mark.parametrize(
     ("argv", "expected"),
-    [([], False), (["--skip_bad_rows"], True), (["--skip_bad_rows", "true"], True), (["--skip_bad_rows", "false"], False)],
+    [
+        ([], False),
+        (["--skip_bad_rows"], True),
+        (["--skip_bad_rows", "true"], True),
+        (["--skip_bad_rows", "false"], False),
+    ],
 )
 def test_skip_bad_rows_accepts_bare_and_boolean_values(argv, expected):
     assert _parse(argv).skip_bad_rows is expected

@@ -53,7 +53,13 @@ def test_detect_format(row, fmt):
             m((U, "q"), (A, "r")),
         ),
         (
-            {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}, {"role": "GPT", "content": "r"}]},
+            {
+                "messages": [
+                    {"role": "system", "content": "s"},
+                    {"role": "user", "content": "q"},
+                    {"role": "GPT", "content": "r"},
+                ]
+            },
             "messages",
             m((S, "s"), (U, "q"), (A, "r")),
         ),
@@ -89,7 +95,11 @@ def test_shapes_to_messages(row, fmt, expected):
         ({"query": "q", "response": "  "}, "swift", "field 'response' is empty"),
         ({"query": "q", "response": "r", "system": ["s"]}, "swift", "field 'system' must be a string, got list"),
         ({"query": "q", "response": "r", "history": "x"}, "swift", "field 'history' must be a list"),
-        ({"query": "q", "response": "r", "history": [["a"]]}, "swift", "field 'history[0]' must be a [query, response]"),
+        (
+            {"query": "q", "response": "r", "history": [["a"]]},
+            "swift",
+            "field 'history[0]' must be a [query, response]",
+        ),
         ({"query": "q", "response": "r", "history": [["a", 1]]}, "swift", "field 'history[0][1]' must be a string"),
         ({"messages": "hi"}, "messages", "field 'messages' must be a list of messages, got str"),
         ({"messages": []}, "messages", "field 'messages' is empty"),
@@ -100,12 +110,22 @@ def test_shapes_to_messages(row, fmt, expected):
         ({"messages": [{"role": "user", "content": 1}]}, "messages", "field 'messages[0].content' must be a string"),
         ({"messages": [{"role": "user", "content": "q"}]}, "messages", "the last message must be the assistant's"),
         (
-            {"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"}, {"role": "assistant", "content": "r"}]},
+            {
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {"role": "system", "content": "s"},
+                    {"role": "assistant", "content": "r"},
+                ]
+            },
             "messages",
             "a system message may only come first",
         ),
         ({"messages": [{"role": "assistant", "content": ""}]}, "messages", "field 'messages[0]' is empty"),
-        ({"conversations": [{"from": "robot", "value": "x"}]}, "sharegpt", "field 'conversations[0].from' has unknown role"),
+        (
+            {"conversations": [{"from": "robot", "value": "x"}]},
+            "sharegpt",
+            "field 'conversations[0].from' has unknown role",
+        ),
         ({"conversations": [{"value": "x"}]}, "sharegpt", "field 'conversations[0].from' missing"),
         ({"output": "o"}, "alpaca", "field 'instruction' missing"),
         ({"instruction": "", "input": "", "output": "o"}, "alpaca", "field 'instruction' is empty"),
@@ -126,7 +146,9 @@ def test_bad_rows_name_file_line_and_field(row, fmt, message):
 def test_columns_rename_before_detection():
     row = apply_columns({"question": "q", "answer": "a", "id": 1}, {"question": "query", "answer": "response"})
     assert row == {"query": "q", "response": "a", "id": 1}
-    parsed = parse_rows([(1, {"question": "q", "answer": "a"})], "f", columns={"question": "query", "answer": "response"})
+    parsed = parse_rows(
+        [(1, {"question": "q", "answer": "a"})], "f", columns={"question": "query", "answer": "response"}
+    )
     assert parsed.conversations[0].messages == m((U, "q"), (A, "a"))
     assert parsed.conversations[0].origin == "f:1"
 

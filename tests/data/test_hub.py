@@ -27,13 +27,19 @@ def test_ruozhiba_rows_become_response_only_jokes(fixtures):
 
 def test_looksjuicy_ruozhiba_is_question_and_answer(fixtures):
     parsed = hub.load_hub("ruozhiba-qa", local_path=fixtures / "hub" / "looksjuicy_ruozhiba.jsonl")
-    assert _messages(parsed.conversations)[0] == (("user", "只剩一个心脏了还能活吗？"), ("assistant", "能，人本来就只有一个心脏。"))
+    assert _messages(parsed.conversations)[0] == (
+        ("user", "只剩一个心脏了还能活吗？"),
+        ("assistant", "能，人本来就只有一个心脏。"),
+    )
 
 
 def test_blossom_math_appends_the_answer_line(fixtures):
     parsed = hub.load_hub("AI-ModelScope/blossom-math-v2", local_path=fixtures / "hub" / "blossom_math_v2.jsonl")
     assert _messages(parsed.conversations) == [
-        (("user", "小明有5个苹果，又买了3个，一共有几个？"), ("assistant", "5 + 3 = 8，所以一共有8个苹果。\n\nAnswer: 8")),
+        (
+            ("user", "小明有5个苹果，又买了3个，一共有几个？"),
+            ("assistant", "5 + 3 = 8，所以一共有8个苹果。\n\nAnswer: 8"),
+        ),
         (("user", "Tom has 12 pens and gives away 5. How many are left?"), ("assistant", "12 - 5 = 7.\n\nAnswer: 7")),
     ]
     assert parsed.bad_rows.count == 1 and "field 'output' missing" in parsed.bad_rows.examples[0]

@@ -85,7 +85,9 @@ def test_folder_is_sorted_recursive_and_skips_hidden_and_other_files(fixtures):
     parsed = load_local(fixtures / "folder")
     assert len(parsed.conversations) == 3 + 2
     assert parsed.conversations[0].messages[0] == {"role": "system", "content": "You are good at math."}
-    assert parsed.conversations[-1].messages == ({"role": "assistant", "content": "Every prime greater than 2 is odd."},)
+    assert parsed.conversations[-1].messages == (
+        {"role": "assistant", "content": "Every prime greater than 2 is odd."},
+    )
 
 
 @pytest.mark.parametrize(
@@ -96,7 +98,11 @@ def test_folder_is_sorted_recursive_and_skips_hidden_and_other_files(fixtures):
         ("empty.json", b"[]", "empty.json: file is empty (no rows)"),
         ("empty.csv", b"", "empty.csv: file is empty (no rows)"),
         ("header.csv", b"query,response\n", "header.csv: file is empty (no rows)"),
-        ("cut.json", b'[{"query": "q", "response": "r"},\n {"query": "q2", "resp', "cut.json:2: invalid JSON: Unterminated"),
+        (
+            "cut.json",
+            b'[{"query": "q", "response": "r"},\n {"query": "q2", "resp',
+            "cut.json:2: invalid JSON: Unterminated",
+        ),
         ("bad.json", b'{"query": "q"\n\n\xff}', "bad.json:3: not UTF-8 (byte 0xff at column 1)"),
         ("scalar.json", b"42", "scalar.json:1: a .json file must hold a list of rows"),
         ("notes.txt", b"hello", "notes.txt: unsupported file type '.txt'"),
@@ -154,7 +160,9 @@ def test_jsonl_bad_lines_stop_or_are_skipped_and_reported(tmp_path):
 
 
 def test_bom_crlf_and_json_lines_named_json(tmp_path):
-    path = _write(tmp_path / "x.json", '\ufeff{"query": "q1", "response": "r1"}\r\n{"query": "q2", "response": "r2"}\r\n')
+    path = _write(
+        tmp_path / "x.json", '\ufeff{"query": "q1", "response": "r1"}\r\n{"query": "q2", "response": "r2"}\r\n'
+    )
     parsed = load_local(path)
     assert [c.messages[1]["content"] for c in parsed.conversations] == ["r1", "r2"]
     data = _write(tmp_path / "d.json", '{"data": [{"response": "a"}, {"response": "b"}]}')

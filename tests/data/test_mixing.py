@@ -21,8 +21,10 @@ def _line(origin: str) -> int:
     return int(origin.rsplit(":", 1)[1])
 
 
-@pytest.mark.parametrize(("total", "ratio", "expected"), [(100, 0.01, 1), (1000, 0.01, 10), (50, 0.01, 1), (1, 0.5, 0),
-                                                          (2, 0.9, 1), (100, 0.0, 0), (10, 0.25, 2)])
+@pytest.mark.parametrize(
+    ("total", "ratio", "expected"),
+    [(100, 0.01, 1), (1000, 0.01, 10), (50, 0.01, 1), (1, 0.5, 0), (2, 0.9, 1), (100, 0.0, 0), (10, 0.25, 2)],
+)
 def test_val_count(total, ratio, expected):
     assert val_count(total, ratio) == expected
 
@@ -67,7 +69,9 @@ def test_build_mix_splits_samples_and_reports(tmp_path, chatml):
     firsts = [o.startswith(a) for o in built.train_origins[:40]]
     assert any(firsts) and not all(firsts)
     assert all(o.startswith(a) for o in built.val_origins[:10])
-    assert ra.train_tokens == sum(len(e) for e, o in zip(built.train, built.train_origins, strict=True) if o.startswith(a))
+    assert ra.train_tokens == sum(
+        len(e) for e, o in zip(built.train, built.train_origins, strict=True) if o.startswith(a)
+    )
     assert ra.share + rb.share == pytest.approx(1.0)
     for encoded in built.train:
         assert encoded.labels[-2:] == encoded.input_ids[-2:]  # the reply's <|im_end|> and newline are trained
@@ -100,8 +104,9 @@ def test_length_handling(tmp_path, chatml):
 
     deleted = build_dataset(DataArgs(dataset=(short, long), split_dataset_ratio=0, max_length=limit), chatml)
     report = {s.source: s for s in deleted.report.sources}
-    assert (report[long].too_long, report[long].dropped, report[long].train_tokens, report[long].share) == (10, 10, 0, 0)
-    assert report[long].max_tokens == max(lengths)
+    gone = report[long]
+    assert (gone.too_long, gone.dropped, gone.train_tokens, gone.share) == (10, 10, 0, 0)
+    assert gone.max_tokens == max(lengths)
     assert len(deleted.train) == 10 and report[short].dropped == 0
 
     for strategy in ("truncation_left", "truncation_right"):
@@ -159,16 +164,19 @@ def test_report_text_and_json(tmp_path, chatml):
     a, b = _rows(tmp_path, "a.jsonl", 100), _rows(tmp_path, "b.jsonl", 20)
     report = build_dataset(DataArgs(dataset=(f"{a}#30", b)), chatml).report
     lines = report.to_text().splitlines()
-    assert lines[0].split() == ["dataset", "rows", "val", "taken", "too", "long", "dropped", "mean", "tok", "max", "tok",
-                                "train", "tok", "share"]
+    assert lines[0].split() == "dataset rows val taken too long dropped mean tok max tok train tok share".split()
     assert len({len(line) for line in lines[:6]}) == 1  # aligned columns
     assert lines[2].split()[:4] == [f"{a}#30", "100", "1", "30"]
     assert set(lines[4]) == {"-", " "}
     assert lines[5].split()[0] == "total" and lines[5].split()[1:4] == ["120", "2", "49"]
     assert lines[6].startswith("max_length 1024: longer rows deleted; seed 42")
     data = json.loads(json.dumps(report.to_dict()))
-    assert data["total"] == {"val_rows": 2, "train_rows_drawn": 49, "dropped": 0,
-                             "train_tokens": sum(s["train_tokens"] for s in data["sources"])}
+    assert data["total"] == {
+        "val_rows": 2,
+        "train_rows_drawn": 49,
+        "dropped": 0,
+        "train_tokens": sum(s["train_tokens"] for s in data["sources"]),
+    }
     assert data["sources"][1]["source"] == b and data["truncation_strategy"] == "delete"
 
 

@@ -5,7 +5,14 @@ import pytest
 
 import mathtune.data
 from mathtune.data import sources
-from mathtune.data.sources import DEFAULT_GENERATED_ROWS, SourceSpec, load_conversations, load_source, parse_spec
+from mathtune.data.sources import (
+    DEFAULT_GENERATED_ROWS,
+    SourceSpec,
+    load_conversations,
+    load_source,
+    parse_spec,
+    source_kind,
+)
 from mathtune.data.types import Conversation
 from mathtune.errors import UserError
 
@@ -17,7 +24,10 @@ def fake_generators(monkeypatch):
     def generate(task, n, seed, split="train"):
         calls.append((task, n, seed, split))
         return [
-            Conversation(({"role": "user", "content": f"{task} {i}?"}, {"role": "assistant", "content": str(i)}), f"rg:{task}[{i}]")
+            Conversation(
+                ({"role": "user", "content": f"{task} {i}?"}, {"role": "assistant", "content": str(i)}),
+                f"rg:{task}[{i}]",
+            )
             for i in range(n)
         ]
 
@@ -75,15 +85,15 @@ def test_dispatch(fixtures, fake_generators):
 
 def test_unknown_names(tmp_path):
     with pytest.raises(UserError) as exc:
-        parse_spec("someone/some-set#10").kind
+        source_kind(parse_spec("someone/some-set#10").name)
     assert str(exc.value) == (
         "dataset 'someone/some-set' is neither a file, a folder, a built-in set (rg:TASK, see `mathtune data list`) "
         "nor a known hub set (for any other Hugging Face set write HF::org/name)"
     )
     with pytest.raises(UserError, match="dataset path '/content/HJ_math.jsonl' does not exist"):
-        parse_spec("/content/HJ_math.jsonl").kind
+        source_kind("/content/HJ_math.jsonl")
     with pytest.raises(UserError, match="does not exist"):
-        parse_spec("data.parquet").kind
+        source_kind("data.parquet")
 
 
 def test_local_source_uses_format_options(fixtures):

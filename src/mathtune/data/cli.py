@@ -190,7 +190,7 @@ def histogram(lengths: Sequence[int], bins: int = _HIST_BINS, width: int = _HIST
     lines = ["tokens per row"]
     for label, count in zip(labels, counts, strict=True):
         bar = "#" * (max(1, round(count / peak * width)) if count else 0)
-        lines.append(f"{label.rjust(pad)} | {bar} {count:,}")
+        lines.append(f"{label.rjust(pad)} | {bar + ' ' if bar else ''}{count:,}")
     return "\n".join(lines)
 
 

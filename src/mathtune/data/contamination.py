@@ -4,7 +4,7 @@ Texts are normalised (lowercase, whitespace collapsed, sentence punctuation remo
 spaced scripts, single characters for CJK, which has no spaces to split on (so for Chinese the n-grams are character
 n-grams). A training row overlaps an evaluation question when the normalised texts are equal ("exact") or when the
 row contains one of the question's n-gram token sequences ("ngram"); a question shorter than n tokens is one
-sequence, its whole text.
+sequence, its whole text, which must not sit inside a longer formula in the row.
 
 Generated and templated sets share boilerplate (every knights-and-knaves puzzle starts with the same two sentences),
 which would flag every row: an n-gram found in more than ``max(3, 5%)`` of one benchmark's questions is treated as
@@ -23,7 +23,8 @@ import tempfile
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +37,25 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _TOKEN = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
 
 
-def _strip_punct(ch: str) -> str:
-    return " " if unicodedata.category(ch).startswith("P") and ch not in _KEEP else ch
+@lru_cache(maxsize=1)
+def _punct_table() -> dict[int, str]:
+    # Basic Multilingual Plane only: built once in ~20 ms, and str.translate then runs in C.
+    return {cp: " " for cp in range(0x10000) if unicodedata.category(chr(cp)).startswith("P") and chr(cp) not in _KEEP}
 
 
 def tokens(text: str) -> list[str]:
     """Normalised tokens: words, or single characters for CJK scripts."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    return _TOKEN.findall("".join(_strip_punct(ch) for ch in text))
+    return _TOKEN.findall(unicodedata.normalize("NFKC", text).lower().translate(_punct_table()))
 
 
 def normalize(text: str) -> str:
     """The normalised form used for exact matching and de-duplication."""
     return " ".join(tokens(text))
+
+
+def _continues(token: str) -> bool:
+    """Whether a token extends a formula (a number or an operator) rather than starting new text."""
+    return token[0].isdigit() or token[0] in "+-*/^=<>()[]{}×÷·.,"
 
 
 def _grams(toks: list[str], n: int) -> set[int]:
@@ -57,13 +64,15 @@ def _grams(toks: list[str], n: int) -> set[int]:
 
 @dataclass(frozen=True)
 class Overlap:
-    """One training row that overlaps one evaluation question."""
+    """A training row's overlap with one benchmark: its best-matching question and how many questions it touches."""
 
     origin: str
     benchmark: str
-    item: int
+    item: int  # index of the best-matching question in the benchmark's list
     kind: str  # "exact" or "ngram"
-    shared: int  # distinct shared n-grams (for exact matches, the question's n-gram count)
+    shared: int  # distinct n-grams the row shares with that question (all of them for an exact match)
+    coverage: float  # shared / the question's distinct n-grams
+    items: int  # questions of this benchmark the row overlaps
     question: str
 
 
@@ -88,26 +97,28 @@ class ContaminationReport:
             "rows_checked": self.rows,
             "questions": dict(self.questions),
             "contaminated_rows": len(self.contaminated_origins),
-            "overlaps": [o.__dict__ for o in self.overlaps],
+            "overlaps": [asdict(o) for o in self.overlaps],
         }
 
     def to_text(self, limit: int = 20) -> str:
-        """A short human-readable summary listing up to ``limit`` overlaps."""
+        """A short human-readable summary listing up to ``limit`` overlaps, most shared first."""
         sets = ", ".join(f"{name} ({count})" for name, count in self.questions.items())
         lines = [f"contamination check: {self.rows} training rows vs {sets}; {self.n}-gram overlap"]
         if not self.overlaps:
             lines.append("no overlap found")
             return "\n".join(lines)
-        kinds = Counter(o.kind for o in self.overlaps)
+        exact = sum(o.kind == "exact" for o in self.overlaps)
         lines.append(
-            f"{len(self.contaminated_origins)} rows overlap: {kinds['exact']} exact, {kinds['ngram']} n-gram matches"
+            f"{len(self.contaminated_origins)} rows overlap: {exact} exact matches, {len(self.overlaps) - exact} n-gram"
         )
-        for o in self.overlaps[:limit]:
-            detail = "exact" if o.kind == "exact" else f"{o.shared} shared {self.n}-grams"
-            snippet = o.question if len(o.question) <= 70 else o.question[:67] + "..."
-            lines.append(f"  {o.origin} ~ {o.benchmark}[{o.item}] ({detail}): {snippet!r}")
-        if len(self.overlaps) > limit:
-            lines.append(f"  ... and {len(self.overlaps) - limit} more")
+        ranked = sorted(self.overlaps, key=lambda o: (o.kind != "exact", -o.coverage, o.origin))
+        for o in ranked[:limit]:
+            detail = "exact" if o.kind == "exact" else f"{o.shared} shared {self.n}-grams, {o.coverage:.0%}"
+            more = f", +{o.items - 1} more" if o.items > 1 else ""
+            snippet = o.question if len(o.question) <= 60 else o.question[:57] + "..."
+            lines.append(f"  {o.origin} ~ {o.benchmark}[{o.item}] ({detail}{more}): {snippet!r}")
+        if len(ranked) > limit:
+            lines.append(f"  ... and {len(ranked) - limit} more")
         return "\n".join(lines)
 
 
@@ -116,46 +127,89 @@ def _row_text(row: Conversation) -> str:
     return question if question.strip() else "\n".join(m["content"] for m in row.messages)
 
 
-def check(train: list[Conversation], against: dict[str, list[str]] | list[str], n: int = 13) -> ContaminationReport:
-    """Compare training rows with evaluation questions (a list is named "eval")."""
-    if n < 1:
-        raise UserError(f"n-gram size must be >= 1, got {n}")
-    benchmarks = {"eval": list(against)} if isinstance(against, list) else {k: list(v) for k, v in against.items()}
-    exact: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    postings: dict[int, list[tuple[str, int]]] = defaultdict(list)
-    lengths: set[int] = set()  # token lengths of short questions, matched whole
-    sizes: dict[tuple[str, int], int] = {}
-    for name, questions in benchmarks.items():
+Key = tuple[str, int]
+
+
+@dataclass
+class _Index:
+    """Hashed n-grams of every question, boilerplate removed."""
+
+    n: int
+    exact: dict[str, list[Key]] = field(default_factory=lambda: defaultdict(list))
+    postings: dict[int, list[Key]] = field(default_factory=lambda: defaultdict(list))
+    short: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))  # first token -> lengths
+    sizes: dict[Key, int] = field(default_factory=dict)
+
+    def add(self, name: str, questions: list[str]) -> None:
         per_gram: dict[int, list[int]] = defaultdict(list)
         for i, question in enumerate(questions):
             toks = tokens(question)
             if not toks:
                 continue
-            exact[" ".join(toks)].append((name, i))
-            size = min(n, len(toks))
-            lengths.add(size)
-            grams = _grams(toks, size)
-            sizes[(name, i)] = len(grams)
+            self.exact[" ".join(toks)].append((name, i))
+            if len(toks) < self.n:
+                self.short[toks[0]].add(len(toks))
+            grams = _grams(toks, min(self.n, len(toks)))
+            self.sizes[(name, i)] = len(grams)
             for gram in grams:
                 per_gram[gram].append(i)
         boilerplate = max(3, 0.05 * len(questions))
         for gram, items in per_gram.items():
             if len(items) <= boilerplate:
-                postings[gram].extend((name, i) for i in items)
+                self.postings[gram].extend((name, i) for i in items)
+
+    def shared(self, toks: list[str]) -> Counter[Key]:
+        """Distinct shared n-grams per question."""
+        grams = _grams(toks, self.n)
+        # Short questions are matched whole, only where a row token can start one (cheap for most rows), and not
+        # inside a longer formula: "calculate 5 * 0" is not the question "Calculate 5 * 0." in "Calculate 5 * 0 + 7."
+        for i, tok in enumerate(toks):
+            for length in self.short.get(tok, ()):
+                end = i + length
+                if end > len(toks) or (end < len(toks) and _continues(toks[end])) or (i and _continues(toks[i - 1])):
+                    continue
+                grams.add(hash(" ".join(toks[i:end])))
+        counts: Counter[Key] = Counter()
+        postings = self.postings
+        for gram in grams & postings.keys():
+            for key in postings[gram]:
+                counts[key] += 1
+        return counts
+
+
+def check(train: list[Conversation], against: dict[str, list[str]] | list[str], n: int = 13) -> ContaminationReport:
+    """Compare training rows with evaluation questions (a plain list is named "eval")."""
+    if n < 1:
+        raise UserError(f"n-gram size must be >= 1, got {n}")
+    benchmarks = {"eval": list(against)} if isinstance(against, list) else {k: list(v) for k, v in against.items()}
+    index = _Index(n)
+    for name, questions in benchmarks.items():
+        index.add(name, questions)
 
     overlaps: list[Overlap] = []
     for row in train:
         toks = tokens(_row_text(row))
-        hits = {key: "exact" for key in exact.get(" ".join(toks), [])}
-        shared: Counter[tuple[str, int]] = Counter()
-        for size in lengths:
-            for gram in _grams(toks, size):
-                shared.update(postings.get(gram, ()))
-        for key in shared:
-            hits.setdefault(key, "ngram")
-        for (name, i), kind in sorted(hits.items()):
-            count = shared[(name, i)] if kind == "ngram" else sizes[(name, i)]
-            overlaps.append(Overlap(row.origin, name, i, kind, count, benchmarks[name][i]))
+        exact = set(index.exact.get(" ".join(toks), ()))
+        counts = index.shared(toks)
+        for name in benchmarks:
+            keys = {k for k in counts if k[0] == name} | {k for k in exact if k[0] == name}
+            if not keys:
+                continue
+            # Exact matches first, then the question with the largest share of its n-grams found in the row.
+            best = max(keys, key=lambda k: (k in exact, counts[k] / index.sizes[k], -k[1]))
+            shared = index.sizes[best] if best in exact else counts[best]
+            overlaps.append(
+                Overlap(
+                    row.origin,
+                    name,
+                    best[1],
+                    "exact" if best in exact else "ngram",
+                    shared,
+                    round(shared / index.sizes[best], 4),
+                    len(keys),
+                    benchmarks[name][best[1]],
+                )
+            )
     return ContaminationReport(n, len(train), {k: len(v) for k, v in benchmarks.items()}, tuple(overlaps))
 
 

@@ -154,7 +154,7 @@ def parse_rows(
 def _detect_or_fail(row: Mapping[str, object], where: str, line: int | None) -> str:
     fmt = detect_format(row)
     if fmt is None:
-        keys = ", ".join(sorted(row)[:8]) or "none"
+        keys = ", ".join(k if k.isprintable() else repr(k) for k in sorted(row)[:8]) or "none"
         raise FormatError(
             where,
             line,

@@ -3,9 +3,14 @@
 Every task has two splits made from one user seed:
 
 - ``eval``: a fixed pool of ``EVAL_POOL`` distinct questions; ``eval_items(task, n, seed)`` is its first n.
-- ``train``: an unlimited stream from another derived seed, minus every question whose normalised text is in the
-  eval pool (and minus repeats), so training on ``generate(task, n, seed)`` never shows a question that
-  ``eval_items(task, m, seed)`` asks, for any n and m. Normalisation is the one the contamination check uses.
+- ``train``: an unlimited stream from another derived seed, minus every question that matches one in the eval pool
+  (and minus repeats), so training on ``generate(task, n, seed)`` never shows a question that
+  ``eval_items(task, m, seed)`` asks, for any n and m. "Same question" is judged on what defines the problem, not
+  its wording: gsm-symbolic often repeats a problem, numbers and all, with only names or nouns changed ("A virus
+  infects 8 people..." / "A parasite infects 8 people..."), so its key is the numbers in the question; equations
+  ignore the variable letter and the phrasing, arithmetic compares expressions, fractions the fraction, and the logic
+  tasks the normalised text with capitalised words (names) masked. Keys are at least as strict as the contamination
+  check's exact match.
 
 reasoning-gym seeds item i with ``Random(seed + i)``, so nearby seeds share items: the two splits' seeds are derived
 by hashing, and the question filter makes the guarantee hold regardless. Different user seeds can still repeat a
@@ -142,6 +147,11 @@ def _logic_response(entry: dict[str, Any]) -> str:
     return f"From the premises we can conclude {conclusion}.\n\n{final_line(conclusion)}"
 
 
+def _masked(question: str) -> str:
+    """Normalised text with capitalised words (people's names) masked."""
+    return normalize(re.sub(r"\b[A-Z][a-z]+\b", "@", question))
+
+
 @dataclass(frozen=True)
 class _Task:
     """How one user-facing task maps onto a reasoning-gym dataset."""
@@ -150,18 +160,27 @@ class _Task:
     respond: Callable[[dict[str, Any]], str]
     gold: Callable[[dict[str, Any]], str] = lambda entry: str(entry["answer"])
     config: dict[str, Any] = field(default_factory=dict)
+    key: Callable[[dict[str, Any]], str] = lambda entry: _masked(entry["question"])
     # Items failing this are skipped: propositional_logic's example conclusion is sometimes rejected by its own
     # checker, and simple_equations sometimes cancels the variable out ("0 = 0").
     valid: Callable[[Any, dict[str, Any]], bool] = lambda dataset, entry: True
 
 
 _TASKS: dict[str, _Task] = {
-    "gsm-symbolic": _Task("gsm_symbolic", _gsm_response),
-    "arithmetic": _Task("basic_arithmetic", _arithmetic_response),
+    "gsm-symbolic": _Task("gsm_symbolic", _gsm_response, key=lambda e: " ".join(re.findall(r"\d+", e["question"]))),
+    "arithmetic": _Task("basic_arithmetic", _arithmetic_response, key=lambda e: normalize(e["metadata"]["expression"])),
     "equations": _Task(
-        "simple_equations", _equation_response, valid=lambda _, e: _equation_terms(e["metadata"]) is not None
+        "simple_equations",
+        _equation_response,
+        key=lambda e: normalize(e["metadata"]["equation"].replace(e["metadata"]["variable"], "x")),
+        valid=lambda _, e: _equation_terms(e["metadata"]) is not None,
     ),
-    "fractions": _Task("fraction_simplification", _fraction_response, gold=lambda e: e["answer"].strip("$")),
+    "fractions": _Task(
+        "fraction_simplification",
+        _fraction_response,
+        gold=lambda e: e["answer"].strip("$"),
+        key=lambda e: f"{e['metadata']['numerator']}/{e['metadata']['denominator']}",
+    ),
     "knights_knaves": _Task("knights_knaves", _knights_response, gold=lambda e: e["answer"].strip().rstrip(".")),
     "syllogism": _Task("syllogism", _syllogism_response),
     "propositional_logic": _Task(
@@ -227,7 +246,7 @@ def _eval_pool(task: str, seed: int) -> tuple[str, ...]:
     pool: list[str] = []
     for idx in range(_VIRTUAL_SIZE):
         entry = dataset[idx]
-        key = normalize(entry["question"])
+        key = _TASKS[task].key(entry)
         if key in seen or not _usable(task, dataset, entry):
             continue
         seen.add(key)
@@ -286,7 +305,8 @@ def generate(task: str, n: int, seed: int, split: str = "train") -> list[Convers
     if split != "train":
         raise UserError(f"unknown split '{split}'; use 'train' or 'eval'")
     _check_n(n)
-    held_out = {normalize(json.loads(encoded)["question"]) for encoded in _eval_pool(name, seed)}
+    spec = _TASKS[name]
+    held_out = {spec.key(json.loads(encoded)) for encoded in _eval_pool(name, seed)}
     dataset = _dataset(name, _derived_seed(name, "train", seed))
     rows: list[Conversation] = []
     # Repeats and held-out questions are rare; the cap only stops a task whose question space is too small.
@@ -294,7 +314,7 @@ def generate(task: str, n: int, seed: int, split: str = "train") -> list[Convers
         if len(rows) == n:
             break
         entry = dataset[idx]
-        key = normalize(entry["question"])
+        key = spec.key(entry)
         if key in held_out or not _usable(name, dataset, entry):
             continue
         held_out.add(key)

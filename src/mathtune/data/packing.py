@@ -27,31 +27,36 @@ class Batch:
     num_trained: int
 
 
-def plan_batches(lengths: Sequence[int], *, seed: int, epoch: int, batch_size: int, max_length: int,
-                 packing: bool) -> list[list[int]]:
-    """Row indices of each micro-batch of one epoch, in a seeded shuffled order.
-
-    With packing, rows are placed first-fit into bins of batch_size * max_length tokens, keeping the shuffled order
-    as far as it goes, so every bin is nearly full and the order still differs from epoch to epoch.
-    """
-    order = list(range(len(lengths)))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    if not packing:
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    capacity = batch_size * max_length
+def pack_rows(rows: Sequence[int], lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """First-fit-decreasing: place rows into as few bins of `capacity` tokens as possible."""
     bins: list[list[int]] = []
     room: list[int] = []
-    for index in order:
-        size = lengths[index]
+    for index in sorted(rows, key=lambda r: -lengths[r]):
         for b, free in enumerate(room):
-            if size <= free:
+            if lengths[index] <= free:
                 bins[b].append(index)
-                room[b] -= size
+                room[b] -= lengths[index]
                 break
         else:
             bins.append([index])
-            room.append(capacity - size)
+            room.append(capacity - lengths[index])
     return bins
+
+
+def plan_steps(lengths: Sequence[int], *, seed: int, epoch: int, rows_per_step: int, batch_size: int,
+               packing: bool, capacity: int) -> list[list[list[int]]]:
+    """For one epoch: the micro-batches (lists of row indices) of each optimizer step.
+
+    Rows are shuffled with the seed and epoch and cut into steps of `rows_per_step` rows (batch size times gradient
+    accumulation, as without packing), so an optimizer step sees the same rows whether packed or not. Packing only
+    changes how a step's rows are laid into micro-batches: into as few sequences of `capacity` tokens as fit.
+    """
+    order = list(range(len(lengths)))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    steps = [order[i : i + rows_per_step] for i in range(0, len(order), rows_per_step)]
+    if packing:
+        return [pack_rows(step, lengths, capacity) for step in steps]
+    return [[step[i : i + batch_size] for i in range(0, len(step), batch_size)] for step in steps]
 
 
 def shifted_labels(example: Encoded) -> list[int]:

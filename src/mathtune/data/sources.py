@@ -119,5 +119,5 @@ def _local_path(name: str) -> Path:
 def _exists(name: str) -> bool:
     try:
         return _local_path(name).exists()
-    except (OSError, ValueError):  # names too long for the file system, or holding NUL, are not paths
+    except (OSError, ValueError, RuntimeError):  # too long, holding NUL, or ~unknown_user: not a path
         return False

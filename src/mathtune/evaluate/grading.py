@@ -142,7 +142,7 @@ def _math_span(s: str) -> str:
             if close != -1:
                 return s[len(left) : close].strip()
     cut = _SENTENCE_END.search(s)
-    return _strip_decoration(s[: cut.start()] if cut else s)
+    return _strip_decoration((s[: cut.start()] if cut else s).strip("$"))
 
 
 def _final_candidates(text: str) -> list[tuple[int, str]]:
@@ -468,6 +468,17 @@ atexit.register(_WORKER.stop)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Grading one output
+
+
+def answer_key(answer: str | None) -> str | None:
+    """A key under which equal answers group for majority voting: '1,000', '1000.0' and '$1000' share one."""
+    if answer is None:
+        return None
+    norm = normalize(answer)
+    number = _number(norm)
+    if number is not None:
+        return f"{number[0]}{'%' if number[1] else ''}"
+    return _text_key(norm) or None
 
 
 def _choice_letter(gold: str) -> str:

@@ -1,0 +1,383 @@
+"""Run benchmarks on a model: generate, grade, and write predictions.jsonl per benchmark plus summary.json.
+
+Statistics: accuracy is the mean over questions of the fraction of samples graded right (with one sample, plain
+accuracy; with k samples, the unbiased pass@1). Its 95% interval is Wilson's on the number of questions, the
+standard for a proportion that stays sensible near 0 and 1 and for small n. With k samples, pass@k uses the unbiased
+estimator of Chen et al. (2021) and the majority vote groups equal answers ("1,000" = "1000.0"); unparsed answers
+do not vote.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .grading import answer_key, grade
+
+GenerateFn = Callable[[list[list[dict[str, str]]]], list[list[str]]]
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a benchmark run generates; saved in summary.json."""
+
+    limit: int | None = None  # questions per benchmark (a seeded subset); None: all
+    num_samples: int = 1  # outputs per question; >1 gives pass@k and majority vote and needs temperature > 0
+    temperature: float = 0.0  # 0 is greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 1024  # step-by-step math needs room; a cut-off answer is graded as written
+    batch_size: int = 32
+    data_seed: int = 42  # picks the benchmark items (the same seed gives the same questions)
+    seed: int = 0  # sampling seed
+    infer_backend: str = "pt"
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise UserError(f"--limit must be at least 1, got {self.limit}")
+        if self.num_samples < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise UserError("--num_samples, --max_new_tokens and --batch_size must be positive")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise UserError("--temperature must be >= 0 and --top_p in (0, 1]")
+        if self.num_samples > 1 and self.temperature == 0:
+            raise UserError("--num_samples > 1 needs --temperature > 0: greedy decoding gives the same answer k times")
+        if self.infer_backend not in ("pt", "vllm"):
+            raise UserError(f"--infer_backend must be pt or vllm, got '{self.infer_backend}'")
+
+
+@dataclass
+class BenchResult:
+    """Scores of one benchmark; `records` are the predictions.jsonl rows."""
+
+    name: str
+    checker: str
+    language: str
+    prompt_template: str
+    n: int
+    num_samples: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    pass_at_k: dict[str, float]
+    majority_accuracy: float | None
+    unparsed: int
+    mean_output_tokens: float | None
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("records")
+        return data
+
+
+def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a proportion; (0, 1) when n is 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are right: 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_vote(extracted: Sequence[str | None], verdicts: Sequence[bool]) -> tuple[str | None, bool]:
+    """The most frequent answer (ties: the one given first) and whether it is right."""
+    groups: dict[str, list[int]] = {}
+    for i, answer in enumerate(extracted):
+        key = answer_key(answer)
+        if key is not None:
+            groups.setdefault(key, []).append(i)
+    if not groups:
+        return None, False
+    best = max(groups.values(), key=lambda idx: (len(idx), -idx[0]))
+    return extracted[best[0]], verdicts[best[0]]
+
+
+def score_outputs(benchmark: Any, items: Sequence[Any], outputs: Sequence[Sequence[str]], tokenizer: Any = None,
+                  prompts: Sequence[str] | None = None) -> BenchResult:
+    """Grade `outputs[i]` (the samples for `items[i]`) and compute the benchmark's statistics."""
+    if len(items) != len(outputs):
+        raise ValueError(f"{len(items)} items but {len(outputs)} output lists")
+    k = len(outputs[0]) if outputs else 1
+    flat = [text for samples in outputs for text in samples]
+    lengths = _token_counts(tokenizer, flat) if tokenizer is not None else None
+    records, scores, majority, unparsed, passes = [], [], [], 0, {str(j): 0.0 for j in sorted({1, k})}
+    for i, (item, samples) in enumerate(zip(items, outputs, strict=True)):
+        if len(samples) != k:
+            raise ValueError(f"item {item.id}: {len(samples)} outputs, expected {k}")
+        verdicts = [grade(text, item, benchmark.checker, benchmark.language) for text in samples]
+        right = sum(v.correct for v in verdicts)
+        unparsed += sum(not v.parsed for v in verdicts)
+        for j in passes:
+            passes[j] += pass_at_k(k, right, int(j))
+        voted, voted_ok = majority_vote([v.extracted for v in verdicts], [v.correct for v in verdicts])
+        scores.append(right / k)
+        majority.append(voted_ok)
+        records.append({
+            "id": item.id, "question": item.question, "gold": item.gold,
+            "prompt": prompts[i] if prompts is not None else None,
+            "outputs": list(samples), "extracted": [v.extracted for v in verdicts],
+            "verdicts": [v.correct for v in verdicts], "parsed": [v.parsed for v in verdicts],
+            "output_tokens": lengths[i * k : (i + 1) * k] if lengths is not None else None,
+            "score": right / k, "majority_answer": voted,
+            # one verdict per question for before/after comparisons: the sample's, or the majority's with k > 1
+            "correct": verdicts[0].correct if k == 1 else voted_ok,
+        })
+    n = len(items)
+    accuracy = sum(scores) / n if n else 0.0
+    low, high = wilson_interval(accuracy * n, n)
+    return BenchResult(
+        name=benchmark.name, checker=benchmark.checker, language=benchmark.language,
+        prompt_template=benchmark.prompt, n=n, num_samples=k, accuracy=accuracy, ci_low=low, ci_high=high,
+        pass_at_k={j: total / n if n else 0.0 for j, total in passes.items()},
+        majority_accuracy=(sum(majority) / n if n else 0.0) if k > 1 else None,
+        unparsed=unparsed, mean_output_tokens=sum(lengths) / len(lengths) if lengths else None, records=records,
+    )
+
+
+def _token_counts(tokenizer: Any, texts: list[str]) -> list[int]:
+    if not texts:
+        return []
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files
+
+
+def bench_dir_name(name: str) -> str:
+    """A folder name for a benchmark: 'rg:gsm-symbolic' -> 'rg_gsm-symbolic', 'gsm8k=/data/x.jsonl' -> 'gsm8k'."""
+    return re.sub(r"[^\w.-]+", "_", name.split("=", 1)[0]).strip("_") or "benchmark"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write beside the target, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_predictions(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    _write_atomic(path, json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def save_result(output_dir: Path, summary: dict[str, Any], result: BenchResult) -> None:
+    """Write a benchmark's predictions.jsonl, add it to `summary` and rewrite summary.json.
+
+    summary.json is rewritten after each benchmark, so a crash keeps the benchmarks already finished.
+    """
+    folder = bench_dir_name(result.name)
+    write_predictions(output_dir / folder / "predictions.jsonl", result.records)
+    summary["benchmarks"][result.name] = {**result.summary(), "dir": folder}
+    write_summary(output_dir / "summary.json", summary)
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """A short text table of a summary."""
+    rows = [("benchmark", "n", "accuracy", "95% CI", "unparsed", "tokens")]
+    for name, b in summary["benchmarks"].items():
+        extra = ""
+        if b["num_samples"] > 1:
+            k = str(b["num_samples"])
+            extra = f"  pass@{k} {100 * b['pass_at_k'][k]:.1f}%  maj@{k} {100 * b['majority_accuracy']:.1f}%"
+        tokens = f"{b['mean_output_tokens']:.0f}" if b["mean_output_tokens"] is not None else "-"
+        rows.append((name, str(b["n"]), f"{100 * b['accuracy']:.1f}%",
+                     f"[{100 * b['ci_low']:.1f}, {100 * b['ci_high']:.1f}]", str(b["unparsed"]), tokens + extra))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
+    return "\n".join([f"model: {summary['model']}", *lines])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running
+
+
+def evaluate_with(generate_fn: GenerateFn, tokenizer: Any, benchmarks: Sequence[str], output_dir: str | Path,
+                  settings: EvalSettings, description: str, progress: bool = True) -> dict[str, Any]:
+    """Evaluate with any generator `generate_fn(conversations) -> outputs`; writes the files, returns the summary."""
+    from .benchmarks import get_benchmark
+
+    resolved = [get_benchmark(name, data_seed=settings.data_seed) for name in benchmarks]  # typos fail before work
+    out = Path(output_dir)
+    summary: dict[str, Any] = {"model": description, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                               "settings": asdict(settings), "benchmarks": {}}
+    for name, bench in zip(benchmarks, resolved, strict=True):
+        items = bench.load(limit=settings.limit, seed=settings.data_seed)
+        if not items:
+            raise UserError(f"benchmark '{name}' has no questions")
+        prompts = [bench.render(item.question) for item in items]
+        if progress:
+            print(f"{bench.name}: {len(items)} questions x {settings.num_samples} sample(s)", flush=True)
+        _seed_everything(settings.seed)  # per benchmark, so a benchmark's samples do not depend on the others
+        outputs = generate_fn([[{"role": "user", "content": p}] for p in prompts])
+        save_result(out, summary, score_outputs(bench, items, outputs, tokenizer, prompts))
+    print(format_table(summary), flush=True)
+    return summary
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    try:
+        import torch
+    except ImportError:  # a generator without torch (vllm takes its seed in the sampling params)
+        return
+    torch.manual_seed(seed)
+
+
+def _describe(model: Any) -> str:
+    name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", "")
+    if hasattr(model, "peft_config"):
+        return f"{name} + LoRA adapter (in memory)"
+    return str(name) or type(model).__name__
+
+
+def evaluate_loaded(model: Any, tokenizer: Any, benchmarks: Sequence[str], *, output_dir: str | Path,
+                    limit: int | None = None, description: str | None = None, num_samples: int = 1,
+                    temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 1024, batch_size: int = 32,
+                    data_seed: int = 42, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Evaluate a model that is already in memory (as `sft --eval_benchmarks` does before and after training)."""
+    from ..generate import generate
+
+    settings = EvalSettings(limit, num_samples, temperature, top_p, max_new_tokens, batch_size, data_seed, seed)
+
+    def generate_fn(conversations: list[list[dict[str, str]]]) -> list[list[str]]:
+        return generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens, temperature=temperature,
+                        top_p=top_p, num_samples=num_samples, batch_size=batch_size, progress=progress)
+
+    return evaluate_with(generate_fn, tokenizer, benchmarks, output_dir, settings,
+                         description or _describe(model), progress)
+
+
+def run_eval(model: str | None, adapter: str | None, benchmarks: Sequence[str], limit: int | None = None,
+             output_dir: str | Path = "output/eval", num_samples: int = 1, temperature: float = 0.0,
+             top_p: float = 1.0, max_new_tokens: int = 1024, batch_size: int = 32, data_seed: int = 42,
+             seed: int = 0, infer_backend: str = "pt", progress: bool = True) -> dict[str, Any]:
+    """Load a base model, adapter checkpoint or merged folder and evaluate it on `benchmarks`."""
+    settings = EvalSettings(limit, num_samples, temperature, top_p, max_new_tokens, batch_size, data_seed, seed,
+                            infer_backend)
+    _check_names(benchmarks, data_seed)
+    if infer_backend == "vllm":
+        make_generate, tokenizer, description = vllm_generator(model, adapter, settings, progress)
+        return evaluate_with(make_generate(True), tokenizer, benchmarks, output_dir, settings, description, progress)
+    from ..model import load_for_inference
+
+    loaded, tokenizer, description = load_for_inference(model, adapter)
+    return _evaluate_model(loaded, tokenizer, benchmarks, output_dir, settings, description, progress)
+
+
+def run_baseline_eval(model: str | None, adapter: str | None, benchmarks: Sequence[str], limit: int | None = None,
+                      output_dir: str | Path = "output/eval", num_samples: int = 1, temperature: float = 0.0,
+                      top_p: float = 1.0, max_new_tokens: int = 1024, batch_size: int = 32, data_seed: int = 42,
+                      seed: int = 0, infer_backend: str = "pt", progress: bool = True) -> tuple[dict, dict]:
+    """Evaluate the base model into output_dir/base and base + adapter into output_dir/adapter.
+
+    The model is loaded once: the base run is the same weights with the LoRA layers switched off, so the two runs
+    differ by the adapter and nothing else.
+    """
+    settings = EvalSettings(limit, num_samples, temperature, top_p, max_new_tokens, batch_size, data_seed, seed,
+                            infer_backend)
+    _check_names(benchmarks, data_seed)
+    out = Path(output_dir)
+    if infer_backend == "vllm":
+        make_generate, tokenizer, description = vllm_generator(model, adapter, settings, progress)
+        base = evaluate_with(make_generate(False), tokenizer, benchmarks, out / "base", settings,
+                             f"{description} (adapter disabled)", progress)
+        tuned = evaluate_with(make_generate(True), tokenizer, benchmarks, out / "adapter", settings, description,
+                              progress)
+        return base, tuned
+    from ..model import load_for_inference
+
+    loaded, tokenizer, description = load_for_inference(model, adapter)
+    if not hasattr(loaded, "disable_adapter"):
+        raise UserError("--baseline compares a LoRA adapter with its base model: pass the checkpoint with --adapter")
+    with loaded.disable_adapter():
+        base = _evaluate_model(loaded, tokenizer, benchmarks, out / "base", settings,
+                               f"{description} (adapter disabled)", progress)
+    tuned = _evaluate_model(loaded, tokenizer, benchmarks, out / "adapter", settings, description, progress)
+    return base, tuned
+
+
+def _evaluate_model(model: Any, tokenizer: Any, benchmarks: Sequence[str], output_dir: str | Path,
+                    settings: EvalSettings, description: str, progress: bool) -> dict[str, Any]:
+    return evaluate_loaded(model, tokenizer, benchmarks, output_dir=output_dir, limit=settings.limit,
+                           description=description, num_samples=settings.num_samples,
+                           temperature=settings.temperature, top_p=settings.top_p,
+                           max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
+                           data_seed=settings.data_seed, seed=settings.seed, progress=progress)
+
+
+def _check_names(benchmarks: Sequence[str], data_seed: int) -> None:
+    """Resolve every benchmark name now: a typo fails before minutes of model loading."""
+    from .benchmarks import get_benchmark
+
+    if not benchmarks:
+        raise UserError("no benchmarks given")
+    for name in benchmarks:
+        get_benchmark(name, data_seed=data_seed)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Optional vLLM backend (--infer_backend vllm). Not exercised by the tests: vllm needs a GPU build.
+
+
+def vllm_generator(model: str | None, adapter: str | None, settings: EvalSettings,
+                   progress: bool = True) -> tuple[Callable[[bool], GenerateFn], Any, str]:
+    """(make_generate(use_adapter), tokenizer, description) backed by one vllm.LLM; the adapter served as LoRA."""
+    try:
+        import vllm
+        from vllm.lora.request import LoRARequest
+    except ImportError:
+        raise UserError("--infer_backend vllm: vllm is not installed (pip install vllm); "
+                        "or use --infer_backend pt") from None
+    from ..model import base_of_adapter, is_adapter_dir, load_tokenizer, resolve_model_path
+
+    if model and adapter is None and is_adapter_dir(Path(model)):
+        adapter, model = model, base_of_adapter(Path(model))
+    base = resolve_model_path(model)
+    tokenizer = load_tokenizer(base)
+    rank = 16
+    if adapter is not None:
+        if not is_adapter_dir(Path(adapter)):
+            raise UserError(f"adapter '{adapter}' has no adapter_config.json")
+        rank = max(rank, int(json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r", 16)))
+    llm = vllm.LLM(model=str(base), enable_lora=adapter is not None, max_lora_rank=rank, seed=settings.seed)
+    params = vllm.SamplingParams(n=settings.num_samples, temperature=settings.temperature, top_p=settings.top_p,
+                                 max_tokens=settings.max_new_tokens, seed=settings.seed)
+    lora = LoRARequest("adapter", 1, str(adapter)) if adapter is not None else None
+
+    def make_generate(use_adapter: bool) -> GenerateFn:
+        def generate_fn(conversations: list[list[dict[str, str]]]) -> list[list[str]]:
+            results = llm.chat(conversations, params, use_tqdm=progress, lora_request=lora if use_adapter else None)
+            return [[out.text for out in result.outputs] for result in results]
+
+        return generate_fn
+
+    description = f"{base} + {adapter} (vllm)" if adapter is not None else f"{base} (vllm)"
+    return make_generate, tokenizer, description

@@ -1,0 +1,134 @@
+"""Comparing two evaluation folders: paired interval, fixed/broken counts, table, chart, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from mathtune.errors import UserError
+from mathtune.evaluate import cli
+from mathtune.evaluate.benchmarks import BenchItem, Benchmark
+from mathtune.evaluate.report import (
+    compare,
+    compare_runs,
+    newcombe_paired_interval,
+    paired_normal_interval,
+)
+from mathtune.evaluate.runner import save_result, score_outputs
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _bench(name: str, n: int) -> tuple[Benchmark, list[BenchItem]]:
+    items = [BenchItem(f"{name}/{i}", f"What is {i} + 0?", str(i)) for i in range(n)]
+    return Benchmark(name, "en", "math", "{question}", lambda: list(items)), items
+
+
+def _write_run(folder: Path, right: dict[str, set[int]], n: int = 10, samples: int = 1) -> Path:
+    """An evaluation folder in which, per benchmark, the questions numbered in `right` are answered correctly."""
+    summary = {"model": folder.name, "date": "2026-12-01T00:00:00", "settings": {}, "benchmarks": {}}
+    for name, good in right.items():
+        bench, items = _bench(name, n)
+        outputs = [[f"\\boxed{{{i if i in good else -1}}}"] * samples for i in range(n)]
+        save_result(folder, summary, score_outputs(bench, items, outputs))
+    return folder
+
+
+def test_newcombe_matches_published_value():
+    # Fagerland, Lydersen & Laake, "Statistical Analysis of Contingency Tables", Cavo et al. (2012):
+    # table [[59, 6], [16, 80]] -> difference -0.0621, 95% CI -0.1186 to -0.0046.
+    low, high = newcombe_paired_interval(both=59, only_a=16, only_b=6, neither=80)
+    assert (round(low, 4), round(high, 4)) == (-0.1186, -0.0046)
+
+
+def test_newcombe_is_sane_at_the_edges():
+    low, high = newcombe_paired_interval(10, 0, 0, 0)  # identical runs, all right: no collapse to a point
+    assert low < 0 < high
+    assert newcombe_paired_interval(0, 0, 10, 0)[0] > 0.5  # everything fixed
+    assert newcombe_paired_interval(0, 0, 0, 0) == (-1.0, 1.0)
+    low, high = newcombe_paired_interval(3, 4, 2, 1)
+    assert -1 <= low < (2 - 4) / 10 < high <= 1
+
+
+def test_paired_normal_interval():
+    low, high = paired_normal_interval([0.5, 0.0, 1.0, 0.5])
+    assert low < 0.5 < high and high - 0.5 == pytest.approx(0.5 - low)
+    assert paired_normal_interval([1.0]) == (-1.0, 1.0)
+
+
+def test_compare_counts_fixed_and_broken_and_draws_a_chart(tmp_path):
+    a = _write_run(tmp_path / "before", {"toy": {0, 1, 2, 3, 4}, "other": {0}})
+    b = _write_run(tmp_path / "after", {"toy": {2, 3, 4, 5, 6, 7, 8}, "other": {0, 1}})
+    (row, other) = compare_runs(a, b)
+    assert (row.benchmark, row.n, row.accuracy_a, row.accuracy_b) == ("toy", 10, 0.5, 0.7)
+    assert (row.fixed, row.broken, row.unmatched) == (4, 2, 0)
+    assert row.diff == pytest.approx(0.2)
+    assert (row.diff_low, row.diff_high) == pytest.approx(newcombe_paired_interval(3, 2, 4, 1))
+    assert (other.fixed, other.broken) == (1, 0)
+
+    text = compare(a, b, out_dir=tmp_path / "charts")
+    assert "A: before" in text and "B: after" in text
+    toy_line = next(line for line in text.splitlines() if line.startswith("toy"))
+    assert "50.0%" in toy_line and "70.0%" in toy_line and "+20.0 [" in toy_line
+    assert toy_line.split()[-2:] == ["4", "2"]
+    png = tmp_path / "charts" / "comparison.png"
+    assert png.read_bytes()[:8] == PNG_SIGNATURE
+    from matplotlib.image import imread
+
+    height, width, _ = imread(png).shape
+    assert height > 100 and width > 100
+    assert not list((tmp_path / "charts").glob(".*"))
+
+
+def test_chart_defaults_to_the_second_folder(tmp_path):
+    a = _write_run(tmp_path / "x", {"toy": {1}})
+    b = _write_run(tmp_path / "y", {"toy": {1, 2}})
+    compare(a, b)
+    assert (b / "comparison.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_compare_matches_questions_by_id(tmp_path):
+    a = _write_run(tmp_path / "a", {"toy": {0, 1}}, n=10)
+    b = _write_run(tmp_path / "b", {"toy": {0, 1, 9}}, n=8)  # two questions missing, different order irrelevant
+    (row,) = compare_runs(a, b)
+    assert (row.n, row.unmatched, row.accuracy_a, row.accuracy_b) == (8, 2, 0.25, 0.25)
+    assert "2 question(s) appear in only one run" in compare(a, b)
+
+
+def test_compare_with_several_samples_uses_fractional_scores(tmp_path):
+    a = _write_run(tmp_path / "a", {"toy": {0}}, samples=3)
+    b_dir = tmp_path / "b"
+    bench, items = _bench("toy", 10)
+    outputs = [["\\boxed{-1}", f"\\boxed{{{i}}}", f"\\boxed{{{i}}}"] for i in range(10)]  # 2 of 3 right
+    save_result(b_dir, {"model": "b", "benchmarks": {}}, score_outputs(bench, items, outputs))
+    (row,) = compare_runs(a, b_dir)
+    assert row.accuracy_a == pytest.approx(0.1) and row.accuracy_b == pytest.approx(2 / 3)
+    diffs = [2 / 3 - (1.0 if i == 0 else 0.0) for i in range(10)]
+    assert (row.diff_low, row.diff_high) == pytest.approx(paired_normal_interval(diffs))
+    assert (row.fixed, row.broken) == (9, 0)  # majority verdicts
+
+
+def test_compare_errors(tmp_path):
+    a = _write_run(tmp_path / "a", {"toy": {0}})
+    with pytest.raises(UserError, match="summary.json is missing"):
+        compare(a, tmp_path / "nowhere")
+    b = _write_run(tmp_path / "b", {"else": {0}})
+    with pytest.raises(UserError, match="share no benchmark"):
+        compare(a, b)
+    (a / "toy" / "predictions.jsonl").write_text('{"id": "x", "score": 1}\nnot json\n')
+    with pytest.raises(UserError, match=r"predictions.jsonl:2"):
+        compare(a, a)
+
+
+def test_cli_compare(tmp_path, capsys):
+    a = _write_run(tmp_path / "a", {"toy": {0, 1}})
+    b = _write_run(tmp_path / "b", {"toy": {0, 1, 2}})
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert cli.run(parser.parse_args(["--compare", str(a), str(b), "--output_dir", str(tmp_path / "out")])) == 0
+    printed = capsys.readouterr().out
+    assert "+10.0" in printed and str(tmp_path / "out" / "comparison.png") in printed
+    assert json.loads((b / "summary.json").read_text())["benchmarks"]["toy"]["n"] == 10
