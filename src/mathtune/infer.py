@@ -163,6 +163,8 @@ def run_infer(ckpt_dir: str | None, *, query: str | None, input_path: str | None
 
     if (input_path is None) != (output_path is None):
         raise UserError("--input and --output go together")
+    if input_path is not None and not Path(input_path).is_file():
+        raise UserError(f"--input '{input_path}' does not exist or is not a file")
     model, tokenizer, description = load_for_inference(ckpt_dir, adapter=adapter, dtype=dtype)
     print(f"model: {description}", file=sys.stderr)
     if query is not None:

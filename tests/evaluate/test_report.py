@@ -118,7 +118,7 @@ def test_compare_errors(tmp_path):
     b = _write_run(tmp_path / "b", {"else": {0}})
     with pytest.raises(UserError, match="share no benchmark"):
         compare(a, b)
-    (a / "toy" / "predictions.jsonl").write_text('{"id": "x", "score": 1}\nnot json\n')
+    (a / "toy" / "predictions.jsonl").write_text('{"id": "x", "score": 1, "correct": true}\n{"id": "y"}\n')
     with pytest.raises(UserError, match=r"predictions.jsonl:2"):
         compare(a, a)
 

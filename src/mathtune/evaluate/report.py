@@ -89,9 +89,9 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, d
             if line.strip():
                 try:
                     row = json.loads(line)
-                    rows[str(row["id"])] = row
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise UserError(f"{path}:{line_no}: not a prediction record") from None
+                    rows[str(row["id"])] = {"id": row["id"], "score": float(row["score"]), "correct": row["correct"]}
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    raise UserError(f"{path}:{line_no}: not a prediction record (needs id, score, correct)") from None
         records[name] = rows
     return summary, records
 
@@ -157,11 +157,12 @@ def draw_chart(rows: list[Comparison], label_a: str, label_b: str, path: str | P
         # clamped: at 0% or 100% float rounding can put the bound a hair past the estimate
         err = [[max(0.0, 100 * (a - lo)) for a, (lo, _) in zip(accs, intervals, strict=True)],
                [max(0.0, 100 * (hi - a)) for a, (_, hi) in zip(accs, intervals, strict=True)]]
-        bars = ax.bar(xs, [100 * a for a in accs], width, yerr=err, capsize=3, label=label)
-        ax.bar_label(bars, labels=[f"{100 * a:.1f}" for a in accs], padding=2, fontsize=8)
+        ax.bar(xs, [100 * a for a in accs], width, yerr=err, capsize=3, label=label)
+        for x, a, (_, hi) in zip(xs, accs, intervals, strict=True):  # above the error bar, not through it
+            ax.text(x, 100 * max(a, hi) + 1.5, f"{100 * a:.1f}", ha="center", fontsize=8)
     ax.set_xticks(range(len(rows)), [f"{c.benchmark}\n{100 * c.diff:+.1f} pts (n={c.n})" for c in rows], fontsize=8)
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 112)
     ax.set_title("accuracy per benchmark (95% Wilson intervals)")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()

@@ -109,3 +109,18 @@ def test_every_shape_round_trips(system, turns):
     for name, row in rows.items():
         parsed = parse_rows([(1, json.loads(json.dumps(row)))], "f")
         assert list(parsed.conversations[0].messages) == expected, name
+
+
+HUB_KEYS = st.sampled_from(["title", "content", "abs", "input", "output", "answer", "question", "instruction", "query"])
+HUB_ROWS = st.dictionaries(HUB_KEYS, st.none() | st.integers() | st.booleans() | st.text(max_size=10), max_size=4)
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=st.lists(HUB_ROWS | JSON, min_size=1, max_size=4))
+def test_named_hub_mappings_skip_and_count_anything(rows):
+    from mathtune.data.hub import NAMED_SETS, map_rows
+
+    for hub_set in (h for h in NAMED_SETS if h.mapper is not None):  # the others detect shapes like local files
+        parsed = map_rows(hub_set, list(enumerate(rows, start=1)), hub_set.name)
+        assert len(parsed.conversations) + parsed.bad_rows.count == len(rows)
+        _check_valid(parsed)
