@@ -182,7 +182,8 @@ def test_reasoning_gym_table(task, template, expected):
 
 def test_rg_unsimplified_fraction_is_wrong_although_equal_in_value():
     item = _rg_item("fraction_simplification")
-    num, den = item.meta["entry"]["metadata"]["simplified_numerator"], item.meta["entry"]["metadata"]["simplified_denominator"]
+    meta = item.meta["entry"]["metadata"]
+    num, den = meta["simplified_numerator"], meta["simplified_denominator"]
     assert grade(f"\\boxed{{\\frac{{{num}}}{{{den}}}}}", item, "rg").correct
     assert not grade(f"\\boxed{{\\frac{{{2 * num}}}{{{2 * den}}}}}", item, "rg").correct
 
@@ -240,8 +241,9 @@ def test_extract_choice(text, expected):
 
 
 @pytest.mark.parametrize(("raw", "expected"), [
-    ("$18.00", "18.00"), ("1,000 apples", "1000"), ("x = 4", "4"), ("\\text{5 cm}", "5"), ("\\dfrac{1}{2}", "\\frac{1}{2}"),
-    ("30^{\\circ}", "30"), ("12个苹果", "12"), ("3 pi", "3 pi"), ("(1, 2)", "(1, 2)"), ("１２", "12"),
+    ("$18.00", "18.00"), ("1,000 apples", "1000"), ("x = 4", "4"), ("\\text{5 cm}", "5"),
+    ("\\dfrac{1}{2}", "\\frac{1}{2}"), ("30^{\\circ}", "30"), ("12个苹果", "12"), ("3 pi", "3 pi"),
+    ("(1, 2)", "(1, 2)"), ("１２", "12"),
 ])
 def test_normalize(raw, expected):
     assert normalize(raw) == expected

@@ -12,7 +12,7 @@ from ..errors import UserError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `mathtune eval`."""
     parser.add_argument("--model", "--model_id_or_path", "--ckpt_dir", dest="model", metavar="PATH_OR_ID",
-                        help="a model folder, hub id, adapter checkpoint or merged folder (default: the embedded model)")
+                        help="a model folder, hub id, adapter checkpoint or merged folder (default: embedded model)")
     parser.add_argument("--adapter", metavar="CHECKPOINT", help="a LoRA checkpoint to put on top of --model")
     parser.add_argument("--benchmarks", "--eval_dataset", dest="benchmarks", nargs="+", metavar="BENCH",
                         help="benchmarks to run, e.g. rg:gsm-symbolic champ gsm8k=/data/gsm8k_test.jsonl")
