@@ -139,9 +139,11 @@ def train(model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Enco
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     step, epoch, position = 0, 0, 0
+    window = {"loss": 0.0, "trained": 0, "tokens": 0}  # sums since the last log line
     if resume is not None:
         state = _load_state(resume, optimizer, scheduler)
         step, epoch, position = state["global_step"], state["epoch"], state["position"]
+        window.update(state.get("window", {}))
     log = RunLog(run_dir / "logging.jsonl", resume_step=step if resume is not None else None)
 
     def write_checkpoint(folder: Path) -> None:
@@ -156,12 +158,12 @@ def train(model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Enco
 
         (folder / STATE_FILE).write_text(json.dumps(
             {"global_step": step, "epoch": epoch, "position": position, "total_steps": total_steps,
-             "steps_per_epoch": steps_per_epoch}, indent=2))
+             "steps_per_epoch": steps_per_epoch, "window": window}, indent=2))
 
     last_checkpoint = resume
     model.train()
     plan = epoch_plan(epoch)
-    window_loss, window_tokens, window_all_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+    window_start = time.perf_counter()
     last_loss = last_eval = grad_norm = None
     interrupted = False
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress)
@@ -184,23 +186,24 @@ def train(model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Enco
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
                 if torch.isfinite(grad_norm) or not _non_finite(args, step + 1, group_rows(batches), origins, "gradient"):
                     optimizer.step()
-                    window_loss += step_loss
-                    window_tokens += step_tokens
-                    window_all_tokens += sum(b.num_tokens for b in batches)
+                    window["loss"] += step_loss
+                    window["trained"] += step_tokens
+                    window["tokens"] += sum(b.num_tokens for b in batches)
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
             position += 1
             if step % args.logging_steps == 0 or step == total_steps:
                 elapsed = time.perf_counter() - window_start
-                last_loss = window_loss / window_tokens if window_tokens else float("nan")
+                last_loss = window["loss"] / window["trained"] if window["trained"] else float("nan")
                 record = {"step": step, "epoch": round(epoch + position / steps_per_epoch, 4), "loss": last_loss,
                           "grad_norm": None if grad_norm is None else float(grad_norm),
-                          "learning_rate": scheduler.get_last_lr()[0], "tokens_per_s": window_all_tokens / elapsed,
+                          "learning_rate": scheduler.get_last_lr()[0], "tokens_per_s": window["tokens"] / elapsed,
                           "memory_gib": round(_peak_gib(device), 3)}
                 log.write(record)
                 bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                window_loss, window_tokens, window_all_tokens, window_start = 0.0, 0, 0, time.perf_counter()
+                window = {"loss": 0.0, "trained": 0, "tokens": 0}
+                window_start = time.perf_counter()
             if step % args.eval_steps == 0 or step == total_steps:
                 last_eval = evaluate_loss(model, val_set, args, max_length, pad_id, device, fused_linear_ce)
                 if last_eval is not None:
