@@ -1,4 +1,8 @@
-"""Summed next-token cross-entropy over trained tokens; the caller divides by the token count of the whole step."""
+"""Summed next-token cross-entropy over trained tokens; the caller divides by the token count of the whole step.
+
+The output head runs only on trained positions (labels != -100): prompt tokens and padding never get logits, which
+saves the head's matmul on them and the (tokens x vocab) fp32 logits that would otherwise be kept for the backward.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +14,50 @@ def _inputs(batch: Batch, device) -> dict:
     inputs = {"input_ids": batch.input_ids.to(device)}
     if batch.position_ids is not None:
         inputs["position_ids"] = batch.position_ids.to(device)
+        if batch.input_ids.shape[0] == 1:
+            from .attention import packed_kwargs
+
+            inputs.update(packed_kwargs(batch.position_ids, device))
     if batch.attention_mask is not None:
         inputs["attention_mask"] = batch.attention_mask.to(device)
     return inputs
 
 
+def _backbone_and_head(model):
+    """The decoder stack and the output projection, when logits are exactly head(hidden) (no soft-capping/scale)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) not in (None, 1, 1.0):
+        return None, None
+    backbone = getattr(base, getattr(base, "base_model_prefix", "model"), None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if backbone is None or head is None or not hasattr(head, "weight"):
+        return None, None
+    return backbone, head
+
+
 def loss_sum(model, batch: Batch, device, fused_linear_ce=None):
     """Sum of token losses of `batch` (labels are already shifted).
 
-    With `fused_linear_ce` (liger-kernel's), the output projection and the loss run chunk by chunk and full logits
-    are never materialised; otherwise logits are upcast to fp32 for a stable loss.
+    With `fused_linear_ce` (liger-kernel's), the output projection and the loss run chunk by chunk and logits are
+    never materialised; otherwise the logits of trained positions are upcast to fp32 for a stable loss.
     """
     import torch
     import torch.nn.functional as F
 
-    labels = batch.labels.to(device)
     inputs = _inputs(batch, device)
+    labels = batch.labels.reshape(-1).cpu()
+    keep = torch.nonzero(labels != IGNORE_INDEX).flatten()
+    target = labels.index_select(0, keep).to(device, non_blocking=True)
+    backbone, head = _backbone_and_head(model)
+    if backbone is None:
+        logits = model(**inputs, use_cache=False).logits
+        picked = logits.reshape(-1, logits.size(-1)).index_select(0, keep.to(device))
+        return F.cross_entropy(picked.float(), target, reduction="sum").to(torch.float32)
+    hidden = backbone(**inputs, use_cache=False).last_hidden_state
+    hidden = hidden.reshape(-1, hidden.size(-1)).index_select(0, keep.to(device, non_blocking=True))
+    if keep.numel() == 0:
+        return hidden.sum().float()  # 0, still attached to the graph
     if fused_linear_ce is not None:
-        backbone = model.get_base_model().model if hasattr(model, "get_base_model") else model.model
-        hidden = backbone(**inputs, use_cache=False).last_hidden_state
-        head = model.get_output_embeddings()
-        flat = hidden.reshape(-1, hidden.size(-1))
-        return fused_linear_ce(head.weight, flat, labels.reshape(-1))
-    logits = model(**inputs, use_cache=False).logits
-    return F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-    ).to(torch.float32)
+        return fused_linear_ce(head.weight, hidden, target, getattr(head, "bias", None)).to(torch.float32)
+    return F.cross_entropy(head(hidden).float(), target, reduction="sum").to(torch.float32)

@@ -92,7 +92,9 @@ def test_train_never_asks_an_eval_question(task):
 
 def test_gsm_symbolic_renamed_copies_are_held_out_too():
     # gsm-symbolic repeats problems with only names or nouns changed: the numbers identify the problem.
-    numbers = {tuple(re.findall(r"\d+", item["question"])) for item in generators.eval_items("gsm-symbolic", 1000, SEED)}
+    numbers = {
+        tuple(re.findall(r"\d+", item["question"])) for item in generators.eval_items("gsm-symbolic", 1000, SEED)
+    }
     for row in generators.generate("gsm-symbolic", 400, seed=SEED):
         assert tuple(re.findall(r"\d+", row.question().split("\n\nPlease reason")[0])) not in numbers
 

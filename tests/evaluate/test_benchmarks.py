@@ -95,9 +95,10 @@ def test_rg_score_undoes_latex_wrapping_and_rejects_wrong_answers():
     assert rg_score(syllogism, other) == 0.0
 
     fraction = get_benchmark("rg:fractions").load(limit=1)[0]
-    num, den = fraction.meta["entry"]["metadata"]["simplified_numerator"], fraction.meta["entry"]["metadata"][
-        "simplified_denominator"
-    ]
+    num, den = (
+        fraction.meta["entry"]["metadata"]["simplified_numerator"],
+        fraction.meta["entry"]["metadata"]["simplified_denominator"],
+    )
     assert rg_score(fraction, f"\\frac{{{num}}}{{{den}}}") == 1.0
     assert rg_score(fraction, f"{2 * num}/{2 * den}") < 1.0  # equal value, not in lowest terms
 
@@ -124,6 +125,7 @@ def test_rg_items_survive_json():
         ("5/14, or approximately 35.7%", ["5/14"], False),
         ("sqrt(3)/3, or equivalently 1/sqrt(3)", ["1/\\sqrt{3}", "\\sqrt{3}/3"], False),
         ("2^(n-1)", ["2^{n-1}"], False),
+        ("2^floor(n/2)*floor(n/2)!", ["2^{\\lfloor n/2 \\rfloor}*{\\lfloor n/2 \\rfloor}!"], False),
         ("The limit exists and is equal to (1+sqrt(4a+1))/2", ["(1+\\sqrt{4a+1})/2"], False),
         ("0 is the only possible value", ["0"], False),
         ("100 (i.e., all values)", ["100"], False),
@@ -219,7 +221,9 @@ def test_local_copy_errors(tmp_path):
     with pytest.raises(DataError, match=r"gsm8k.jsonl:2: not valid JSON"):
         get_benchmark("gsm8k", local_path=str(bad)).load()
     bad.write_text('{"question": "q", "answer": "#### 1"}\n{"problem": "q"}\n')
-    with pytest.raises(DataError, match=r"gsm8k.jsonl:2: gsm8k row lacks or mistypes field 'question'"):
+    with pytest.raises(
+        DataError, match=r"gsm8k.jsonl:2: missing field 'question' \(gsm8k rows need question, answer\)"
+    ):
         get_benchmark("gsm8k", local_path=str(bad)).load()
     with pytest.raises(UserError, match="built in and takes no local path"):
         get_benchmark("rg:arithmetic", local_path=str(bad))

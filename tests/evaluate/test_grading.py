@@ -35,6 +35,9 @@ MATH_EN = [
     ("There were 12 apples at first. After buying 3 more she has 15.", "15", True),
     ("The answer is 5. Check: 5 * 2 = 10, as required.", "5", True),
     ("The answer is 12 or 13.", "12", False),
+    ("So, the answer is 0 years.", "0", True),
+    ("The answer is 200% of 100.\n\nThe final answer is 200% of 100.\n\nThe answer is 200.", "200", True),
+    ("We get x = 10.\nThis is the final answer.\n\nSo, the final", "10", True),
     # numbers that look alike
     ("The answer is 12.", "120", False),
     ("The answer is 120", "12", False),
@@ -227,6 +230,7 @@ def test_unknown_checker():
     ("So there are 3-5 of them", "5"),
     ("答：十二个", "12个"),
     ("x_2 = 3", "3"),
+    ("The answer is 7. This is the final answer.\n\nSo, the final", "7"),
     ("no numbers at all", None),
 ])
 def test_extract_answer(text, expected):

@@ -33,7 +33,7 @@ import json
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -159,7 +159,6 @@ class _Task:
     rg_name: str
     respond: Callable[[dict[str, Any]], str]
     gold: Callable[[dict[str, Any]], str] = lambda entry: str(entry["answer"])
-    config: dict[str, Any] = field(default_factory=dict)
     key: Callable[[dict[str, Any]], str] = lambda entry: _masked(entry["question"])
     # Items failing this are skipped: propositional_logic's example conclusion is sometimes rejected by its own
     # checker, and simple_equations sometimes cancels the variable out ("0 = 0").
@@ -206,11 +205,6 @@ def canonical_task(task: str) -> str:
     raise UserError(f"unknown task '{task}'; known tasks: {', '.join(_TASKS)}")
 
 
-def rg_dataset_name(task: str) -> str:
-    """The reasoning-gym dataset behind a task."""
-    return _TASKS[canonical_task(task)].rg_name
-
-
 def _derived_seed(task: str, split: str, seed: int) -> int:
     digest = hashlib.sha256(f"mathtune:{task}:{split}:{seed}".encode()).digest()
     return int.from_bytes(digest[:4], "big") >> 1
@@ -220,12 +214,7 @@ def _derived_seed(task: str, split: str, seed: int) -> int:
 def _dataset(task: str, seed: int) -> Any:
     import reasoning_gym  # slow import (sympy); only when data is made
 
-    spec = _TASKS[task]
-    return reasoning_gym.create_dataset(spec.rg_name, seed=seed, size=_VIRTUAL_SIZE, **spec.config)
-
-
-def _usable(task: str, dataset: Any, entry: dict[str, Any]) -> bool:
-    return _TASKS[task].valid(dataset, entry)
+    return reasoning_gym.create_dataset(_TASKS[task].rg_name, seed=seed, size=_VIRTUAL_SIZE)
 
 
 def _jsonable(value: Any) -> Any:
@@ -241,13 +230,14 @@ def _jsonable(value: Any) -> Any:
 @lru_cache(maxsize=32)
 def _eval_pool(task: str, seed: int) -> tuple[str, ...]:
     """The task's held-out pool as JSON-encoded entries (immutable, so the cache cannot be altered)."""
+    spec = _TASKS[task]
     dataset = _dataset(task, _derived_seed(task, "eval", seed))
     seen: set[str] = set()
     pool: list[str] = []
     for idx in range(_VIRTUAL_SIZE):
         entry = dataset[idx]
-        key = _TASKS[task].key(entry)
-        if key in seen or not _usable(task, dataset, entry):
+        key = spec.key(entry)
+        if key in seen or not spec.valid(dataset, entry):
             continue
         seen.add(key)
         pool.append(json.dumps(entry, default=_jsonable, ensure_ascii=False))
@@ -306,7 +296,7 @@ def generate(task: str, n: int, seed: int, split: str = "train") -> list[Convers
         raise UserError(f"unknown split '{split}'; use 'train' or 'eval'")
     _check_n(n)
     spec = _TASKS[name]
-    held_out = {spec.key(json.loads(encoded)) for encoded in _eval_pool(name, seed)}
+    taken = {spec.key(json.loads(encoded)) for encoded in _eval_pool(name, seed)}  # held out, then used
     dataset = _dataset(name, _derived_seed(name, "train", seed))
     rows: list[Conversation] = []
     # Repeats and held-out questions are rare; the cap only stops a task whose question space is too small.
@@ -315,9 +305,9 @@ def generate(task: str, n: int, seed: int, split: str = "train") -> list[Convers
             break
         entry = dataset[idx]
         key = spec.key(entry)
-        if key in held_out or not _usable(name, dataset, entry):
+        if key in taken or not spec.valid(dataset, entry):
             continue
-        held_out.add(key)
+        taken.add(key)
         rows.append(_conversation(name, entry, f"rg:{name}[{idx}]"))
     if len(rows) < n:
         raise UserError(f"task '{name}' produced only {len(rows)} distinct training questions; ask for fewer")

@@ -62,6 +62,7 @@ class Benchmark:
     language: "en" or "zh".
     checker: "math", "rg" or "choice" (how the grader compares a prediction with ``BenchItem.gold``).
     prompt: str.format template with ``{question}``; zero-shot, asks for the final answer in \\boxed{}.
+    _items: returns every item (built lazily on first use, then cached).
     """
 
     name: str
@@ -177,7 +178,7 @@ def champ_latex(expr: str) -> str:
     text = expr.strip().replace("−", "-").replace("±", r"\pm ").replace("≥", r"\geq ").replace("≤", r"\leq ")
     text = re.sub(r"\bC\(([^(),]+),\s*([^(),]+)\)", r"\\binom{\1}{\2}", text)
     text = _wrap_calls(text, "sqrt", r"\sqrt{", "}")
-    text = _wrap_calls(text, "floor", r"\lfloor ", r" \rfloor")
+    text = _wrap_calls(text, "floor", r"{\lfloor ", r" \rfloor}")  # braced: it can be an exponent
     text = _wrap_calls(text, "^", "^{", "}")
     text = _wrap_calls(text, "_", "_{", "}")
     return re.sub(r"\bsum_", r"\\sum_", text).replace("...", r"\ldots ")
@@ -271,14 +272,15 @@ class _HubSet:
     config: str | None
     split: str
     language: str
+    fields: tuple[str, ...]  # columns every row needs
     to_item: Callable[[dict[str, Any], int], BenchItem]
 
 
 _HUB: dict[str, _HubSet] = {
-    "gsm8k": _HubSet("openai/gsm8k", "main", "test", "en", _gsm8k_item),
-    "math500": _HubSet("HuggingFaceH4/MATH-500", None, "test", "en", _math500_item),
-    "cmath": _HubSet("weitianwen/cmath", None, "test", "zh", _cmath_item),
-    "svamp": _HubSet("ChilleD/SVAMP", None, "test", "en", _svamp_item),
+    "gsm8k": _HubSet("openai/gsm8k", "main", "test", "en", ("question", "answer"), _gsm8k_item),
+    "math500": _HubSet("HuggingFaceH4/MATH-500", None, "test", "en", ("problem", "answer"), _math500_item),
+    "cmath": _HubSet("weitianwen/cmath", None, "test", "zh", ("question", "golden"), _cmath_item),
+    "svamp": _HubSet("ChilleD/SVAMP", None, "test", "en", ("Body", "Question", "Answer"), _svamp_item),
 }
 
 
@@ -344,10 +346,14 @@ def _hub_items(name: str, local_path: str | None) -> list[BenchItem]:
     rows = _local_rows(name, hub, Path(local_path).expanduser()) if local_path else _hub_rows(name, hub)
     items = []
     for index, row in enumerate(rows):
+        missing = [f for f in hub.fields if f not in row]
+        if missing:
+            need = ", ".join(hub.fields)
+            raise DataError(source, index + 1, f"missing field '{missing[0]}' ({name} rows need {need})")
         try:
             items.append(hub.to_item(row, index))
-        except (KeyError, AttributeError, TypeError) as exc:
-            raise DataError(source, index + 1, f"{name} row lacks or mistypes field {exc}") from None
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise DataError(source, index + 1, f"bad {name} row: {exc}") from None
     return items
 
 

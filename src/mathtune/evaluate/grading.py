@@ -63,23 +63,11 @@ _MARKERS = [
     re.compile(r"^\s*答\s*[:：]", re.M),
     re.compile(r"####"),
 ]
+_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)|[。！？；;，]|,\s+(?=[A-Za-z])|\s+(?:because|since|which|so)\s", re.I)
-_CN_DIGITS = {
-    "零": 0,
-    "〇": 0,
-    "一": 1,
-    "二": 2,
-    "两": 2,
-    "三": 3,
-    "四": 4,
-    "五": 5,
-    "六": 6,
-    "七": 7,
-    "八": 8,
-    "九": 9,
-}
+_CN_DIGITS = dict(zip("零〇一二两三四五六七八九", (0, 0, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9), strict=True))
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10_000, "亿": 100_000_000}
 _CN_NUMBER = re.compile(r"^([零〇一二两三四五六七八九十百千万亿]+)([\u4e00-\u9fff]{0,3})$")
 
@@ -114,6 +102,8 @@ def _after_marker(text: str, end: int) -> str:
     """What follows a marker: the rest of its line, or the next block of lines when the line is empty."""
     line_end = text.find("\n", end)
     rest = text[end : line_end if line_end != -1 else len(text)]
+    if re.match(r"[\s*]*(?:[.。,，;；!?！？](?!\d))", rest):  # "This is the final answer." ends a sentence
+        return ""
     if _strip_decoration(rest):
         return rest
     block = []
@@ -218,54 +208,15 @@ def extract_choice(text: str) -> str | None:
 # ---------------------------------------------------------------------------------------------------------------
 # Normalisation and comparison
 
-_TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _UNIT_TAIL = re.compile(
     r"^(-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?\s*%?)"
     r"(\s+[A-Za-z](?:[A-Za-z .'/²³-]|\^\{?[23]\}?)*|\s*[\u4e00-\u9fff][^\d]*)$"
 )
 _ASSIGNMENT = re.compile(r"^\\?[A-Za-z]\w*(?:_\{?\w+\}?)?\s*(?:=|\\approx|≈)\s*(?=\S)")
-_MATH_WORDS = {
-    "sqrt",
-    "frac",
-    "dfrac",
-    "tfrac",
-    "pi",
-    "sin",
-    "cos",
-    "tan",
-    "cot",
-    "sec",
-    "csc",
-    "log",
-    "ln",
-    "exp",
-    "infty",
-    "inf",
-    "cdot",
-    "times",
-    "div",
-    "pm",
-    "mp",
-    "le",
-    "ge",
-    "leq",
-    "geq",
-    "cup",
-    "cap",
-    "left",
-    "right",
-    "circ",
-    "arcsin",
-    "arccos",
-    "arctan",
-    "binom",
-    "min",
-    "max",
-    "mod",
-    "gcd",
-    "lcm",
-    "det",
-}
+_MATH_WORDS = set(
+    "sqrt frac dfrac tfrac pi sin cos tan cot sec csc log ln exp infty inf cdot times div pm mp le ge leq geq cup "
+    "cap left right circ arcsin arccos arctan binom min max mod gcd lcm det".split()
+)
 _FULLWIDTH = str.maketrans("０１２３４５６７８９－．％，：（）", "0123456789-.%,:()")
 
 

@@ -86,7 +86,8 @@ def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, fl
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # exact ends at 0 and n: the formula gives them up to float rounding (2.8e-17)
+    return (0.0 if successes <= 0 else centre - half), (1.0 if successes >= n else centre + half)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -1,0 +1,198 @@
+#!/usr/bin/env python
+"""Generation speed: problems/s and generated tokens/s on GSM-like prompts, random-weight models.
+
+(i) hf_single: plain `model.generate`, one prompt at a time; (ii) hf_batched: plain batched `model.generate`, batches
+of 32 in the given order, left padding; (iii) mathtune: `mathtune.generate.generate` (length-sorted batches of 32).
+Every reply is forced to exactly --max_new_tokens tokens (min_new_tokens = max_new_tokens in the generation config),
+so random weights do not stop early and every config does the same work. See benchmarks/README.md.
+
+    python benchmarks/generate_speed.py --model smol135m yi6b --out results/generate.jsonl
+    python benchmarks/generate_speed.py --model tiny --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from train_speed import SHAPES, build_model, sync  # noqa: E402 - the same model builder as the training benchmark
+
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SYSTEM = "You are a helpful assistant. Solve the problem step by step and end with 'The answer is N.'"
+TEMPLATES = [
+    "{name} has {a} apples. She buys {b} more bags with {c} apples in each bag and gives {d} apples to her friend. "
+    "How many apples does {name} have now?",
+    "A train travels {a} km in {b} hours. At the same speed, how far does it travel in {c} hours? Then it stops for "
+    "{d} minutes. Give the distance in km.",
+    "{name} earns ${a} per hour and works {b} hours a day for {c} days. He spends ${d} on rent. How much money is left?",
+    "A school has {a} students in {b} classes. If {c} new students join and are split evenly among {d} new classes, "
+    "how many students are in each new class, and how many students does the school have in total?",
+    "A recipe needs {a} cups of flour for {b} cookies. {name} wants to bake {c} batches of {d} cookies each. "
+    "How many cups of flour are needed?",
+]
+NAMES = ["Natalia", "James", "Aiko", "Ravi", "Fatima", "Lukas", "Maria", "Chen"]
+
+
+def gsm_prompts(n: int, seed: int) -> list[list[dict[str, str]]]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        text = TEMPLATES[i % len(TEMPLATES)].format(name=rng.choice(NAMES), a=rng.randint(3, 500),
+                                                    b=rng.randint(2, 40), c=rng.randint(2, 30), d=rng.randint(1, 90))
+        if rng.random() < 0.5:  # some longer prompts, as in GSM8K
+            text += " Assume every quantity stays the same for the whole problem and explain each step briefly."
+        out.append([{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}])
+    return out
+
+
+def build_tokenizer(conversations, vocab_size: int):
+    """A byte-level BPE ChatML tokenizer trained on the prompts themselves (ids stay below the model's vocab)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE(unk_token=None))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    core.train_from_iterator([m["content"] for c in conversations for m in c] * 2, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        bos_token="<|im_start|>")
+    tokenizer.chat_template = CHATML
+    return tokenizer
+
+
+def hf_generate(model, tokenizer, prompts: list[list[int]], batch_size: int, new_tokens: int, device: str) -> int:
+    """Plain batched HF generate in the given order, left padding; returns the number of generated tokens."""
+    import torch
+
+    made = 0
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        width = max(len(p) for p in chunk)
+        ids = torch.full((len(chunk), width), tokenizer.pad_token_id)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, p in enumerate(chunk):
+            ids[row, width - len(p) :] = torch.tensor(p)
+            mask[row, width - len(p) :] = 1
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=new_tokens,
+                                 do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        assert out.shape[1] - width == new_tokens, (out.shape, width)
+        made += len(chunk) * new_tokens
+    return made
+
+
+def run_model(shape: str, opts) -> list[dict]:
+    import torch
+
+    from mathtune.generate import generate, render_prompts
+
+    device = opts.device
+    cuda = device.startswith("cuda")
+    conversations = gsm_prompts(opts.prompts, opts.seed)
+    tokenizer = build_tokenizer(conversations, min(2000, SHAPES[shape]["vocab_size"]))
+    prompts = render_prompts(tokenizer, conversations)
+    model = build_model(shape, device, torch.bfloat16 if cuda else torch.float32).eval()
+    model.config.use_cache = True
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.min_new_tokens = opts.max_new_tokens  # random weights must not stop early
+    hf_generate(model, tokenizer, prompts[:2], 2, 4, device)  # warm up kernels and the allocator
+    lengths = sorted(len(p) for p in prompts)
+    print(f"{shape}: {len(prompts)} prompts of {lengths[0]}-{lengths[-1]} tokens (median {lengths[len(lengths) // 2]}),"
+          f" {opts.max_new_tokens} new tokens each", flush=True)
+    results = []
+    single = prompts[: opts.single_limit]
+    runs = [
+        ("hf_single", len(single), lambda: hf_generate(model, tokenizer, single, 1, opts.max_new_tokens, device)),
+        ("hf_batched", len(prompts),
+         lambda: hf_generate(model, tokenizer, prompts, opts.batch_size, opts.max_new_tokens, device)),
+        ("mathtune", len(prompts), lambda: opts.max_new_tokens * len(
+            generate(model, tokenizer, conversations, max_new_tokens=opts.max_new_tokens, batch_size=opts.batch_size,
+                     progress=False))),
+    ]
+    for name, problems, call in runs:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        sync(device)
+        start = time.perf_counter()
+        tokens = call()
+        sync(device)
+        seconds = time.perf_counter() - start
+        record = {"model": shape, "config": name, "problems": problems, "new_tokens": tokens, "seconds": seconds,
+                  "problems_per_s": problems / seconds, "tokens_per_s": tokens / seconds,
+                  "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+                  "batch_size": 1 if name == "hf_single" else opts.batch_size, "max_new_tokens": opts.max_new_tokens,
+                  "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
+                  "date": datetime.date.today().isoformat()}
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in record.items()
+                          if k in ("model", "config", "problems_per_s", "tokens_per_s", "seconds")}), flush=True)
+        results.append(record)
+    del model
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", nargs="+", choices=sorted(SHAPES), default=["smol135m", "yi6b"])
+    parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    parser.add_argument("--prompts", type=int, default=None, help="number of prompts (default 64; tiny 8)")
+    parser.add_argument("--max_new_tokens", type=int, default=None, help="tokens per reply, forced (default 256; "
+                                                                         "tiny 16)")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--single_limit", type=int, default=8, help="prompts timed one at a time in hf_single")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="append one JSON line per config to this file")
+    opts = parser.parse_args(argv)
+
+    import torch
+
+    started = time.perf_counter()
+    opts.device = opts.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not opts.device.startswith("cuda"):
+        torch.set_num_threads(1)  # tiny shapes: threads only contend
+    tiny_only = opts.model == ["tiny"]
+    opts.prompts = opts.prompts or (8 if tiny_only else 64)
+    opts.max_new_tokens = opts.max_new_tokens or (16 if tiny_only else 256)
+    if tiny_only:
+        opts.batch_size = min(opts.batch_size, 4)
+        opts.single_limit = min(opts.single_limit, 2)
+    results = []
+    for shape in opts.model:
+        for record in run_model(shape, opts):
+            results.append(record)
+            if opts.out:
+                Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
+                with open(opts.out, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+    print("\n| model | config | problems | problems/s | generated tok/s | peak GiB | x hf_single |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        single = next(x for x in results if x["model"] == r["model"] and x["config"] == "hf_single")
+        peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
+        print(f"| {r['model']} | {r['config']} | {r['problems']} | {r['problems_per_s']:.2f} | {r['tokens_per_s']:,.0f}"
+              f" | {peak} | {r['tokens_per_s'] / single['tokens_per_s']:.1f}x |")
+    print(f"\n{opts.max_new_tokens} new tokens per reply (forced), greedy; total {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Attention for packed rows that never crosses rows and never builds a dense mask.
+
+Packed micro-batches are one long sequence whose position ids restart at every row. transformers turns that into
+a dense (L x L) block-diagonal mask, which SDPA can only run through its slower masked kernels (and which takes
+L^2 bytes: 1 GiB at 32k tokens). Here the row boundaries become `cu_seqlens` offsets and the attention runs in
+PyTorch's own variable-length flash kernel (`aten::_flash_attention_forward` with cumulative lengths, the kernel
+behind `torch.nn.attention.varlen`), which skips the blocks between rows entirely.
+
+The implementation is registered with transformers as `mathtune_varlen`. It only takes the flash route where that is
+exact (CUDA, fp16/bf16, no padding mask, no KV cache offset, no attention dropout) and was checked on this GPU by
+`flash_selftest`; everything else (CPU, padded batches, generation) goes to transformers' SDPA attention, with a
+block-diagonal mask where rows are packed, so results never depend on which route ran.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+NAME = "mathtune_varlen"
+_state = {"registered": False, "flash_ok": False}
+
+
+def cu_seqlens(position_ids) -> tuple[object, int]:
+    """Row offsets [0, l1, l1+l2, ..., L] (int32) and the longest row, for one packed sequence.
+
+    A row starts wherever the position does not follow the previous one by 1 (transformers' own rule).
+    """
+    import torch
+
+    pos = position_ids.reshape(-1)
+    starts = torch.ones_like(pos, dtype=torch.bool)
+    starts[1:] = pos[1:] != pos[:-1] + 1
+    edges = torch.nonzero(starts).flatten()
+    cu = torch.cat([edges, edges.new_tensor([pos.numel()])]).to(torch.int32)
+    return cu, int((cu[1:] - cu[:-1]).max())
+
+
+def packed_kwargs(position_ids, device) -> dict:
+    """Keyword arguments that tell attention where the rows of a packed batch are, computed on the CPU once per
+    micro-batch (no GPU sync per layer). The names are transformers' flash-attention kwargs, so `flash_attention_2`
+    reads them too, and SDPA or eager ignore them."""
+    cu, longest = cu_seqlens(position_ids.cpu())
+    cu = cu.to(device, non_blocking=True)
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+
+
+def block_causal_mask(cu, length: int, device):
+    """(1, 1, L, L) boolean mask: causal inside each row, nothing across rows (True = attend)."""
+    import torch
+
+    sizes = (cu[1:] - cu[:-1]).to(device=device, dtype=torch.long)
+    row = torch.repeat_interleave(torch.arange(sizes.numel(), device=device), sizes)
+    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    return ((row[:, None] == row[None, :]) & causal)[None, None]
+
+
+def _flash_autograd():
+    import torch
+
+    class FlashVarlen(torch.autograd.Function):
+        """Causal variable-length flash attention on (total, heads, head_dim) tensors; k/v may have fewer heads
+        (grouped-query attention is native to the kernel). Arguments are passed positionally where the aten
+        schema has been stable since torch 2.2."""
+
+        @staticmethod
+        def forward(ctx, q, k, v, cu, max_len, scale):
+            out, lse, rng, unused, _ = torch.ops.aten._flash_attention_forward(
+                q, k, v, cu, cu, max_len, max_len, 0.0, True, False, scale=scale)
+            ctx.save_for_backward(q, k, v, out, lse, cu, rng, unused)
+            ctx.max_len, ctx.scale = max_len, scale
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):
+            q, k, v, out, lse, cu, rng, unused = ctx.saved_tensors
+            dq, dk, dv = torch.ops.aten._flash_attention_backward(
+                grad.contiguous(), q, k, v, out, lse, cu, cu, ctx.max_len, ctx.max_len, 0.0, True, rng, unused,
+                scale=ctx.scale)
+            return dq, dk, dv, None, None, None
+
+    return FlashVarlen
+
+
+_FLASH = None
+_flash_call = None  # flash_varlen behind torch.compiler.disable, set by register()
+
+
+def flash_varlen(q, k, v, cu, max_len: int, scale: float | None):
+    """q (T, Hq, D), k and v (T, Hkv, D) -> (T, Hq, D); `cu` int32 row offsets on the same device."""
+    global _FLASH
+    if _FLASH is None:
+        _FLASH = _flash_autograd()
+    return _FLASH.apply(q.contiguous(), k.contiguous(), v.contiguous(), cu, int(max_len), scale)
+
+
+def _disable_compile(fn):
+    """Keep torch.compile out of the kernel call: max_len changes every micro-batch and would force recompiles."""
+    import torch
+
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)
+    return disable(fn) if disable is not None else fn
+
+
+def _can_flash(query, key, dropout: float) -> bool:
+    import torch
+
+    return (_state["flash_ok"] and query.is_cuda and query.dtype in (torch.float16, torch.bfloat16)
+            and key.dtype == query.dtype and not dropout and query.shape[-1] % 8 == 0 and query.shape[-1] <= 256)
+
+
+def varlen_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """transformers attention interface: query (B, Hq, L, D), key/value (B, Hkv, S, D) -> ((B, L, Hq, D), None)."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    packed = attention_mask is None and query.shape[0] == 1 and query.shape[2] == key.shape[2] > 1
+    if packed:
+        cu, longest = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q")
+        if cu is None and kwargs.get("position_ids") is not None:
+            cu, longest = cu_seqlens(kwargs["position_ids"])  # one GPU sync per layer: pass packed_kwargs instead
+        if cu is not None:
+            if longest is None:
+                longest = int((cu[1:] - cu[:-1]).max())
+            if _can_flash(query, key, dropout):
+                q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
+                cu = cu.to(device=query.device, dtype=torch.int32)
+                out = (_flash_call or flash_varlen)(q, k, v, cu, longest, scaling)
+                return out.unsqueeze(0), None
+            if cu.numel() > 2:  # several rows and no flash kernel: exact, but with a dense mask
+                mask = block_causal_mask(cu, query.shape[2], query.device)
+                return sdpa_attention_forward(module, query, key, value, mask, scaling=scaling, dropout=dropout,
+                                              **_without_packing(kwargs))
+    return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                  **_without_packing(kwargs))
+
+
+def _without_packing(kwargs: dict) -> dict:
+    drop = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k", "position_ids")
+    return {k: v for k, v in kwargs.items() if k not in drop}
+
+
+def varlen_mask(*args, **kwargs):
+    """Mask interface: no mask at all without padding (rows come from cu_seqlens); SDPA's mask with padding."""
+    from transformers.masking_utils import sdpa_mask
+
+    if kwargs.get("attention_mask") is None:
+        return None
+    return sdpa_mask(*args, **kwargs)
+
+
+def register() -> str:
+    """Register `mathtune_varlen` with transformers (attention and mask); idempotent. Returns the name."""
+    global _flash_call
+    if not _state["registered"]:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface
+
+        AttentionInterface.register(NAME, varlen_attention_forward)
+        AttentionMaskInterface.register(NAME, varlen_mask)
+        _flash_call = _disable_compile(flash_varlen)
+        _state["registered"] = True
+    return NAME
+
+
+def flash_selftest(device, heads: int = 4, kv_heads: int = 2, head_dim: int = 64, dtype=None) -> str | None:
+    """Run the varlen kernel forward and backward on a few packed rows and compare with per-row SDPA in fp32.
+
+    Returns None when it agrees, else the reason (so callers can fall back and say why).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        return "not a CUDA device"
+    if not hasattr(torch.ops.aten, "_flash_attention_forward"):
+        return "this torch has no aten::_flash_attention_forward"
+    dtype = dtype or (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    try:
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        sizes = [5, 67, 1, 130]
+        total = sum(sizes)
+        q, k, v = (torch.randn(total, h, head_dim, generator=gen).to(device, dtype).requires_grad_()
+                   for h in (heads, kv_heads, kv_heads))
+        cu = torch.tensor([0, *torch.tensor(sizes).cumsum(0).tolist()], dtype=torch.int32, device=device)
+        scale = head_dim**-0.5
+        out = flash_varlen(q, k, v, cu, max(sizes), scale)
+        grad = torch.randn(out.shape, generator=gen).to(device, dtype)
+        dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
+        rq, rk, rv = (t.detach().float().requires_grad_() for t in (q, k, v))
+        pieces = []
+        for a, b in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True):
+            qq, kk, vv = (t[a:b].transpose(0, 1) for t in (rq, rk, rv))
+            kk = kk.repeat_interleave(heads // kv_heads, 0)
+            vv = vv.repeat_interleave(heads // kv_heads, 0)
+            pieces.append(F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, scale=scale).transpose(0, 1))
+        ref = torch.cat(pieces)
+        rdq, rdk, rdv = torch.autograd.grad(ref, (rq, rk, rv), grad.float())
+        for name, got, want in (("out", out, ref), ("dq", dq, rdq), ("dk", dk, rdk), ("dv", dv, rdv)):
+            if got.shape != want.shape:
+                return f"{name} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+            err = (got.float() - want).abs().max().item()
+            if not err <= 0.05 * max(1.0, want.abs().max().item()):
+                return f"{name} differs from SDPA by {err:.3g}"
+    except Exception as exc:  # noqa: BLE001 - any failure means: do not use the kernel here
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    return None
+
+
+def enable(model, device) -> str | None:
+    """Switch `model` (a transformers model, or a peft model around one) to `mathtune_varlen` when the flash kernel
+    passes its self-test on `device` with the model's head shape. Returns None when enabled, else why not."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    reason = flash_selftest(device, config.num_attention_heads, kv_heads, head_dim)
+    if reason is not None:
+        return reason
+    register()
+    _state["flash_ok"] = True
+    try:
+        base.set_attn_implementation(NAME)
+    except Exception:  # noqa: BLE001 - older transformers: set it on the config directly
+        config._attn_implementation = NAME
+    if getattr(config, "_attn_implementation", None) != NAME:
+        return f"transformers kept attention '{config._attn_implementation}'"
+    return None
+
+
+def warn_fallback(reason: str) -> None:
+    warnings.warn(f"packed attention falls back to SDPA with a dense mask: {reason}", stacklevel=2)
