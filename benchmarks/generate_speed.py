@@ -38,7 +38,8 @@ TEMPLATES = [
     "How many apples does {name} have now?",
     "A train travels {a} km in {b} hours. At the same speed, how far does it travel in {c} hours? Then it stops for "
     "{d} minutes. Give the distance in km.",
-    "{name} earns ${a} per hour and works {b} hours a day for {c} days. He spends ${d} on rent. How much money is left?",
+    "{name} earns ${a} per hour and works {b} hours a day for {c} days. He spends ${d} on rent. "
+    "How much money is left?",
     "A school has {a} students in {b} classes. If {c} new students join and are split evenly among {d} new classes, "
     "how many students are in each new class, and how many students does the school have in total?",
     "A recipe needs {a} cups of flour for {b} cookies. {name} wants to bake {c} batches of {d} cookies each. "
@@ -118,20 +119,22 @@ def run_model(shape: str, opts) -> list[dict]:
           f" {opts.max_new_tokens} new tokens each", flush=True)
     results = []
     single = prompts[: opts.single_limit]
-    runs = [
-        ("hf_single", len(single), lambda: hf_generate(model, tokenizer, single, 1, opts.max_new_tokens, device)),
-        ("hf_batched", len(prompts),
-         lambda: hf_generate(model, tokenizer, prompts, opts.batch_size, opts.max_new_tokens, device)),
-        ("mathtune", len(prompts), lambda: opts.max_new_tokens * len(
-            generate(model, tokenizer, conversations, max_new_tokens=opts.max_new_tokens, batch_size=opts.batch_size,
-                     progress=False))),
-    ]
-    for name, problems, call in runs:
+
+    def call(name: str, model) -> int:
+        if name == "hf_single":
+            return hf_generate(model, tokenizer, single, 1, opts.max_new_tokens, device)
+        if name == "hf_batched":
+            return hf_generate(model, tokenizer, prompts, opts.batch_size, opts.max_new_tokens, device)
+        replies = generate(model, tokenizer, conversations, max_new_tokens=opts.max_new_tokens,
+                           batch_size=opts.batch_size, progress=False)
+        return opts.max_new_tokens * len(replies)
+
+    for name, problems in (("hf_single", len(single)), ("hf_batched", len(prompts)), ("mathtune", len(prompts))):
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         sync(device)
         start = time.perf_counter()
-        tokens = call()
+        tokens = call(name, model)
         sync(device)
         seconds = time.perf_counter() - start
         record = {"model": shape, "config": name, "problems": problems, "new_tokens": tokens, "seconds": seconds,
@@ -158,7 +161,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max_new_tokens", type=int, default=None, help="tokens per reply, forced (default 256; "
                                                                          "tiny 16)")
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--single_limit", type=int, default=8, help="prompts timed one at a time in hf_single")
+    parser.add_argument("--single_limit", type=int, default=4, help="prompts timed one at a time in hf_single")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="append one JSON line per config to this file")
     opts = parser.parse_args(argv)

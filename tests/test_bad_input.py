@@ -1,78 +1,271 @@
-"""Bad input from a user: one line naming what and where, exit code 2, no traceback, nothing left behind."""
+"""Bad input from a user, for every verb: one line on stderr naming what and where, exit code 2, no traceback, and
+nothing left behind (no run dir, no partial output, no file rewritten)."""
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 
 from mathtune.cli import main
 
 
-@pytest.fixture
-def files(tmp_path):
-    good = tmp_path / "good.jsonl"
-    good.write_text(json.dumps({"query": "What is 1 + 1?", "response": "2"}) + "\n")
-    missing_field = tmp_path / "nofield.jsonl"
-    missing_field.write_text(json.dumps({"query": "q", "response": "r"}) + "\n" + json.dumps({"query": "q2"}) + "\n")
-    binary = tmp_path / "binary.jsonl"
-    binary.write_bytes(b"\xff\xfe\x00garbage\x9c\n")
-    truncated = tmp_path / "truncated.jsonl"
-    truncated.write_text('{"query": "q", "response": "r"}\n{"query": "q2", "resp')
-    empty = tmp_path / "empty.jsonl"
-    empty.write_text("")
-    yaml_bad = tmp_path / "bad.yaml"
-    yaml_bad.write_text("learning_rate: [1, 2\n")
-    yaml_unknown = tmp_path / "unknown.yaml"
-    yaml_unknown.write_text("learning_rat: 0.1\n")
-    return tmp_path
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_model_dir, tiny_tokenizer) -> dict[str, Path]:
+    """Every bad file, folder and model the table below refers to, plus a real run with a checkpoint."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import LlamaConfig, LlamaForCausalLM
 
+    tmp = tmp_path_factory.mktemp("bad")
+    texts = {
+        "good.jsonl": json.dumps({"query": "What is 1 + 1?", "response": "2"}) + "\n",
+        "nofield.jsonl": json.dumps({"query": "q", "response": "r"}) + "\n" + json.dumps({"query": "q2"}) + "\n",
+        "truncated.jsonl": '{"query": "q", "response": "r"}\n{"query": "q2", "resp',
+        "empty.jsonl": "",
+        "schema.jsonl": json.dumps({"foo": 1}) + "\n",
+        "notobj.jsonl": "[1, 2]\n",
+        "bad.yaml": "learning_rate: [1, 2\n",
+        "unknown.yaml": "learning_rat: 0.1\n",
+        # A 20 MB line: refused before it is tokenized (tokenizing alone would take a minute).
+        "huge.jsonl": json.dumps({"query": "7 " * 10_000_000}) + "\n",
+    }
+    for name, text in texts.items():
+        (tmp / name).write_text(text)
+    (tmp / "binary.jsonl").write_bytes(b"\xff\xfe\x00garbage\x9c\n")
+    (tmp / "latin1.jsonl").write_bytes(b'{"query": "caf\xe9", "response": "r"}\n')
+    (tmp / "adir").mkdir()
+
+    # A run with checkpoints, trained on the tiny model through the CLI.
+    data = tmp / "train.jsonl"
+    data.write_text("".join(json.dumps({"query": f"What is {a} + 1?", "response": f"{a + 1}"}) + "\n"
+                            for a in range(8)))
+    assert main(["sft", "--model", str(tiny_model_dir), "--dataset", str(data), "--output_dir", str(tmp / "runs"),
+                 "--max_steps", "2", "--save_steps", "1", "--batch_size", "4", "--gradient_accumulation_steps", "1",
+                 "--max_length", "128"]) == 0
+    (run,) = (tmp / "runs").glob("*/v*")
+    shutil.copytree(run / "checkpoint-2", run / ".checkpoint-3.partial")  # a save cut short
+
+    # A model of another shape, the same tokenizer.
+    other = tmp / "other-llama"
+    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         tie_word_embeddings=False)
+    LlamaForCausalLM(config).save_pretrained(other)
+    tiny_tokenizer.save_pretrained(other)
+
+    def adapter_run(name: str, base: str) -> Path:
+        """A copy of the checkpoint in a run whose args.json names `base` as the base model."""
+        folder = tmp / name / "v0-20260101-000000"
+        shutil.copytree(run / "checkpoint-2", folder / "checkpoint-2")
+        args = json.loads((run / "args.json").read_text())
+        args["model"]["model_id_or_path"] = base
+        (folder / "args.json").write_text(json.dumps(args))
+        return folder / "checkpoint-2"
+
+    pickled = Path(shutil.copytree(tiny_model_dir, tmp / "pickled-llama"))
+    torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    pickled_adapter = Path(shutil.copytree(run / "checkpoint-2", tmp / "pickled-adapter"))
+    torch.save(load_file(pickled_adapter / "adapter_model.safetensors"), pickled_adapter / "adapter_model.bin")
+    (pickled_adapter / "adapter_model.safetensors").unlink()
+
+    (tmp / "logs" / "truncated").mkdir(parents=True)
+    (tmp / "logs" / "truncated" / "logging.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n')
+    (tmp / "logs" / "no-loss").mkdir()
+    (tmp / "logs" / "no-loss" / "logging.jsonl").write_text('{"step": 1}\n')
+    (tmp / "logs" / "huge").mkdir()
+    (tmp / "logs" / "huge" / "logging.jsonl").write_text("x" * 20_000_000 + "\n")
+    (tmp / "precious").mkdir()
+    (tmp / "precious" / "notes.txt").write_text("keep me")
+    return {"tmp": tmp, "model": tiny_model_dir, "other": other, "run": run, "ckpt": run / "checkpoint-2",
+            "orphan": adapter_run("orphan", str(tmp / "deleted-model")), "misfit": adapter_run("misfit", str(other)),
+            "pickled": pickled, "pickled_adapter": pickled_adapter}
+
+
+S = ["sft", "--output_dir", "{tmp}/output"]
+SM = [*S, "--model", "{model}"]
+SG = [*SM, "--dataset", "{tmp}/good.jsonl"]
+INF = ["infer", "--ckpt_dir", "{model}"]
+INO = [*INF, "--output", "{tmp}/answers.jsonl", "--input"]
+E = ["eval", "--output_dir", "{tmp}/eval", "--model", "{model}"]
+EB = [*E, "--benchmarks", "rg:arithmetic", "--limit", "1"]
+DP = ["data", "preview", "--model", "{model}"]
 
 CASES = [
-    # (id, argv after "sft", text the one line must contain)
-    ("missing model", ["--model_id_or_path", "{tmp}/nope", "--dataset", "{tmp}/good.jsonl"], "nope' does not exist"),
-    ("model is a file", ["--model_id_or_path", "{tmp}/good.jsonl", "--dataset", "{tmp}/good.jsonl"], "is a file"),
-    ("missing dataset", ["--model", "{model}", "--dataset", "{tmp}/absent.jsonl"], "absent.jsonl"),
-    ("row without field", ["--model", "{model}", "--dataset", "{tmp}/nofield.jsonl"], "nofield.jsonl:2: field 'response'"),
-    ("binary dataset", ["--model", "{model}", "--dataset", "{tmp}/binary.jsonl"], "binary.jsonl"),
-    ("truncated json", ["--model", "{model}", "--dataset", "{tmp}/truncated.jsonl"], "truncated.jsonl:2"),
-    ("empty dataset", ["--model", "{model}", "--dataset", "{tmp}/empty.jsonl"], "empty.jsonl"),
-    ("no dataset", ["--model", "{model}"], "--dataset is required"),
-    ("bad #N", ["--model", "{model}", "--dataset", "{tmp}/good.jsonl#zero"], "good.jsonl#zero"),
-    ("zero batch", ["--model", "{model}", "--dataset", "{tmp}/good.jsonl", "--batch_size", "0"], "--batch_size"),
-    ("negative lr", ["--model", "{model}", "--dataset", "{tmp}/good.jsonl", "--learning_rate", "-1"], "--learning_rate"),
-    ("bad yaml", ["--config", "{tmp}/bad.yaml", "--dataset", "{tmp}/good.jsonl"], "bad.yaml"),
-    ("unknown yaml key", ["--config", "{tmp}/unknown.yaml", "--dataset", "{tmp}/good.jsonl"], "learning_rat"),
-    ("resume without checkpoint", ["--model", "{model}", "--dataset", "{tmp}/good.jsonl", "--resume_from_checkpoint",
-                                   "{tmp}/nowhere"], "nowhere"),
+    # (id, argv, text the one line must contain)
+    ("sft: missing model", [*S, "--model", "{tmp}/nope", "--dataset", "{tmp}/good.jsonl"], "nope' does not exist"),
+    ("sft: model is a file", [*S, "--model_id_or_path", "{tmp}/good.jsonl", "--dataset", "{tmp}/good.jsonl"],
+     "is a file"),
+    ("sft: model folder without config", [*S, "--model", "{tmp}/adir", "--dataset", "{tmp}/good.jsonl"],
+     "adir' has no config.json"),
+    ("sft: pickle-only model", [*S, "--model", "{pickled}", "--dataset", "{tmp}/good.jsonl"],
+     "holds weights only as pickle (pytorch_model.bin)"),
+    ("sft: missing dataset", [*SM, "--dataset", "{tmp}/absent.jsonl"], "absent.jsonl"),
+    ("sft: dataset is an empty folder", [*SM, "--dataset", "{tmp}/adir"], "adir' holds no .jsonl"),
+    ("sft: row without field", [*SM, "--dataset", "{tmp}/nofield.jsonl"], "nofield.jsonl:2: field 'response'"),
+    ("sft: binary dataset", [*SM, "--dataset", "{tmp}/binary.jsonl"], "binary.jsonl:1: not UTF-8"),
+    ("sft: non-UTF-8 dataset", [*SM, "--dataset", "{tmp}/latin1.jsonl"], "latin1.jsonl:1: not UTF-8"),
+    ("sft: truncated json", [*SM, "--dataset", "{tmp}/truncated.jsonl"], "truncated.jsonl:2"),
+    ("sft: empty dataset", [*SM, "--dataset", "{tmp}/empty.jsonl"], "empty.jsonl"),
+    ("sft: wrong schema", [*SM, "--dataset", "{tmp}/schema.jsonl"], "schema.jsonl:1: cannot tell the row format"),
+    ("sft: row not an object", [*SM, "--dataset", "{tmp}/notobj.jsonl"], "notobj.jsonl:1: row must be a JSON object"),
+    ("sft: no dataset", SM, "--dataset is required"),
+    ("sft: bad #N", [*SM, "--dataset", "{tmp}/good.jsonl#zero"], "good.jsonl#zero"),
+    ("sft: zero batch", [*SG, "--batch_size", "0"], "--batch_size"),
+    ("sft: batch not a number", [*SG, "--batch_size", "two"], "--batch_size"),
+    ("sft: negative accumulation", [*SG, "--gradient_accumulation_steps", "-1"], "--gradient_accumulation_steps"),
+    ("sft: zero rank", [*SG, "--lora_rank", "0"], "--lora_rank"),
+    ("sft: rank not a number", [*SG, "--lora_rank", "x"], "--lora_rank"),
+    ("sft: dropout 1.5", [*SG, "--lora_dropout", "1.5"], "--lora_dropout"),
+    ("sft: max_steps not whole", [*SG, "--max_steps", "1.5"], "--max_steps"),
+    ("sft: zero max_length", [*SG, "--max_length", "0"], "--max_length"),
+    ("sft: zero save_steps", [*SG, "--save_steps", "0"], "--save_steps"),
+    ("sft: zero save_total_limit", [*SG, "--save_total_limit", "0"], "--save_total_limit"),
+    ("sft: zero packing_length", [*SG, "--packing_length", "0"], "--packing_length"),
+    ("sft: negative lr", [*SG, "--learning_rate", "-1"], "--learning_rate"),
+    ("sft: lr not a number", [*SG, "--learning_rate", "fast"], "--learning_rate"),
+    ("sft: unknown dtype", [*SG, "--dtype", "int3"], "--dtype 'int3'"),
+    ("sft: bool flag", [*SG, "--gradient_checkpointing", "maybe"], "--gradient_checkpointing"),
+    ("sft: nan policy", [*SG, "--nan_policy", "ignore"], "--nan_policy"),
+    ("sft: unknown module", [*SG, "--target_modules", "nosuchmod"], "nosuchmod"),
+    ("sft: unknown flag", [*SG, "--no_such_flag"], "unrecognized arguments: --no_such_flag"),
+    ("sft: output_dir is a file", ["sft", "--model", "{model}", "--dataset", "{tmp}/good.jsonl", "--output_dir",
+                                   "{tmp}/good.jsonl"], "cannot create output folder"),
+    ("sft: bad yaml", [*S, "--config", "{tmp}/bad.yaml", "--dataset", "{tmp}/good.jsonl"], "bad.yaml"),
+    ("sft: yaml is binary", [*S, "--config", "{tmp}/binary.jsonl", "--dataset", "{tmp}/good.jsonl"], "binary.jsonl"),
+    ("sft: yaml is a folder", [*S, "--config", "{tmp}/adir", "--dataset", "{tmp}/good.jsonl"], "--config"),
+    ("sft: unknown yaml key", [*S, "--config", "{tmp}/unknown.yaml", "--dataset", "{tmp}/good.jsonl"], "learning_rat"),
+    ("sft: resume without checkpoint", [*SG, "--resume_from_checkpoint", "{tmp}/nowhere"], "nowhere"),
+    ("sft: resume from a file", [*SG, "--resume_from_checkpoint", "{tmp}/good.jsonl"], "not a complete checkpoint"),
+    ("sft: resume from a save cut short", [*SG, "--resume_from_checkpoint", "{run}/.checkpoint-3.partial"],
+     "its save was cut short"),
+    ("sft: resume on another base model", [*S, "--model", "{other}", "--dataset", "{tmp}/good.jsonl",
+                                           "--resume_from_checkpoint", "{ckpt}"], "model_id_or_path:"),
+    ("sft: resume with other options", [*SG, "--lora_rank", "4", "--resume_from_checkpoint", "{ckpt}"],
+     "lora_rank: 8 -> 4"),
+
+    ("export: missing checkpoint", ["export", "--ckpt_dir", "{tmp}/nope"], "nope' does not exist"),
+    ("export: checkpoint is a file", ["export", "--ckpt_dir", "{tmp}/good.jsonl"], "is a file"),
+    ("export: not an adapter", ["export", "--ckpt_dir", "{model}"], "holds no LoRA adapter"),
+    ("export: base model gone", ["export", "--ckpt_dir", "{orphan}"], "deleted-model', which does not exist"),
+    ("export: base of another shape", ["export", "--ckpt_dir", "{misfit}"], "does not fit base model"),
+    ("export: pickle-only adapter", ["export", "--ckpt_dir", "{pickled_adapter}"], "pickle (adapter_model.bin)"),
+    ("export: output is a file", ["export", "--ckpt_dir", "{ckpt}", "--output_dir", "{tmp}/good.jsonl"], "is a file"),
+    ("export: output is other data", ["export", "--ckpt_dir", "{ckpt}", "--output_dir", "{tmp}/precious"],
+     "holds something other than a merged model"),
+    ("export: output over the checkpoint", ["export", "--ckpt_dir", "{ckpt}", "--output_dir", "{ckpt}"], "overlaps"),
+    ("export: merge_lora not a bool", ["export", "--ckpt_dir", "{ckpt}", "--merge_lora", "maybe"], "--merge_lora"),
+    ("export: merge_lora false", ["export", "--ckpt_dir", "{ckpt}", "--merge_lora", "false"], "only merges"),
+    ("export: unknown dtype", ["export", "--ckpt_dir", "{ckpt}", "--dtype", "int3"], "--dtype 'int3'"),
+    ("export: no checkpoint", ["export"], "--ckpt_dir"),
+
+    ("infer: missing model", ["infer", "--ckpt_dir", "{tmp}/nope", "--query", "hi"], "nope' does not exist"),
+    ("infer: pickle-only model", ["infer", "--ckpt_dir", "{pickled}", "--query", "hi"], "pickle (pytorch_model.bin)"),
+    ("infer: base model gone", ["infer", "--ckpt_dir", "{orphan}", "--query", "hi"], "--adapter"),
+    ("infer: adapter on another base", ["infer", "--ckpt_dir", "{other}", "--adapter", "{ckpt}", "--query", "hi"],
+     "size mismatch"),
+    ("infer: adapter folder without config", [*INF, "--adapter", "{tmp}/adir", "--query", "hi"], "adapter_config"),
+    ("infer: pickle-only adapter", [*INF, "--adapter", "{pickled_adapter}", "--query", "hi"], "adapter_model.bin"),
+    ("infer: missing input", [*INO, "{tmp}/absent.jsonl"], "absent.jsonl"),
+    ("infer: input is a folder", [*INO, "{tmp}/adir"], "adir' does not exist or is not a file"),
+    ("infer: empty input", [*INO, "{tmp}/empty.jsonl"], "empty.jsonl' holds no rows"),
+    ("infer: binary input", [*INO, "{tmp}/binary.jsonl"], "binary.jsonl: not UTF-8"),
+    ("infer: non-UTF-8 input", [*INO, "{tmp}/latin1.jsonl"], "latin1.jsonl: not UTF-8"),
+    ("infer: truncated input", [*INO, "{tmp}/truncated.jsonl"], "truncated.jsonl:2: invalid JSON"),
+    ("infer: wrong schema", [*INO, "{tmp}/schema.jsonl"], "schema.jsonl:1: field 'query' missing"),
+    ("infer: row not an object", [*INO, "{tmp}/notobj.jsonl"], "notobj.jsonl:1: expected a JSON object"),
+    ("infer: 20 MB line", [*INO, "{tmp}/huge.jsonl"], "huge.jsonl row 1: the prompt is 20,000,000 characters"),
+    ("infer: input without output", [*INF, "--input", "{tmp}/good.jsonl"], "--input and --output go together"),
+    ("infer: output is a folder", [*INF, "--input", "{tmp}/good.jsonl", "--output", "{tmp}/adir"], "is a folder"),
+    ("infer: output folder missing", [*INF, "--input", "{tmp}/good.jsonl", "--output", "{tmp}/nodir/a.jsonl"],
+     "nodir' does not exist"),
+    ("infer: zero max_new_tokens", [*INF, "--query", "hi", "--max_new_tokens", "0"], "--max_new_tokens"),
+    ("infer: max_new_tokens not a number", [*INF, "--query", "hi", "--max_new_tokens", "x"], "--max_new_tokens"),
+    ("infer: zero batch", [*INF, "--query", "hi", "--batch_size", "0"], "--batch_size"),
+    ("infer: negative temperature", [*INF, "--query", "hi", "--temperature", "-1"], "--temperature"),
+    ("infer: top_p 0", [*INF, "--query", "hi", "--top_p", "0"], "--top_p"),
+    ("infer: top_p 2", [*INF, "--query", "hi", "--top_p", "2"], "--top_p"),
+    ("infer: unknown dtype", [*INF, "--query", "hi", "--dtype", "int3"], "--dtype 'int3'"),
+    ("infer: unknown backend", [*INF, "--query", "hi", "--infer_backend", "vllm"], "--infer_backend"),
+    ("infer: nothing to do", [*INF, "--eval_human", "false"], "nothing to do"),
+
+    ("plot: missing run", ["plot", "{tmp}/nope"], "has no logging.jsonl"),
+    ("plot: a file", ["plot", "{tmp}/good.jsonl"], "has no logging.jsonl"),
+    ("plot: folder without log", ["plot", "{tmp}"], "has no logging.jsonl"),
+    ("plot: truncated log", ["plot", "{tmp}/logs/truncated"], "logging.jsonl:2: invalid JSON"),
+    ("plot: log without losses", ["plot", "{tmp}/logs/no-loss"], "no loss values"),
+    ("plot: 20 MB line", ["plot", "{tmp}/logs/huge"], "logging.jsonl:1: invalid JSON"),
+    ("plot: no run", ["plot"], "run_dir"),
+
+    ("quickstart: rows not a number", ["quickstart", "--train_rows", "x", "--output_dir", "{tmp}/output"],
+     "--train_rows"),
+    ("quickstart: unknown flag", ["quickstart", "--fast"], "unrecognized arguments: --fast"),
+
+    ("data: missing file", [*DP, "{tmp}/absent.jsonl"], "absent.jsonl' does not exist"),
+    ("data: binary file", [*DP, "{tmp}/binary.jsonl"], "binary.jsonl:1: not UTF-8"),
+    ("data: non-UTF-8 file", ["data", "stats", "{tmp}/latin1.jsonl", "--model", "{model}"], "latin1.jsonl:1"),
+    ("data: truncated json", [*DP, "{tmp}/truncated.jsonl"], "truncated.jsonl:2: invalid JSON"),
+    ("data: wrong schema", [*DP, "{tmp}/schema.jsonl"], "schema.jsonl:1: cannot tell the row format"),
+    ("data: empty file", [*DP, "{tmp}/empty.jsonl"], "empty.jsonl: file is empty"),
+    ("data: empty folder", [*DP, "{tmp}/adir"], "adir' holds no .jsonl"),
+    ("data: zero rows", [*DP, "{tmp}/good.jsonl", "-n", "0"], "-n"),
+    ("data: rows not a number", [*DP, "{tmp}/good.jsonl", "-n", "x"], "-n"),
+    ("data: zero ngram", ["data", "check", "--train", "{tmp}/good.jsonl", "--against", "rg:arithmetic", "--ngram",
+                          "0"], "--ngram"),
+    ("data: unknown benchmark", ["data", "check", "--train", "{tmp}/good.jsonl", "--against", "nosuch"], "'nosuch'"),
+    ("data: unknown action", ["data", "shuffle"], "invalid choice: 'shuffle'"),
+    ("data: no action", ["data"], "choose an action"),
+
+    ("eval: unknown benchmark", [*E, "--benchmarks", "nosuchbench"], "unknown benchmark 'nosuchbench'"),
+    ("eval: no benchmarks", E, "--benchmarks is required"),
+    ("eval: zero limit", [*E, "--benchmarks", "rg:arithmetic", "--limit", "0"], "--limit"),
+    ("eval: limit not a number", [*E, "--benchmarks", "rg:arithmetic", "--limit", "x"], "--limit"),
+    ("eval: zero samples", [*EB, "--num_samples", "0"], "--num_samples"),
+    ("eval: zero batch", [*EB, "--batch_size", "0"], "--batch_size"),
+    ("eval: negative temperature", [*EB, "--temperature", "-1"], "--temperature"),
+    ("eval: missing model", ["eval", "--model", "{tmp}/nope", "--benchmarks", "rg:arithmetic", "--output_dir",
+                             "{tmp}/eval"], "nope' does not exist"),
+    ("eval: base model gone", ["eval", "--model", "{orphan}", "--benchmarks", "rg:arithmetic", "--output_dir",
+                               "{tmp}/eval"], "deleted-model"),
+    ("eval: compare non-results", ["eval", "--compare", "{tmp}/adir", "{tmp}/nope"], "summary.json is missing"),
 ]
 
 
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
 @pytest.mark.parametrize("argv, needle", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_sft_bad_input_one_line_exit_2_nothing_written(files, tiny_model_dir, capsys, argv, needle):
-    out = files / "output"
-    args = [a.format(tmp=files, model=tiny_model_dir) for a in argv]
-    code = main(["sft", *args, "--output_dir", str(out)])
+def test_bad_input_one_line_exit_2_nothing_left_behind(world, capsys, monkeypatch, argv, needle):
+    tmp = world["tmp"]
+    monkeypatch.chdir(tmp)  # anything written to a default place would land here, and be seen
+    before = snapshot(tmp)
+    code = main([a.format(**world) for a in argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1, err
     assert needle in err[0]
-    assert "Traceback" not in err[0]
-    assert not out.exists() or not any(out.rglob("v*-*")), "a run dir was left behind"
+    assert err[0].startswith(f"mathtune {argv[0]}") or err[0].startswith("mathtune: error: unrecognized")
+    assert snapshot(tmp) == before, "something was written, rewritten or left behind"
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["sft", "--no_such_flag"], "unrecognized arguments: --no_such_flag"),
-    (["sft", "--batch_size", "two"], "--batch_size"),
-    (["infer", "--ckpt_dir", "{tmp}/nope", "--query", "hi"], "nope' does not exist"),
-    (["infer", "--ckpt_dir", "{model}", "--input", "{tmp}/absent.jsonl", "--output", "{tmp}/o.jsonl"], "absent.jsonl"),
-    (["infer", "--ckpt_dir", "{model}", "--input", "{tmp}/good.jsonl"], "--input and --output go together"),
-    (["export", "--ckpt_dir", "{tmp}/nope"], "nope' does not exist"),
-    (["export", "--ckpt_dir", "{model}"], "holds no LoRA adapter"),
-    (["plot", "{tmp}"], "has no logging.jsonl"),
-])
-def test_other_verbs_bad_input(files, tiny_model_dir, capsys, argv, needle):
-    code = main([a.format(tmp=files, model=tiny_model_dir) for a in argv])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2
-    assert len(err) == 1, err
-    assert needle in err[0]
-    assert not (files / "o.jsonl").exists()
+def test_resume_onto_a_model_of_another_shape_fails_in_one_line(world):
+    from mathtune.errors import UserError
+    from mathtune.model import attach_lora, load_model
+    from mathtune.sft import _load_weights
+
+    model = attach_lora(load_model(world["other"], "fp32", "cpu"), 8, 32, 0.0, "all-linear")
+    with pytest.raises(UserError, match=r"checkpoint-2' does not fit this model: size mismatch for .*lora_A"):
+        _load_weights(model, world["ckpt"], lora=True)
+
+
+def test_the_20_mb_line_is_refused_fast(world, capsys):
+    import time
+
+    start = time.perf_counter()
+    assert main(["infer", "--ckpt_dir", str(world["model"]), "--input", str(world["tmp"] / "huge.jsonl"),
+                 "--output", str(world["tmp"] / "answers.jsonl")]) == 2
+    assert time.perf_counter() - start < 20  # tokenizing it would take about a minute here
+    assert not os.path.exists(world["tmp"] / "answers.jsonl")

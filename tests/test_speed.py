@@ -4,6 +4,7 @@ peft's, the loss on trained positions only equals the full-logits loss, and noth
 import pytest
 import torch
 import torch.nn.functional as F
+from test_train import examples
 
 from mathtune import attention
 from mathtune.config import TrainArgs
@@ -11,7 +12,6 @@ from mathtune.data.packing import collate
 from mathtune.losses import loss_sum
 from mathtune.model import attach_lora, load_model
 from mathtune.speed import apply_fast_path, fast_lora, fast_path_report, set_gradient_checkpointing
-from test_train import examples
 
 
 def test_cu_seqlens_from_restarting_positions():
@@ -156,3 +156,74 @@ def test_partial_gradient_checkpointing(tiny_model_dir):
     assert set_gradient_checkpointing(model, None) == 2
     assert set_gradient_checkpointing(model, 0) == 0
     assert not any(layer.gradient_checkpointing for layer in layers)
+
+
+def test_fast_lora_in_bf16_keeps_fp32_adapter_weights_and_gradients(tiny_model_dir, tiny_tokenizer):
+    data = examples(tiny_tokenizer, 3)
+    batch = collate(data, [0, 1, 2], packing=True, pad_id=tiny_tokenizer.pad_token_id)
+    results = []
+    for fast in (False, True):
+        torch.manual_seed(5)
+        model = attach_lora(load_model(tiny_model_dir, "bf16", "cpu"), rank=4, alpha=16, dropout=0.0,
+                            target_modules="all-linear")
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.1)
+        assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)  # peft upcasts adapters
+        if fast:
+            fast_lora(model)
+        loss = loss_sum(model, batch, torch.device("cpu"))
+        loss.backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        assert all(g.dtype == torch.float32 for g in grads.values())
+        results.append((loss.detach(), grads))
+    (slow_loss, slow_grads), (fast_loss, fast_grads) = results
+    torch.testing.assert_close(fast_loss, slow_loss, rtol=2e-2, atol=0.0)
+    for name in slow_grads:
+        cos = F.cosine_similarity(fast_grads[name].flatten(), slow_grads[name].flatten(), dim=0)
+        assert cos > 0.99, (name, float(cos))
+
+
+def _reference_varlen(q, k, v, cu, max_len, scale):
+    """What the flash kernel computes, on (T, H, D) tensors, from per-row SDPA (stands in for it on the CPU)."""
+    assert q.dim() == 3 and q.stride(-1) == 1 and cu.dtype == torch.int32 and isinstance(max_len, int)
+    assert max_len == int((cu[1:] - cu[:-1]).max())
+    groups = q.shape[1] // k.shape[1]
+    pieces = []
+    for a, b in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True):
+        qq, kk, vv = (t[a:b].transpose(0, 1) for t in (q, k, v))
+        kk, vv = kk.repeat_interleave(groups, 0), vv.repeat_interleave(groups, 0)
+        pieces.append(F.scaled_dot_product_attention(qq, kk, vv, is_causal=True, scale=scale).transpose(0, 1))
+    return torch.cat(pieces)
+
+
+@pytest.mark.parametrize("checkpointing", [None, 0])
+def test_flash_route_plumbing_in_a_model_equals_sdpa(tiny_model_dir, tiny_tokenizer, monkeypatch, checkpointing):
+    """The kernel itself is only checked on a GPU (flash_selftest); this checks everything around it on the CPU:
+    layouts, cu_seqlens from loss_sum, gradients through checkpointing, the output shape transformers expects."""
+    data = examples(tiny_tokenizer, 4)
+    batch = collate(data, [0, 1, 2, 3], packing=True, pad_id=tiny_tokenizer.pad_token_id)
+    calls = []
+
+    def fake(q, k, v, cu, max_len, scale):
+        calls.append(cu)
+        return _reference_varlen(q, k, v, cu, max_len, scale)
+
+    results = []
+    for route in ("sdpa", "varlen"):
+        model = _lora(tiny_model_dir)
+        model.train()
+        set_gradient_checkpointing(model, checkpointing)
+        if route == "varlen":
+            model.get_base_model().set_attn_implementation(attention.register())
+            monkeypatch.setattr(attention, "_can_flash", lambda *a: True)
+            monkeypatch.setattr(attention, "_flash_call", fake)
+        torch.manual_seed(3)
+        loss = loss_sum(model, batch, torch.device("cpu"))
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    assert calls and calls[0].tolist() == [0, *torch.tensor([len(data[i]) for i in range(4)]).cumsum(0).tolist()]
+    (want, want_grads), (got, got_grads) = results
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for name in want_grads:
+        torch.testing.assert_close(got_grads[name], want_grads[name], rtol=1e-4, atol=1e-6)

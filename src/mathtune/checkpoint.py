@@ -11,11 +11,13 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import UserError
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+STAGED = re.compile(r"^\.checkpoint-\d+\.(partial|deleting)$")
 RUN = re.compile(r"^v(\d+)-\d{8}-\d{6}$")
 STATE_FILE = "trainer_state.json"
 
@@ -49,49 +51,107 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def find_resume_checkpoint(value: str, output_dir: str | Path, model_name: str) -> Path:
-    """`auto`: the newest complete checkpoint of the newest run that has one; otherwise the given checkpoint."""
+def newest_run(output_dir: str | Path, model_name: str, accept: Callable[[Path], bool] | None = None) -> Path | None:
+    """The newest run folder under output_dir/<model> that `accept` accepts (any, without it)."""
+    parent = Path(output_dir) / model_name
+    found = parent.glob("v*") if parent.is_dir() else []
+    runs = sorted((int(m.group(1)), p) for p in found if (m := RUN.match(p.name)) and p.is_dir())
+    return next((run for _, run in reversed(runs) if accept is None or accept(run)), None)
+
+
+def find_resume_checkpoint(value: str, output_dir: str | Path, model_name: str,
+                           accept: Callable[[Path], bool] | None = None) -> Path | None:
+    """`auto`: the newest complete checkpoint of the newest run (that `accept` accepts), None when that run has none
+    yet or there is no run; otherwise the given checkpoint."""
     if value == "auto":
-        parent = Path(output_dir) / model_name
-        runs = sorted((int(m.group(1)), p) for p in parent.glob("v*") if (m := RUN.match(p.name))) if parent.is_dir() else []
-        for _, run in reversed(runs):
-            if (found := latest_checkpoint(run)) is not None:
-                return found
-        raise UserError(f"--resume_from_checkpoint auto: no complete checkpoint under '{parent}'")
+        run = newest_run(output_dir, model_name, accept)
+        return latest_checkpoint(run) if run is not None else None
     path = Path(value)
+    if STAGED.match(path.name):
+        raise UserError(f"--resume_from_checkpoint '{value}' is not a complete checkpoint folder: its save was cut "
+                        "short; pass a checkpoint-N folder, or auto")
     if not path.is_dir() or not (path / STATE_FILE).is_file():
-        raise UserError(f"--resume_from_checkpoint '{value}' is not a complete checkpoint folder ({STATE_FILE} missing)")
+        raise UserError(
+            f"--resume_from_checkpoint '{value}' is not a complete checkpoint folder ({STATE_FILE} missing)")
     return path
 
 
 def save_checkpoint(run_dir: Path, step: int, write, save_total_limit: int | None) -> Path:
-    """Call `write(folder)` on a staging folder, rename it to checkpoint-<step>, then prune old checkpoints."""
+    """Call `write(folder)` on a staging folder, rename it to checkpoint-<step>, then prune old checkpoints.
+
+    A staging folder left by a killed run (`.checkpoint-N.partial`) is never taken for a checkpoint and is removed
+    here. Pruning keeps the newest `save_total_limit` complete checkpoints, so it never removes the one just written.
+    """
     final = run_dir / f"checkpoint-{step}"
     staging = run_dir / f".checkpoint-{step}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
+    for leftover in run_dir.iterdir():  # one trainer per run dir: anything it staged before is from a dead process
+        if STAGED.match(leftover.name):
+            shutil.rmtree(leftover, ignore_errors=True)
     try:
         staging.mkdir()
         write(staging)
-        if final.exists():  # a resumed run re-saving a step it had saved before the crash
-            shutil.rmtree(final)
+        if final.exists():  # a resumed run re-saving a step it saved before; earlier checkpoints cover a kill here
+            _remove(final)
         os.replace(staging, final)
-    except OSError as exc:
+    except Exception as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise UserError(f"cannot save checkpoint to '{final}': {exc.strerror or exc}; earlier checkpoints are intact") from None
+        reason = write_failure(exc)
+        if reason is None:
+            raise
+        raise UserError(f"cannot save checkpoint to '{final}': {reason}; earlier checkpoints are intact") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if save_total_limit is not None:
         for old in checkpoints(run_dir)[:-save_total_limit]:
             if old != final:
-                shutil.rmtree(old, ignore_errors=True)
+                _remove(old)
     return final
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """The reason a write failed (disk full, permission denied, ...), or None when `exc` is not a write failure.
+
+    torch.save raises its own RuntimeError with the OSError as its context; safetensors keeps only the message.
+    """
+    if isinstance(exc, RuntimeError) and isinstance(exc.__context__, OSError):
+        exc = exc.__context__
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    if type(exc).__name__ == "SafetensorError" and (found := re.search(r"I/O error: (.+?)(?: \(os error \d+\))?$",
+                                                                        str(exc))):
+        return found.group(1)
+    return None
+
+
+def _remove(folder: Path) -> None:
+    """Rename aside, then delete: a kill mid-delete leaves a hidden folder, never a half-deleted checkpoint-N/."""
+    trash = folder.with_name(f".{folder.name}.deleting")
+    shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.replace(folder, trash)
+    except OSError:  # cannot rename: delete in place rather than stop training over an old checkpoint
+        trash = folder
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def discard_checkpoints_after(run_dir: Path, step: int) -> list[Path]:
+    """Remove checkpoints newer than `step`: resuming from an older checkpoint abandons them (as it drops their log
+    lines), and `auto` must never come back to them after a later crash."""
+    newer = [p for p in checkpoints(run_dir) if int(CHECKPOINT.match(p.name).group(1)) > step]
+    for folder in newer:
+        _remove(folder)
+    return newer
 
 
 def write_json_atomic(path: Path, data) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write '{path}': {exc.strerror or exc}") from None
 
 
 class RunLog:
@@ -100,17 +160,34 @@ class RunLog:
     def __init__(self, path: Path, resume_step: int | None = None) -> None:
         self.path = path
         if resume_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= resume_step]
+            kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _step(line, resume_step)]
             tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, path)
+            try:
+                tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+                os.replace(tmp, path)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise UserError(f"cannot write '{path}': {exc.strerror or exc}") from None
 
     def write(self, record: dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
+        try:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+        except OSError as exc:
+            raise UserError(
+                f"cannot write '{self.path}': {exc.strerror or exc}; earlier checkpoints are intact") from None
 
     def records(self) -> list[dict]:
         if not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def _step(line: str, resume_step: int) -> bool:
+    """Whether a log line belongs to the steps up to `resume_step`; a line cut short by a kill never does."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and record.get("step", 0) <= resume_step

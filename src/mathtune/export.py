@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+from .checkpoint import write_failure
 from .errors import UserError
 from .model import end_of_turn_ids, is_adapter_dir, load_for_inference
 
@@ -18,10 +19,12 @@ def merge_lora(ckpt_dir: str | Path, output: str | Path | None = None, dtype: st
 
     ckpt = Path(ckpt_dir)
     if not ckpt.is_dir():
-        raise UserError(f"--ckpt_dir '{ckpt}' does not exist")
+        raise UserError(f"--ckpt_dir '{ckpt}' " + ("is a file, not a checkpoint folder" if ckpt.exists() else
+                                                   "does not exist"))
     if not is_adapter_dir(ckpt):
         raise UserError(f"--ckpt_dir '{ckpt}' holds no LoRA adapter (adapter_config.json missing)")
     target = Path(output) if output else ckpt.with_name(ckpt.name + "-merged")
+    _check_target(target, ckpt)
     model, tokenizer, _ = load_for_inference(str(ckpt), dtype=dtype, device=device or "cpu")
     merged = model.merge_and_unload()
     eos = end_of_turn_ids(tokenizer, merged.generation_config)
@@ -30,20 +33,43 @@ def merge_lora(ckpt_dir: str | Path, output: str | Path | None = None, dtype: st
     if merged.dtype == torch.float32 and dtype.upper() == "AUTO":
         merged = merged.to(_saved_dtype(merged))
     staging = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    old = target.with_name(f".{target.name}.old")
+    for leftover in (staging, old):
+        shutil.rmtree(leftover, ignore_errors=True)
     try:
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        if target.exists():
-            shutil.rmtree(target)
+        if target.exists():  # an earlier export: kept aside until the new one is in place
+            os.replace(target, old)
         os.replace(staging, target)
-    except OSError as exc:
+    except Exception as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise UserError(f"cannot write merged model to '{target}': {exc.strerror or exc}") from None
+        if old.exists() and not target.exists():
+            os.replace(old, target)
+        reason = write_failure(exc)
+        if reason is None:
+            raise
+        raise UserError(f"cannot write merged model to '{target}': {reason}") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def _check_target(target: Path, ckpt: Path) -> None:
+    """Before the slow merge: the output may replace an earlier export, never a file, the checkpoint or other data."""
+    if target.exists() and not target.is_dir():
+        raise UserError(f"--output_dir '{target}' is a file")
+    resolved, source = target.resolve(), ckpt.resolve()
+    if resolved == source or source in resolved.parents or resolved in source.parents:
+        raise UserError(f"--output_dir '{target}' overlaps the checkpoint '{ckpt}'; choose another folder")
+    entries = list(target.iterdir()) if target.is_dir() else []
+    if entries:
+        earlier_export = (target / "config.json").is_file() and not (target / "adapter_config.json").exists()
+        if not earlier_export or any(e.is_dir() for e in entries):
+            raise UserError(f"--output_dir '{target}' exists and holds something other than a merged model; "
+                            "choose a new folder")
 
 
 def _saved_dtype(model):

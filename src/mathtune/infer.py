@@ -26,6 +26,13 @@ class InferArgs:
     system: str | None = None
     batch_size: int = 16
 
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise UserError("--max_new_tokens and --batch_size must be positive")
+        if not (self.temperature >= 0 and 0 < self.top_p <= 1):  # also refuses nan
+            raise UserError(
+                f"--temperature must be >= 0 and --top_p in (0, 1], got {self.temperature} and {self.top_p}")
+
 
 def _start(system: str | None) -> list[dict[str, str]]:
     return [{"role": "system", "content": system}] if system else []
@@ -132,9 +139,37 @@ def _row_messages(row: dict, where: str, line: int) -> list[dict[str, str]]:
     return messages + [{"role": "user", "content": query}]
 
 
-def answer_file(model, tokenizer, source: str, target: str, args: InferArgs, progress: bool = True) -> int:
+def check_prompt_lengths(model, tokenizer, conversations, where: str) -> None:
+    """Refuse a prompt that cannot fit the model's context before tokenizing it: tokenizing a 20 MB line alone takes
+    a minute, and generating from it would exhaust memory. A token covers at most as many characters as the longest
+    vocabulary entry, so characters / that length is a lower bound on the prompt's tokens."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if not context:
+        return
+    longest = max((len(t) for t in tokenizer.get_vocab()), default=1)
+    for number, messages in enumerate(conversations, start=1):
+        chars = sum(len(m["content"]) for m in messages)
+        if chars > longest * context:
+            label = where if len(conversations) == 1 and where == "--query" else f"{where} row {number}"
+            raise UserError(f"{label}: the prompt is {chars:,} characters, far beyond the model's context of "
+                            f"{context:,} tokens")
+
+
+def check_output(target: str) -> None:
+    """Fail before the model loads, not after the answers are generated."""
+    out = Path(target)
+    if out.is_dir():
+        raise UserError(f"--output '{target}' is a folder; pass a file name")
+    if not out.parent.is_dir():
+        raise UserError(f"--output '{target}': folder '{out.parent}' does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise UserError(f"--output '{target}': folder '{out.parent}' is not writable")
+
+
+def answer_file(model, tokenizer, source: str, target: str, args: InferArgs, progress: bool = True,
+                rows: list | None = None) -> int:
     """Answer every row of `source` into `target` (each row plus "response"); written aside, then renamed."""
-    rows = _read_queries(Path(source))
+    rows = rows if rows is not None else _read_queries(Path(source))
     conversations = [(_start(args.system) if args.system and m[0]["role"] != "system" else []) + m for _, m in rows]
     replies = generate(model, tokenizer, conversations, max_new_tokens=args.max_new_tokens,
                        temperature=args.temperature, top_p=args.top_p, stop_words=args.stop_words,
@@ -149,6 +184,9 @@ def answer_file(model, tokenizer, source: str, target: str, args: InferArgs, pro
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write --output '{target}': {exc.strerror or exc}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return len(rows)
 
 
@@ -163,17 +201,23 @@ def run_infer(ckpt_dir: str | None, *, query: str | None, input_path: str | None
 
     if (input_path is None) != (output_path is None):
         raise UserError("--input and --output go together")
-    if input_path is not None and not Path(input_path).is_file():
-        raise UserError(f"--input '{input_path}' does not exist or is not a file")
+    rows = None
+    if input_path is not None:  # every row and the output folder are checked before the model loads
+        rows = _read_queries(Path(input_path))
+        check_output(output_path)
+    elif query is None and eval_human is False:
+        raise UserError("nothing to do: pass --query, --input/--output, or --eval_human true")
     model, tokenizer, description = load_for_inference(ckpt_dir, adapter=adapter, dtype=dtype)
+    if query is not None:
+        check_prompt_lengths(model, tokenizer, [_start(args.system) + [{"role": "user", "content": query}]], "--query")
+    if rows is not None:
+        check_prompt_lengths(model, tokenizer, [m for _, m in rows], input_path)
     print(f"model: {description}", file=sys.stderr)
     if query is not None:
         answer_once(model, tokenizer, query, args, stdout)
     elif input_path is not None:
-        count = answer_file(model, tokenizer, input_path, output_path, args)
+        count = answer_file(model, tokenizer, input_path, output_path, args, rows=rows)
         print(f"answered {count} rows into {output_path}", file=sys.stderr)
-    elif eval_human is False:
-        raise UserError("nothing to do: pass --query, --input/--output, or --eval_human true")
     else:
         repl(model, tokenizer, args, stdin, stdout)
     return 0

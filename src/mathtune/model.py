@@ -1,15 +1,25 @@
-"""Resolve a model (embedded default, local folder, hub id, adapter checkpoint), load it, attach LoRA."""
+"""Resolve a model (embedded default, local folder, hub id, adapter checkpoint), load it, attach LoRA.
+
+Weights are read from safetensors only. A folder holding only pickled weights (pytorch_model.bin, *.pt, *.pth) is
+refused rather than unpickled: transformers and peft load them with torch.load(weights_only=True), but that
+unpickler is a narrower attack surface, not none (before torch 2.6 it could be made to run code, CVE-2025-32434),
+and converting a model once to safetensors is cheap. A repository's own Python code runs only with
+--trust_remote_code true.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
 
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
 
@@ -79,7 +89,10 @@ def load_tokenizer(path: Path | str | None, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     folder = resolve_model_path(str(path) if path is not None else None)
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # missing or malformed tokenizer files
+        raise UserError(f"cannot load the tokenizer of '{folder}': {first_reason(exc)}") from None
     if tokenizer.pad_token is None:
         end = [t for t in END_OF_TURN_TOKENS if t in tokenizer.get_vocab()]
         tokenizer.pad_token = end[0] if end else tokenizer.eos_token
@@ -113,17 +126,40 @@ def default_device() -> str:
 def load_model(path: Path, dtype: str = "AUTO", device: str | None = None, attn_implementation: str | None = None,
                trust_remote_code: bool = False):
     """A causal LM from a local folder, on `device`, in the resolved dtype."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     device = device or default_device()
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, device), "trust_remote_code": trust_remote_code}
+    require_safetensors(Path(path))
+    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, device), "trust_remote_code": trust_remote_code,
+                              "use_safetensors": True}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as exc:
-        raise UserError(f"cannot load model from '{path}': {str(exc).splitlines()[0]}") from None
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:  # missing, truncated or mismatched files
+        if "trust_remote_code" in str(exc) and not trust_remote_code:
+            raise UserError(f"model '{path}' needs its own Python code to load, which mathtune runs only with "
+                            "trust_remote_code on (sft --trust_remote_code true), for code you trust") from None
+        raise UserError(f"cannot load model from '{path}': {first_reason(exc)}") from None
     return model.to(device)
+
+
+def require_safetensors(folder: Path, what: str = "model") -> None:
+    """Refuse a folder whose weights exist only in pickle form (see the module docstring)."""
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for pattern in PICKLED_WEIGHTS for p in folder.glob(pattern))
+    if pickled:
+        raise UserError(f"{what} folder '{folder}' holds weights only as pickle ({pickled[0]}), which mathtune does "
+                        "not load because unpickling can run code; convert it to safetensors first")
+
+
+def first_reason(exc: BaseException) -> str:
+    """One line out of a library error: a 'size mismatch' line where there is one, else the first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = next((line for line in lines if line.startswith("size mismatch")), lines[0] if lines else "")
+    return (reason or type(exc).__name__)[:240]
 
 
 def attach_lora(model, rank: int, alpha: int, dropout: float, target_modules: str | list[str]):
@@ -133,9 +169,19 @@ def attach_lora(model, rank: int, alpha: int, dropout: float, target_modules: st
     targets = "all-linear" if target_modules in ("all-linear", "all", ["all-linear"], ["all"]) else target_modules
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, config)
+        with quiet_peft():
+            return get_peft_model(model, config)
     except ValueError as exc:
         raise UserError(f"--target_modules {target_modules}: {str(exc).splitlines()[0]}") from None
+
+
+@contextmanager
+def quiet_peft():
+    """peft reads `is_gradient_checkpointing`, which transformers 5 deprecated; the warning it prints on every
+    adapter says nothing to a user and would break the promise of one line on stderr for an error."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def is_adapter_dir(path: Path) -> bool:
@@ -144,13 +190,20 @@ def is_adapter_dir(path: Path) -> bool:
 
 def base_of_adapter(adapter: Path) -> str | None:
     """The base model an adapter checkpoint was trained on: the run's args.json first, then peft's record."""
-    args_file = adapter.parent / "args.json"
-    if args_file.is_file():
-        recorded = json.loads(args_file.read_text()).get("model", {}).get("model_id_or_path", "missing")
-        if recorded != "missing":
-            return recorded
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    return config.get("base_model_name_or_path")
+    for file, keys in ((adapter.parent / "args.json", ("model", "model_id_or_path")),
+                       (adapter / "adapter_config.json", ("base_model_name_or_path",))):
+        if not file.is_file():
+            continue
+        try:
+            value = json.loads(file.read_text(encoding="utf-8"))
+            for key in keys:
+                value = value[key]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError):
+            raise UserError(f"'{file}' is not valid JSON; cannot tell the base model of adapter '{adapter}'") from None
+        except KeyError:
+            continue
+        return value
+    return None
 
 
 def load_for_inference(model: str | None, adapter: str | None = None, dtype: str = "AUTO", device: str | None = None,
@@ -162,22 +215,29 @@ def load_for_inference(model: str | None, adapter: str | None = None, dtype: str
     """
     if model and adapter is None and Path(model).is_dir() and is_adapter_dir(Path(model)):
         adapter, model = model, base_of_adapter(Path(model))
+        if model and not Path(model).expanduser().exists() and not HUB_ID.match(model):
+            raise UserError(f"adapter '{adapter}' was trained on '{model}', which does not exist any more; pass the "
+                            f"base model: --ckpt_dir BASE --adapter {adapter}")
+    if adapter is not None:
+        if not is_adapter_dir(Path(adapter)):
+            raise UserError(f"adapter '{adapter}' has no adapter_config.json")
+        if not (Path(adapter) / "adapter_model.safetensors").is_file():
+            require_safetensors(Path(adapter), "adapter")
+            raise UserError(f"adapter '{adapter}' has no adapter_model.safetensors")
     base_path = resolve_model_path(model)
     tokenizer = load_tokenizer(base_path, trust_remote_code)
     loaded = load_model(base_path, dtype, device, trust_remote_code=trust_remote_code)
     description = str(base_path)
     if adapter is not None:
         from peft import PeftModel
+        from safetensors import SafetensorError
 
         adapter_path = Path(adapter)
-        if not is_adapter_dir(adapter_path):
-            raise UserError(f"adapter '{adapter}' has no adapter_config.json")
         try:
-            loaded = PeftModel.from_pretrained(loaded, adapter_path)
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise UserError(
-                f"adapter '{adapter}' does not fit base model '{base_path}': {str(exc).splitlines()[0][:200]}"
-            ) from None
+            with quiet_peft():
+                loaded = PeftModel.from_pretrained(loaded, adapter_path)
+        except (RuntimeError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+            raise UserError(f"adapter '{adapter}' does not fit base model '{base_path}': {first_reason(exc)}") from None
         description = f"{base_path} + {adapter_path}"
     loaded.eval()
     return loaded, tokenizer, description

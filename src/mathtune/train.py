@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import STATE_FILE, RunLog, save_checkpoint
+from .checkpoint import STATE_FILE, RunLog, discard_checkpoints_after, save_checkpoint
 from .config import TrainArgs
 from .data.packing import collate, pack_rows, plan_steps
 from .data.tokenize import Encoded
@@ -144,14 +144,19 @@ def train(model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Enco
         state = _load_state(resume, optimizer, scheduler)
         step, epoch, position = state["global_step"], state["epoch"], state["position"]
         window.update(state.get("window", {}))
+        for dropped in discard_checkpoints_after(run_dir, step):
+            print(f"removed {dropped.name}: newer than the resumed {resume.name}, so no longer part of this run")
     log = RunLog(run_dir / "logging.jsonl", resume_step=step if resume is not None else None)
 
     def write_checkpoint(folder: Path) -> None:
+        # Non-finite losses and gradients never reach the optimizer; this makes a NaN in a checkpoint impossible anyway.
+        if not all(bool(torch.isfinite(p).all()) for p in params):
+            raise NonFiniteLoss(f"non-finite weights at step {step}; no checkpoint written (earlier ones are intact)")
         model.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
-        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-        torch.save(scheduler.state_dict(), folder / "scheduler.pt")
-        torch.save(_rng_state(), folder / "rng_state.pt")
+        _save_torch(optimizer.state_dict(), folder / "optimizer.pt")
+        _save_torch(scheduler.state_dict(), folder / "scheduler.pt")
+        _save_torch(_rng_state(), folder / "rng_state.pt")
         if save_extra is not None:
             save_extra(folder)
         import json
@@ -167,7 +172,7 @@ def train(model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Enco
     last_loss = last_eval = grad_norm = None
     interrupted = False
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress)
-    with _Interrupt() as stop:
+    with _Interrupt() as stop, bar:  # the bar ends its line even on an error, so the error stays one clean line
         while step < total_steps:
             if position >= len(plan):
                 epoch, position = epoch + 1, 0
@@ -179,12 +184,14 @@ def train(model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Enco
                 loss = loss_sum(model, batch, device, fused_linear_ce)
                 if not torch.isfinite(loss):
                     if _non_finite(args, step + 1, batch.rows, origins, "loss"):
+                        grad_norm = None  # nothing was measured for this step
                         break
                 (loss / max(step_tokens, 1)).backward()
                 step_loss += loss.item()
             else:
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-                if torch.isfinite(grad_norm) or not _non_finite(args, step + 1, group_rows(batches), origins, "gradient"):
+                finite = bool(torch.isfinite(grad_norm))
+                if finite or not _non_finite(args, step + 1, group_rows(batches), origins, "gradient"):
                     optimizer.step()
                     window["loss"] += step_loss
                     window["trained"] += step_tokens
@@ -216,7 +223,6 @@ def train(model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Enco
             if stop.requested:
                 interrupted = True
                 break
-    bar.close()
     return TrainResult(step, last_checkpoint, interrupted, last_loss, last_eval)
 
 
@@ -239,12 +245,53 @@ def _non_finite(args: TrainArgs, step: int, rows: Sequence[int], origins: Sequen
     return True
 
 
-def _load_state(checkpoint: Path, optimizer, scheduler) -> dict:
-    import json
+def _save_torch(obj, path: Path) -> None:
+    # Through a Python file so that a failed write (disk full) keeps its OSError as the context of torch's error.
+    import torch
+
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def _load_torch(path: Path):
+    """torch.load of a state file written by _save_torch, refusing anything but tensors and plain containers."""
+    import pickle
 
     import torch
 
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=True))
-    _set_rng_state(torch.load(checkpoint / "rng_state.pt", weights_only=True))
-    return json.loads((checkpoint / STATE_FILE).read_text())
+    if tuple(int(x) for x in torch.__version__.split(".")[:2]) < (2, 6):
+        # Before 2.6, weights_only=True could still be made to run code (CVE-2025-32434).
+        raise UserError(f"resuming needs torch>=2.6 to read '{path}' safely; found torch {torch.__version__}")
+    if not path.is_file():
+        raise UserError(f"checkpoint file '{path}' is missing")
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise UserError(f"refusing '{path}': it holds Python objects beyond tensors and plain data, which could run "
+                        "code when loaded; mathtune writes no such file") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise UserError(f"cannot read '{path}': {str(exc).splitlines()[0][:160] or type(exc).__name__}") from None
+
+
+def _load_state(checkpoint: Path, optimizer, scheduler) -> dict:
+    """Restore optimizer, scheduler and RNG from `checkpoint`; its position in training is returned."""
+    import json
+
+    try:
+        state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+        position = (state["global_step"], state["epoch"], state["position"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"'{checkpoint / STATE_FILE}' is unreadable or incomplete ({type(exc).__name__})") from None
+    if not all(isinstance(v, int) and v >= 0 for v in position):
+        raise UserError(f"'{checkpoint / STATE_FILE}': global_step, epoch and position must be whole numbers")
+    optimizer_state = _load_torch(checkpoint / "optimizer.pt")
+    scheduler_state = _load_torch(checkpoint / "scheduler.pt")
+    rng = _load_torch(checkpoint / "rng_state.pt")
+    try:
+        optimizer.load_state_dict(optimizer_state)
+        scheduler.load_state_dict(scheduler_state)
+        _set_rng_state(rng)
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+        raise UserError(f"'{checkpoint}' does not fit this run (optimizer, scheduler or RNG state: "
+                        f"{str(exc).splitlines()[0][:160]})") from None
+    return state

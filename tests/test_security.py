@@ -1,0 +1,142 @@
+"""Loading only what is safe: planted pickles in a checkpoint, a model or an adapter folder are refused in one line
+without being unpickled, and a model's own Python code never runs unless asked for. Each payload below is shown to
+be live: loaded the unsafe way, it creates its marker file."""
+
+import json
+import os
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mathtune.cli import main
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "mathtune"
+
+
+class Payload:
+    """Unpickling this runs a shell command that creates `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+def plant(path: Path, marker: Path, state=None) -> None:
+    torch.save({"state": state if state is not None else {}, "payload": Payload(marker)}, path)
+
+
+def assert_live(path: Path, marker: Path) -> None:
+    """The planted file would have run code had it been unpickled without weights_only."""
+    assert not marker.exists()
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_model_dir) -> Path:
+    """A two-step run of the tiny model with a checkpoint per step."""
+    root = tmp_path_factory.mktemp("security")
+    data = root / "math.jsonl"
+    data.write_text("".join(json.dumps({"query": f"What is {a} + 2?", "response": f"{a + 2}"}) + "\n"
+                            for a in range(12)))
+    assert main(["sft", "--model", str(tiny_model_dir), "--dataset", str(data), "--output_dir", str(root / "output"),
+                 "--max_steps", "2", "--save_steps", "1", "--batch_size", "4", "--gradient_accumulation_steps", "1",
+                 "--max_length", "128"]) == 0
+    (run_dir,) = (root / "output").glob("*/v*")
+    return run_dir
+
+
+@pytest.mark.parametrize("name", ["optimizer.pt", "scheduler.pt", "rng_state.pt"])
+def test_resume_refuses_a_planted_pickle_and_touches_nothing(run, tmp_path, tiny_model_dir, name, capsys):
+    output = tmp_path / "output" / "tiny-llama"
+    output.mkdir(parents=True)
+    run_dir = Path(shutil.copytree(run, output / run.name))
+    data = json.loads((run_dir / "args.json").read_text())["data"]["dataset"][0]
+    target, marker = run_dir / "checkpoint-2" / name, tmp_path / "pwned"
+    plant(target, marker, torch.load(target, weights_only=True))
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+    code = main(["sft", "--model", str(tiny_model_dir), "--dataset", data, "--output_dir", str(tmp_path / "output"),
+                 "--max_steps", "2", "--save_steps", "1", "--batch_size", "4", "--gradient_accumulation_steps", "1",
+                 "--max_length", "128", "--resume_from_checkpoint", "auto"])
+    assert code == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"mathtune sft: error: refusing '{target}': it holds Python objects")
+    assert not marker.exists()
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before  # nothing rewritten
+    assert_live(target, marker)
+
+
+def test_model_with_only_pickled_weights_is_refused(tiny_model_dir, tmp_path, capsys):
+    model_dir = Path(shutil.copytree(tiny_model_dir, tmp_path / "pickled"))
+    weights = load_file(model_dir / "model.safetensors")
+    (model_dir / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    plant(model_dir / "pytorch_model.bin", marker, weights)
+    output = tmp_path / "output"
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"query": "q", "response": "r"}) + "\n")
+    for argv in (["infer", "--ckpt_dir", str(model_dir), "--query", "hi"],
+                 ["sft", "--model", str(model_dir), "--dataset", str(data), "--output_dir", str(output)]):
+        assert main(argv) == 2
+        assert "holds weights only as pickle (pytorch_model.bin)" in one_error_line(capsys)
+    assert not marker.exists() and not output.exists()
+    assert_live(model_dir / "pytorch_model.bin", marker)
+
+
+def test_safetensors_are_preferred_over_a_planted_pickle_next_to_them(tiny_model_dir, tmp_path, capsys):
+    model_dir = Path(shutil.copytree(tiny_model_dir, tmp_path / "both"))
+    marker = tmp_path / "pwned"
+    plant(model_dir / "pytorch_model.bin", marker)
+    assert main(["infer", "--ckpt_dir", str(model_dir), "--query", "hi", "--max_new_tokens", "2"]) == 0
+    assert not marker.exists()
+
+
+def test_adapter_with_only_a_pickled_weights_file_is_refused(run, tiny_model_dir, tmp_path, capsys):
+    adapter = Path(shutil.copytree(run / "checkpoint-2", tmp_path / "adapter"))
+    weights = load_file(adapter / "adapter_model.safetensors")
+    (adapter / "adapter_model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    plant(adapter / "adapter_model.bin", marker, weights)
+    assert main(["infer", "--ckpt_dir", str(tiny_model_dir), "--adapter", str(adapter), "--query", "hi"]) == 2
+    assert "adapter folder" in one_error_line(capsys)
+    assert main(["export", "--ckpt_dir", str(adapter)]) == 2
+    assert "holds weights only as pickle (adapter_model.bin)" in one_error_line(capsys)
+    assert not marker.exists()
+    assert_live(adapter / "adapter_model.bin", marker)
+
+
+def test_a_models_own_code_does_not_run_without_trust_remote_code(tiny_model_dir, tmp_path, capsys):
+    model_dir = Path(shutil.copytree(tiny_model_dir, tmp_path / "custom"))
+    marker = tmp_path / "pwned"
+    code = f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nfrom transformers import LlamaConfig as Base\n"
+    (model_dir / "configuration_custom.py").write_text(code + "class CustomConfig(Base):\n    model_type = 'custom'\n")
+    (model_dir / "modeling_custom.py").write_text(code.replace("LlamaConfig", "LlamaForCausalLM") +
+                                                 "class Custom(Base):\n    pass\n")
+    config = json.loads((model_dir / "config.json").read_text())
+    config.update(model_type="custom", auto_map={"AutoConfig": "configuration_custom.CustomConfig",
+                                                 "AutoModelForCausalLM": "modeling_custom.Custom"})
+    (model_dir / "config.json").write_text(json.dumps(config))
+    assert main(["infer", "--ckpt_dir", str(model_dir), "--query", "hi"]) == 2
+    assert "trust_remote_code" in one_error_line(capsys)
+    assert not marker.exists()
+
+
+def test_the_package_unpickles_only_with_weights_only_and_trusts_no_code_by_default():
+    source = {p: p.read_text() for p in SRC.rglob("*.py")}
+    loads = [(p.name, call) for p, text in source.items() for call in re.findall(r"torch\.load\([^)]*\)", text)]
+    assert loads and all("weights_only=True" in call for _, call in loads), loads
+    assert not [p for p, text in source.items() if re.search(r"\bpickle\.loads?\(|trust_remote_code=True", text)]
