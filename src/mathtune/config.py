@@ -24,7 +24,8 @@ class ModelArgs:
     dtype: str = "AUTO"
     """AUTO (bf16 on a GPU that has it, fp16 on other GPUs, fp32 on CPU), bf16, fp16 or fp32."""
     attn_impl: str | None = None
-    """Attention implementation for transformers (sdpa, flex_attention, eager, flash_attention_2); None picks."""
+    """Attention: None picks (on CUDA, varlen flash attention for packed rows; SDPA elsewhere); "varlen" asks for it;
+    any transformers name (sdpa, eager, flex_attention, flash_attention_2) turns it off and uses that."""
     trust_remote_code: bool = False
     """Run a model repository's own Python code; off unless asked for."""
 
@@ -82,9 +83,14 @@ class TrainArgs:
     """Concatenate rows into long sequences with per-row positions; attention never crosses rows. An optimizer step
     still holds batch_size * gradient_accumulation_steps rows, so packing changes speed, not the result."""
     packing_length: int | None = None
-    """Tokens per packed micro-batch (default batch_size * max_length); larger is faster where memory allows."""
+    """Tokens per packed micro-batch (default max(batch_size * max_length, 8192)); larger is faster where memory
+    allows. An optimizer step's rows go into as few micro-batches of this size as they fit in."""
     use_liger_kernel: bool | None = None
     """Fused kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy); None: on where CUDA and liger-kernel are."""
+    fast_lora: bool | None = None
+    """Run LoRA branches in the model dtype with scale and sum fused into one GEMM; None: on with CUDA."""
+    torch_compile: bool = False
+    """torch.compile each decoder layer (slow first steps; measure before relying on it)."""
     nan_policy: str = "stop"
     """On a non-finite loss or gradient: stop (naming the step and rows) or skip the step."""
     resume_from_checkpoint: str | None = None
@@ -144,7 +150,7 @@ def add_sft_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--model_id_or_path", "--model", dest="model_id_or_path", metavar="PATH_OR_ID",
                    help="local folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
     m.add_argument("--dtype", "--torch_dtype", dest="dtype", help="AUTO, bf16, fp16 or fp32 (default AUTO)")
-    m.add_argument("--attn_impl", help="sdpa, flex_attention, eager or flash_attention_2 (default: picked)")
+    m.add_argument("--attn_impl", help="varlen (default on CUDA), sdpa, eager, flex_attention or flash_attention_2")
     m.add_argument("--trust_remote_code", type=parse_bool, nargs="?", const=True, metavar="BOOL")
     lo = parser.add_argument_group("lora")
     lo.add_argument("--sft_type", "--train_type", dest="sft_type", choices=("lora", "full"), help="default lora")
@@ -172,9 +178,14 @@ def add_sft_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--gradient_checkpointing", type=parse_bool, nargs="?", const=True, metavar="BOOL",
                    help="default true")
     t.add_argument("--packing", type=parse_bool, nargs="?", const=True, metavar="BOOL", help="default true")
-    t.add_argument("--packing_length", type=int, help="tokens per packed micro-batch (default batch_size*max_length)")
+    t.add_argument("--packing_length", type=int,
+                   help="tokens per packed micro-batch (default max(batch_size*max_length, 8192))")
     t.add_argument("--use_liger_kernel", "--use_liger", dest="use_liger_kernel", type=parse_bool, nargs="?",
                    const=True, metavar="BOOL", help="default: on with CUDA when liger-kernel is installed")
+    t.add_argument("--fast_lora", type=parse_bool, nargs="?", const=True, metavar="BOOL",
+                   help="fused LoRA forward in the model dtype (default: on with CUDA)")
+    t.add_argument("--torch_compile", type=parse_bool, nargs="?", const=True, metavar="BOOL",
+                   help="torch.compile each decoder layer (default false)")
     t.add_argument("--nan_policy", choices=("stop", "skip"), help="default stop")
     t.add_argument("--resume_from_checkpoint", metavar="auto|PATH", help="continue a run from a checkpoint")
     e = parser.add_argument_group("evaluation")

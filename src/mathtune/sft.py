@@ -178,7 +178,9 @@ def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
     resume, run_dir = _resume_point(cfg, model_name(model_path))
     restart = resume is None and run_dir is not None
     device = default_device()
-    model = load_model(model_path, cfg.model.dtype, device, cfg.model.attn_impl, cfg.model.trust_remote_code)
+    # 'varlen' is ours (speed.py registers it for packed rows); transformers loads the model with its default.
+    attn = None if cfg.model.attn_impl == "varlen" else cfg.model.attn_impl
+    model = load_model(model_path, cfg.model.dtype, device, attn, cfg.model.trust_remote_code)
 
     def start_run() -> Path:
         if restart:  # the killed attempt's log lines go; its leftovers are cleaned by the first save
@@ -205,7 +207,7 @@ def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
             model.config.use_cache = False
         from .speed import apply_fast_path
 
-        fused_ce = apply_fast_path(model, cfg.train, device)
+        fused_ce = apply_fast_path(model, cfg.train, device, attn_impl=cfg.model.attn_impl)
         if resume is None and created is None:  # a new run's folder appears only now that everything has loaded
             run_dir = created = start_run()
     except BaseException:
