@@ -28,7 +28,8 @@ def test_multi_turn_with_system_masks_system_and_user_turns(tiny_tokenizer):
     ]
     encoded = encode_conversation(tiny_tokenizer, messages)
     assert trained_text(tiny_tokenizer, encoded) == "How are you?<|im_end|>\nx = 5<|im_end|>\n"
-    prompt_part = tiny_tokenizer.decode([i for i, lab in zip(encoded.input_ids, encoded.labels) if lab == IGNORE_INDEX])
+    pairs = zip(encoded.input_ids, encoded.labels, strict=True)
+    prompt_part = tiny_tokenizer.decode([i for i, lab in pairs if lab == IGNORE_INDEX])
     assert "Be brief." in prompt_part and "Solve x + 4 = 9." in prompt_part and "x = 5" not in prompt_part
     # The system prompt given replaces the template's default one.
     assert "helpful assistant" not in tiny_tokenizer.decode(encoded.input_ids)

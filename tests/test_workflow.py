@@ -20,7 +20,8 @@ SFT = ["sft", "--sft_type", "lora", "--num_train_epochs", "1", "--max_length", "
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("workflow")
-    rows = [{"query": f"What is {a} + {b}?", "response": f"{a} + {b} = {a + b}."} for a in range(1, 9) for b in range(5)]
+    rows = [{"query": f"What is {a} + {b}?", "response": f"{a} + {b} = {a + b}."}
+            for a in range(1, 9) for b in range(5)]
     data = root / "math.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     code = main([*SFT, "--model_id_or_path", str(tiny_model_dir), "--dataset", f"{data}#32",

@@ -12,10 +12,10 @@ from pathlib import Path
 from .config import LoraArgs, RunConfig, TrainArgs
 from .data.config import DataArgs
 
-TASK = "arithmetic"
+DEFAULT_TASK = "syllogism"
 EVAL_QUESTIONS = 24
 SHOWN = 4
-DEFAULT_TRAIN_ROWS = 480
+DEFAULT_TRAIN_ROWS = 400
 
 
 def _accuracy(model, tokenizer, benchmark, items) -> tuple[float, list[str], list]:
@@ -40,7 +40,7 @@ def _show(title: str, items, outputs, verdicts) -> None:
         )
 
 
-def run_quickstart(output_dir: str = "output", train_rows: int | None = None) -> int:
+def run_quickstart(output_dir: str = "output", train_rows: int | None = None, task: str = DEFAULT_TASK) -> int:
     from .evaluate.benchmarks import get_benchmark
     from .export import merge_lora
     from .model import load_for_inference
@@ -50,7 +50,7 @@ def run_quickstart(output_dir: str = "output", train_rows: int | None = None) ->
     start = time.perf_counter()
     rows = train_rows or DEFAULT_TRAIN_ROWS
     data_seed = 42
-    benchmark = get_benchmark(f"rg:{TASK}", data_seed=data_seed)
+    benchmark = get_benchmark(f"rg:{task}", data_seed=data_seed)
     items = benchmark.load(limit=EVAL_QUESTIONS)
 
     mark = time.perf_counter()
@@ -64,7 +64,7 @@ def run_quickstart(output_dir: str = "output", train_rows: int | None = None) ->
     mark = time.perf_counter()
     cfg = RunConfig(
         lora=LoraArgs(lora_rank=16, lora_alpha=32),
-        data=DataArgs(dataset=(f"rg:{TASK}#{rows}",), data_seed=data_seed, max_length=512, split_dataset_ratio=0.02),
+        data=DataArgs(dataset=(f"rg:{task}#{rows}",), data_seed=data_seed, max_length=512, split_dataset_ratio=0.02),
         train=TrainArgs(
             output_dir=output_dir,
             num_train_epochs=1,
@@ -78,7 +78,7 @@ def run_quickstart(output_dir: str = "output", train_rows: int | None = None) ->
             warmup_ratio=0.05,
         ),
     )
-    print(f"\nfine-tuning on rg:{TASK}#{rows} (held-out questions are never trained on) ...")
+    print(f"\nfine-tuning on rg:{task}#{rows} (held-out questions are never trained on) ...")
     result = run_sft(cfg)
     timings["fine-tune"] = time.perf_counter() - mark
 
@@ -99,7 +99,7 @@ def run_quickstart(output_dir: str = "output", train_rows: int | None = None) ->
         f"run dir:        {run_dir}\nadapter:        {result.last_checkpoint}\nmerged model:   {merged_dir}\n"
         f"loss curve:     {run_dir / 'images' / 'train_loss.png'}\ntraining log:   {run_dir / 'logging.jsonl'}"
     )
-    print(f"\naccuracy on {len(items)} held-out rg:{TASK} questions: {acc_before:.0%} -> {acc_after:.0%}")
+    print(f"\naccuracy on {len(items)} held-out rg:{task} questions: {acc_before:.0%} -> {acc_after:.0%}")
     print("timing: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {total:.0f} s")
     print(f"next: mathtune infer --ckpt_dir {merged_dir}")
     return 0
