@@ -30,6 +30,7 @@ def world(tmp_path_factory, tiny_model_dir, tiny_tokenizer) -> dict[str, Path]:
         "unknown.yaml": "learning_rat: 0.1\n",
         # A 20 MB line: refused before it is tokenized (tokenizing alone would take a minute).
         "huge.jsonl": json.dumps({"query": "7 " * 10_000_000}) + "\n",
+        "huge_row.jsonl": json.dumps({"query": "7 " * 10_000_000, "response": "14"}) + "\n",
     }
     for name, text in texts.items():
         (tmp / name).write_text(text)
@@ -75,6 +76,8 @@ def world(tmp_path_factory, tiny_model_dir, tiny_tokenizer) -> dict[str, Path]:
     (tmp / "logs" / "truncated" / "logging.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n')
     (tmp / "logs" / "no-loss").mkdir()
     (tmp / "logs" / "no-loss" / "logging.jsonl").write_text('{"step": 1}\n')
+    (tmp / "logs" / "latin1").mkdir()
+    (tmp / "logs" / "latin1" / "logging.jsonl").write_bytes(b'{"step": 1, "loss": 2.0}\n{"note": "caf\xe9"}\n')
     (tmp / "logs" / "huge").mkdir()
     (tmp / "logs" / "huge" / "logging.jsonl").write_text("x" * 20_000_000 + "\n")
     (tmp / "precious").mkdir()
@@ -91,6 +94,7 @@ INF = ["infer", "--ckpt_dir", "{model}"]
 INO = [*INF, "--output", "{tmp}/answers.jsonl", "--input"]
 E = ["eval", "--output_dir", "{tmp}/eval", "--model", "{model}"]
 EB = [*E, "--benchmarks", "rg:arithmetic", "--limit", "1"]
+EO = ["eval", "--model", "{model}", "--benchmarks", "rg:arithmetic", "--limit", "1", "--output_dir"]
 DP = ["data", "preview", "--model", "{model}"]
 
 CASES = [
@@ -137,6 +141,8 @@ CASES = [
     ("sft: yaml is binary", [*S, "--config", "{tmp}/binary.jsonl", "--dataset", "{tmp}/good.jsonl"], "binary.jsonl"),
     ("sft: yaml is a folder", [*S, "--config", "{tmp}/adir", "--dataset", "{tmp}/good.jsonl"], "--config"),
     ("sft: unknown yaml key", [*S, "--config", "{tmp}/unknown.yaml", "--dataset", "{tmp}/good.jsonl"], "learning_rat"),
+    ("sft: 20 MB row", [*SM, "--dataset", "{tmp}/huge_row.jsonl"],
+     "no training rows left: every drawn row is longer than --max_length 1024"),
     ("sft: resume without checkpoint", [*SG, "--resume_from_checkpoint", "{tmp}/nowhere"], "nowhere"),
     ("sft: resume from a file", [*SG, "--resume_from_checkpoint", "{tmp}/good.jsonl"], "not a complete checkpoint"),
     ("sft: resume from a save cut short", [*SG, "--resume_from_checkpoint", "{run}/.checkpoint-3.partial"],
@@ -160,6 +166,8 @@ CASES = [
     ("export: merge_lora false", ["export", "--ckpt_dir", "{ckpt}", "--merge_lora", "false"], "only merges"),
     ("export: unknown dtype", ["export", "--ckpt_dir", "{ckpt}", "--dtype", "int3"], "--dtype 'int3'"),
     ("export: no checkpoint", ["export"], "--ckpt_dir"),
+    ("export: trust_remote_code not a bool", ["export", "--ckpt_dir", "{ckpt}", "--trust_remote_code", "maybe"],
+     "--trust_remote_code: expected true or false"),
 
     ("infer: missing model", ["infer", "--ckpt_dir", "{tmp}/nope", "--query", "hi"], "nope' does not exist"),
     ("infer: pickle-only model", ["infer", "--ckpt_dir", "{pickled}", "--query", "hi"], "pickle (pytorch_model.bin)"),
@@ -189,6 +197,8 @@ CASES = [
     ("infer: top_p 2", [*INF, "--query", "hi", "--top_p", "2"], "--top_p"),
     ("infer: unknown dtype", [*INF, "--query", "hi", "--dtype", "int3"], "--dtype 'int3'"),
     ("infer: unknown backend", [*INF, "--query", "hi", "--infer_backend", "vllm"], "--infer_backend"),
+    ("infer: trust_remote_code not a bool", [*INF, "--query", "hi", "--trust_remote_code", "maybe"],
+     "--trust_remote_code: expected true or false"),
     ("infer: nothing to do", [*INF, "--eval_human", "false"], "nothing to do"),
 
     ("plot: missing run", ["plot", "{tmp}/nope"], "has no logging.jsonl"),
@@ -196,11 +206,19 @@ CASES = [
     ("plot: folder without log", ["plot", "{tmp}"], "has no logging.jsonl"),
     ("plot: truncated log", ["plot", "{tmp}/logs/truncated"], "logging.jsonl:2: invalid JSON"),
     ("plot: log without losses", ["plot", "{tmp}/logs/no-loss"], "no loss values"),
+    ("plot: non-UTF-8 log", ["plot", "{tmp}/logs/latin1"], "logging.jsonl:2: not UTF-8"),
     ("plot: 20 MB line", ["plot", "{tmp}/logs/huge"], "logging.jsonl:1: invalid JSON"),
     ("plot: no run", ["plot"], "run_dir"),
 
     ("quickstart: rows not a number", ["quickstart", "--train_rows", "x", "--output_dir", "{tmp}/output"],
      "--train_rows"),
+    ("quickstart: zero rows", ["quickstart", "--train_rows", "0", "--output_dir", "{tmp}/output"],
+     "--train_rows must be a positive whole number, got 0"),
+    ("quickstart: negative rows", ["quickstart", "--train_rows", "-5", "--output_dir", "{tmp}/output"],
+     "--train_rows must be a positive whole number, got -5"),
+    ("quickstart: output_dir is a file", ["quickstart", "--output_dir", "{tmp}/good.jsonl"], "good.jsonl' is a file"),
+    ("quickstart: output_dir under a file", ["quickstart", "--output_dir", "{tmp}/good.jsonl/runs"],
+     "good.jsonl' is a file, so the folder cannot be created"),
     ("quickstart: unknown flag", ["quickstart", "--fast"], "unrecognized arguments: --fast"),
 
     ("data: missing file", [*DP, "{tmp}/absent.jsonl"], "absent.jsonl' does not exist"),
@@ -214,6 +232,12 @@ CASES = [
     ("data: rows not a number", [*DP, "{tmp}/good.jsonl", "-n", "x"], "-n"),
     ("data: zero ngram", ["data", "check", "--train", "{tmp}/good.jsonl", "--against", "rg:arithmetic", "--ngram",
                           "0"], "--ngram"),
+    ("data: zero max_length", ["data", "stats", "{tmp}/good.jsonl", "--model", "{model}", "--max_length", "0"],
+     "--max_length: must be a positive whole number"),
+    ("data: drop into a folder", ["data", "check", "--train", "{tmp}/good.jsonl", "--against", "rg:arithmetic",
+                                  "--drop", "{tmp}/adir"], "adir' is a folder"),
+    ("data: drop under a file", ["data", "check", "--train", "{tmp}/good.jsonl", "--against", "rg:arithmetic",
+                                 "--drop", "{tmp}/good.jsonl/clean.jsonl"], "good.jsonl' is a file"),
     ("data: unknown benchmark", ["data", "check", "--train", "{tmp}/good.jsonl", "--against", "nosuch"], "'nosuch'"),
     ("data: unknown action", ["data", "shuffle"], "invalid choice: 'shuffle'"),
     ("data: no action", ["data"], "choose an action"),
@@ -229,6 +253,11 @@ CASES = [
                              "{tmp}/eval"], "nope' does not exist"),
     ("eval: base model gone", ["eval", "--model", "{orphan}", "--benchmarks", "rg:arithmetic", "--output_dir",
                                "{tmp}/eval"], "deleted-model"),
+    ("eval: output_dir is a file", [*EO, "{tmp}/good.jsonl"], "good.jsonl' is a file"),
+    ("eval: output_dir under a file", [*EO, "{tmp}/good.jsonl/eval"],
+     "good.jsonl' is a file, so the folder cannot be created"),
+    ("eval: trust_remote_code not a bool", [*EB, "--trust_remote_code", "maybe"],
+     "--trust_remote_code: expected true or false"),
     ("eval: compare non-results", ["eval", "--compare", "{tmp}/adir", "{tmp}/nope"], "summary.json is missing"),
 ]
 
@@ -269,3 +298,35 @@ def test_the_20_mb_line_is_refused_fast(world, capsys):
                  "--output", str(world["tmp"] / "answers.jsonl")]) == 2
     assert time.perf_counter() - start < 20  # tokenizing it would take about a minute here
     assert not os.path.exists(world["tmp"] / "answers.jsonl")
+
+
+def test_the_20_mb_row_in_training_data_is_refused_fast(world, capsys):
+    import time
+
+    start = time.perf_counter()
+    assert main(["sft", "--model", str(world["model"]), "--dataset", str(world["tmp"] / "huge_row.jsonl"),
+                 "--output_dir", str(world["tmp"] / "output")]) == 2
+    assert time.perf_counter() - start < 20  # tokenizing it would take about 100 s
+    assert "no training rows left" in capsys.readouterr().err
+    assert not (world["tmp"] / "output").exists()
+
+
+def test_output_paths_are_checked_before_the_slow_work(world, capsys, monkeypatch):
+    """A bad --drop or --output_dir fails before benchmarks load or the model loads and generates."""
+    from mathtune import model
+    from mathtune.data import contamination
+
+    def slow(*args, **kwargs):
+        raise AssertionError("the slow work started before the output path was checked")
+
+    monkeypatch.setattr(contamination, "benchmark_questions", slow)
+    monkeypatch.setattr(model, "load_for_inference", slow)
+    tmp = world["tmp"]
+    assert main(["data", "check", "--train", f"{tmp}/good.jsonl", "--against", "rg:arithmetic", "--drop",
+                 f"{tmp}/adir"]) == 2
+    assert main(["eval", "--model", str(world["model"]), "--benchmarks", "rg:arithmetic", "--output_dir",
+                 f"{tmp}/good.jsonl"]) == 2
+    assert main(["eval", "--model", str(world["model"]), "--benchmarks", "rg:arithmetic", "--baseline", "--adapter",
+                 str(world["ckpt"]), "--output_dir", f"{tmp}/good.jsonl"]) == 2
+    assert [line.split(":")[0] for line in capsys.readouterr().err.splitlines()] == ["mathtune data", "mathtune eval",
+                                                                                     "mathtune eval"]

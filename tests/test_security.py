@@ -119,20 +119,37 @@ def test_adapter_with_only_a_pickled_weights_file_is_refused(run, tiny_model_dir
     assert_live(adapter / "adapter_model.bin", marker)
 
 
-def test_a_models_own_code_does_not_run_without_trust_remote_code(tiny_model_dir, tmp_path, capsys):
+def test_a_models_own_code_runs_only_with_trust_remote_code(run, tiny_model_dir, tmp_path, capsys):
     model_dir = Path(shutil.copytree(tiny_model_dir, tmp_path / "custom"))
     marker = tmp_path / "pwned"
     code = f"import pathlib\npathlib.Path({str(marker)!r}).touch()\nfrom transformers import LlamaConfig as Base\n"
     (model_dir / "configuration_custom.py").write_text(code + "class CustomConfig(Base):\n    model_type = 'custom'\n")
     (model_dir / "modeling_custom.py").write_text(code.replace("LlamaConfig", "LlamaForCausalLM") +
-                                                 "class Custom(Base):\n    pass\n")
+                                                 "from .configuration_custom import CustomConfig\n"
+                                                 "class Custom(Base):\n    config_class = CustomConfig\n")
     config = json.loads((model_dir / "config.json").read_text())
     config.update(model_type="custom", auto_map={"AutoConfig": "configuration_custom.CustomConfig",
                                                  "AutoModelForCausalLM": "modeling_custom.Custom"})
     (model_dir / "config.json").write_text(json.dumps(config))
-    assert main(["infer", "--ckpt_dir", str(model_dir), "--query", "hi"]) == 2
-    assert "trust_remote_code" in one_error_line(capsys)
-    assert not marker.exists()
+    adapter_run = tmp_path / "run" / "v0-20260101-000000"  # an adapter trained on the custom model
+    adapter = Path(shutil.copytree(run / "checkpoint-2", adapter_run / "checkpoint-2"))
+    args = json.loads((run / "args.json").read_text())
+    args["model"]["model_id_or_path"] = str(model_dir)
+    (adapter_run / "args.json").write_text(json.dumps(args))
+
+    infer = ["infer", "--ckpt_dir", str(model_dir), "--query", "hi", "--max_new_tokens", "2"]
+    evaluate = ["eval", "--model", str(model_dir), "--benchmarks", "rg:arithmetic", "--limit", "1",
+                "--max_new_tokens", "2", "--output_dir", str(tmp_path / "eval")]
+    export = ["export", "--ckpt_dir", str(adapter), "--output_dir", str(tmp_path / "merged")]
+    for argv in (infer, evaluate, export):
+        assert main(argv) == 2
+        assert "--trust_remote_code true" in one_error_line(capsys)
+        assert not marker.exists()
+    # Asked for, every verb that loads a model runs its code.
+    for argv in (infer, evaluate, export):
+        assert main([*argv, "--trust_remote_code", "true"]) == 0, argv
+        assert marker.exists()
+    assert (tmp_path / "eval" / "summary.json").is_file() and (tmp_path / "merged" / "config.json").is_file()
 
 
 def test_the_package_unpickles_only_with_weights_only_and_trusts_no_code_by_default():

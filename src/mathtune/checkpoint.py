@@ -40,6 +40,21 @@ def new_run_dir(output_dir: str | Path, model_name: str) -> Path:
             version += 1
 
 
+def check_output_dir(path: str | Path, flag: str = "--output_dir") -> None:
+    """Fail in one line before the slow work when `path` cannot become a folder: it, or the nearest part of it that
+    exists, is a file or is not writable. Nothing is created here."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{flag} '{path}' is a file; pass a folder")
+    existing = next((p for p in (target, *target.parents) if p.exists()), None)
+    if existing is None:  # a relative path whose root is the working folder, which always exists
+        return
+    if not existing.is_dir():
+        raise UserError(f"{flag} '{path}': '{existing}' is a file, so the folder cannot be created")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} '{path}': folder '{existing}' is not writable")
+
+
 def checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoints of a run, oldest first."""
     found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := CHECKPOINT.match(p.name)) and p.is_dir()]

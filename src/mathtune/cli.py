@@ -49,6 +49,12 @@ def _add_infer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch_size", type=int, default=16, help="rows per generation batch with --input")
     p.add_argument("--dtype", default="AUTO")
     p.add_argument("--infer_backend", choices=("pt",), default="pt", help="pt (PyTorch); accepted for SWIFT users")
+    _add_trust_remote_code(p)
+
+
+def _add_trust_remote_code(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust_remote_code", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL",
+                   help="run the model repository's own Python code (default false; only for code you trust)")
 
 
 def _infer(args: argparse.Namespace) -> int:
@@ -59,7 +65,8 @@ def _infer(args: argparse.Namespace) -> int:
     settings = InferArgs(args.max_new_tokens, args.temperature, args.top_p, tuple(args.stop_words), args.system,
                          args.batch_size)
     return run_infer(args.ckpt_dir, query=args.query, input_path=args.input, output_path=args.output,
-                     eval_human=args.eval_human, args=settings, dtype=args.dtype, adapter=args.adapter)
+                     eval_human=args.eval_human, args=settings, dtype=args.dtype, adapter=args.adapter,
+                     trust_remote_code=args.trust_remote_code)
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
@@ -68,6 +75,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
                    help="merge the adapter into the base model (default true)")
     p.add_argument("--output_dir", metavar="DIR", help="default: CHECKPOINT-merged next to the checkpoint")
     p.add_argument("--dtype", default="AUTO")
+    _add_trust_remote_code(p)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -75,7 +83,8 @@ def _export(args: argparse.Namespace) -> int:
 
     if not args.merge_lora:
         raise UserError("export only merges for now: pass --merge_lora true")
-    print(f"merged model: {merge_lora(args.ckpt_dir, args.output_dir, args.dtype)}")
+    merged = merge_lora(args.ckpt_dir, args.output_dir, args.dtype, trust_remote_code=args.trust_remote_code)
+    print(f"merged model: {merged}")
     return 0
 
 
@@ -96,8 +105,13 @@ def _add_quickstart(p: argparse.ArgumentParser) -> None:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
+    from .checkpoint import check_output_dir
     from .quickstart import run_quickstart
 
+    # Checked here because a bad value would otherwise surface only after minutes of answering and training.
+    if args.train_rows is not None and args.train_rows < 1:
+        raise UserError(f"--train_rows must be a positive whole number, got {args.train_rows}")
+    check_output_dir(args.output_dir)
     return run_quickstart(args.output_dir, args.train_rows)
 
 

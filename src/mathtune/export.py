@@ -12,7 +12,7 @@ from .model import end_of_turn_ids, is_adapter_dir, load_for_inference
 
 
 def merge_lora(ckpt_dir: str | Path, output: str | Path | None = None, dtype: str = "AUTO",
-               device: str | None = None) -> Path:
+               device: str | None = None, trust_remote_code: bool = False) -> Path:
     """Write CHECKPOINT-merged/ (safetensors, config, tokenizer with chat template, generation config whose eos is
     the end-of-turn token), written aside and renamed into place."""
     import torch
@@ -25,7 +25,8 @@ def merge_lora(ckpt_dir: str | Path, output: str | Path | None = None, dtype: st
         raise UserError(f"--ckpt_dir '{ckpt}' holds no LoRA adapter (adapter_config.json missing)")
     target = Path(output) if output else ckpt.with_name(ckpt.name + "-merged")
     _check_target(target, ckpt)
-    model, tokenizer, _ = load_for_inference(str(ckpt), dtype=dtype, device=device or "cpu")
+    model, tokenizer, _ = load_for_inference(str(ckpt), dtype=dtype, device=device or "cpu",
+                                          trust_remote_code=trust_remote_code)
     merged = model.merge_and_unload()
     eos = end_of_turn_ids(tokenizer, merged.generation_config)
     merged.generation_config.eos_token_id = eos if len(eos) > 1 else eos[0]

@@ -196,7 +196,7 @@ def answer_once(model, tokenizer, query: str, args: InferArgs, out=None) -> str:
 
 def run_infer(ckpt_dir: str | None, *, query: str | None, input_path: str | None, output_path: str | None,
               eval_human: bool | None, args: InferArgs, dtype: str = "AUTO", adapter: str | None = None,
-              stdin=None, stdout=None) -> int:
+              stdin=None, stdout=None, trust_remote_code: bool = False) -> int:
     from .model import load_for_inference
 
     if (input_path is None) != (output_path is None):
@@ -207,7 +207,8 @@ def run_infer(ckpt_dir: str | None, *, query: str | None, input_path: str | None
         check_output(output_path)
     elif query is None and eval_human is False:
         raise UserError("nothing to do: pass --query, --input/--output, or --eval_human true")
-    model, tokenizer, description = load_for_inference(ckpt_dir, adapter=adapter, dtype=dtype)
+    model, tokenizer, description = load_for_inference(ckpt_dir, adapter=adapter, dtype=dtype,
+                                                      trust_remote_code=trust_remote_code)
     if query is not None:
         check_prompt_lengths(model, tokenizer, [_start(args.system) + [{"role": "user", "content": query}]], "--query")
     if rows is not None:

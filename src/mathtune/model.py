@@ -140,7 +140,7 @@ def load_model(path: Path, dtype: str = "AUTO", device: str | None = None, attn_
     except (OSError, ValueError, KeyError, SafetensorError) as exc:  # missing, truncated or mismatched files
         if "trust_remote_code" in str(exc) and not trust_remote_code:
             raise UserError(f"model '{path}' needs its own Python code to load, which mathtune runs only with "
-                            "trust_remote_code on (sft --trust_remote_code true), for code you trust") from None
+                            "--trust_remote_code true, for code you trust") from None
         raise UserError(f"cannot load model from '{path}': {first_reason(exc)}") from None
     return model.to(device)
 

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import UserError
+from .errors import DataError, UserError
 
 
 def smooth(values: list[float], weight: float = 0.9) -> list[float]:
@@ -22,13 +22,25 @@ def read_log(run_dir: Path) -> list[dict]:
     path = run_dir / "logging.jsonl"
     if not path.is_file():
         raise UserError(f"'{run_dir}' has no logging.jsonl; pass a run folder written by mathtune sft")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read '{path}': {exc.strerror or exc}") from None
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    # Decoded line by line, so that a corrupt file is reported at the line that is not UTF-8.
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(str(path), number, "not UTF-8") from None
         if line.strip():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
-                raise UserError(f"{path}:{number}: invalid JSON") from None
+                raise DataError(str(path), number, "invalid JSON") from None
+            if not isinstance(record, dict):
+                raise DataError(str(path), number, "expected a JSON object")
+            records.append(record)
     return records
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import RunLog, find_resume_checkpoint, latest_checkpoint, new_run_dir, newest_run, write_json_atomic
 from .config import RunConfig
+from .data.types import Conversation
 from .errors import UserError
 from .model import attach_lora, default_device, load_model, load_tokenizer, model_name, resolve_model_path
 
@@ -175,6 +177,8 @@ def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
     built = build_dataset(cfg.data, tokenizer)
     if not built.train:
         raise UserError("no training rows left after filtering (all longer than --max_length?)")
+    if cfg.eval_benchmarks:
+        warn_overlap(built.train_rows, cfg.eval_benchmarks, cfg.data.data_seed)
     resume, run_dir = _resume_point(cfg, model_name(model_path))
     restart = resume is None and run_dir is not None
     device = default_device()
@@ -241,6 +245,20 @@ def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
           f"time: {elapsed:.0f} s", flush=True)
     return SftResult(run_dir, result.last_checkpoint, result.interrupted, result.final_loss, result.final_eval_loss,
                      summary)
+
+
+def warn_overlap(train_rows: list[Conversation], benchmarks: tuple[str, ...], data_seed: int) -> list[str]:
+    """Warn, one line per benchmark on stderr, when training rows overlap the benchmark's questions: its score after
+    training would then measure memory, not skill. Training goes on, as overlap may be intended. Returns the lines."""
+    from .data import contamination
+
+    questions = contamination.benchmark_questions(benchmarks, data_seed=data_seed)
+    report = contamination.check(train_rows, questions)
+    lines = [f"warning: {count:,} training rows overlap {name} ({report.n}-gram); see `mathtune data check`"
+             for name, count in report.rows_per_benchmark().items()]
+    for line in lines:
+        print(line, file=sys.stderr, flush=True)
+    return lines
 
 
 def _json_config(cfg: RunConfig) -> dict:

@@ -120,6 +120,43 @@ def test_length_handling(tmp_path, chatml):
         build_dataset(DataArgs(dataset=(long,), max_length=5), chatml)
 
 
+def test_a_row_too_long_in_characters_is_handled_without_tokenizing_it_whole(tmp_path, chatml):
+    import time
+
+    path = tmp_path / "huge.jsonl"
+    rows = [{"query": "Say 7.", "response": "7 " * 10_000_000}, {"query": "What is 2 + 3?", "response": "5"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for strategy in ("delete", "truncation_left", "truncation_right"):
+        start = time.perf_counter()
+        built = build_dataset(DataArgs(dataset=(str(path),), split_dataset_ratio=0, max_length=64,
+                                       truncation_strategy=strategy), chatml)
+        assert time.perf_counter() - start < 10, strategy  # tokenizing the 20 MB row would take minutes
+        source = built.report.sources[0]
+        assert (source.too_long, source.over_chars) == (1, 1)
+        assert source.max_tokens < 64  # only the short row's length is known
+        assert "1 rows in" in built.report.to_text() and built.report.to_dict()["sources"][0]["over_chars"] == 1
+        if strategy == "delete":
+            assert source.dropped == 1 and len(built.train) == 1 and len(built.train_rows) == 1
+        else:
+            assert source.dropped == 0 and sorted(map(len, built.train)) == [min(map(len, built.train)), 64]
+
+
+@pytest.mark.parametrize("strategy", ["truncation_left", "truncation_right"])
+def test_cutting_the_characters_first_keeps_the_tokens_truncation_keeps(tmp_path, chatml, strategy):
+    from mathtune.data.mixing import char_limit
+    from mathtune.data.tokenize import encode_conversation
+
+    query, long = "Repeat it.", "What is 2 + 3? The answer is 5. " * 200
+    path = tmp_path / "long.jsonl"
+    path.write_text(json.dumps({"query": query, "response": long}) + "\n")
+    max_length = 40
+    assert len(long) > char_limit(chatml, max_length)  # so the row goes through the character cut
+    built = build_dataset(DataArgs(dataset=(str(path),), split_dataset_ratio=0, max_length=max_length,
+                                   truncation_strategy=strategy), chatml)
+    whole = encode_conversation(chatml, [{"role": "user", "content": query}, {"role": "assistant", "content": long}])
+    assert built.train == [fit_length(whole, max_length, strategy)]
+
+
 def test_default_system_prompt(tmp_path, chatml):
     a = _rows(tmp_path, "a.jsonl", 3)
     plain = build_dataset(DataArgs(dataset=(a,), split_dataset_ratio=0), chatml)

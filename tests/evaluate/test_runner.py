@@ -140,9 +140,37 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(runner.os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match=r"cannot write '.*summary.json': disk full; results written before"):
         runner.write_summary(target, {"new": 1})
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+
+
+def test_disk_full_mid_eval_is_one_line_and_keeps_the_finished_benchmarks(tmp_path, tiny_model_dir, capsys,
+                                                                          monkeypatch):
+    import errno
+    import os
+
+    from mathtune.cli import main
+
+    real_write_text = Path.write_text
+
+    def fills_up(self, *args, **kwargs):  # the disk is full by the time the second benchmark is written
+        if self.parent.name == "rg_arithmetic":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", fills_up)
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(tiny_model_dir), "--benchmarks", "rg:syllogism", "rg:arithmetic", "--limit",
+                 "2", "--max_new_tokens", "2", "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(
+        f"mathtune eval: error: cannot write '{out / 'rg_arithmetic' / 'predictions.jsonl'}': No space left on device")
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["benchmarks"]) == ["rg:syllogism"]
+    assert len((out / "rg_syllogism" / "predictions.jsonl").read_text().splitlines()) == 2
+    assert not list(out.rglob(".*.tmp"))
 
 
 def test_run_eval_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir):

@@ -7,6 +7,7 @@ import math
 import sys
 from collections.abc import Sequence
 from itertools import groupby
+from pathlib import Path
 
 from mathtune.data.config import DATASET_FORMATS, columns_flag, parse_bool
 from mathtune.data.formats import with_default_system
@@ -138,6 +139,8 @@ def render_marked(tokenizer, encoded: Encoded, color: bool = False) -> str:
 
 def _stats(args: argparse.Namespace, tokenizer) -> int:
     """Print the token length distribution of each source (and of all together), with a histogram."""
+    if args.max_length < 1:
+        raise UserError(f"--max_length: must be a positive whole number of tokens, got {args.max_length}")
     rows = [("source", "rows", "mean", "p50", "p90", "p99", "max", f"> {args.max_length}")]
     everything: list[int] = []
     for text in args.sources:
@@ -215,6 +218,8 @@ def _check(args: argparse.Namespace) -> int:
     """
     if args.ngram < 1:
         raise UserError(f"--ngram: must be a positive whole number, got {args.ngram}")
+    if args.drop:  # before loading and comparing, which take a while
+        _check_drop_target(args.drop)
     train: list[Conversation] = []
     for text in args.train:
         train += _load(text, args)[1]
@@ -225,10 +230,23 @@ def _check(args: argparse.Namespace) -> int:
     print(report.to_text())
     if args.drop:
         kept = contamination.drop(train, report)
-        contamination.write_jsonl(kept, args.drop)
+        try:
+            contamination.write_jsonl(kept, args.drop)
+        except OSError as exc:  # a full disk, or the folder changed since the check
+            raise UserError(f"--drop '{args.drop}': cannot write it: {exc.strerror or exc}") from None
         print(f"wrote {len(kept):,} of {len(train):,} rows to {args.drop}")
         return 0
     return 1 if report.overlaps else 0
+
+
+def _check_drop_target(target: str) -> None:
+    """--drop names a file to write: not a folder, and somewhere a folder can be created (or is)."""
+    from mathtune.checkpoint import check_output_dir
+
+    path = Path(target)
+    if path.is_dir():
+        raise UserError(f"--drop '{target}' is a folder; pass a file name such as clean.jsonl")
+    check_output_dir(path.parent, "--drop folder")
 
 
 def _list(args: argparse.Namespace) -> int:

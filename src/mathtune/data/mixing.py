@@ -11,7 +11,7 @@ import random
 from dataclasses import asdict, dataclass
 
 from mathtune.data.config import DataArgs
-from mathtune.data.formats import with_default_system
+from mathtune.data.formats import Messages, with_default_system
 from mathtune.data.sources import DEFAULT_GENERATED_ROWS, SourceSpec, load_source, parse_spec
 from mathtune.data.tokenize import Encoded, encode_conversation
 from mathtune.data.types import Conversation
@@ -38,6 +38,10 @@ class SourceReport:
     """Mean length of the drawn training rows before any truncation."""
     max_tokens: int
     """Longest drawn training row before any truncation."""
+    over_chars: int
+    """Drawn rows (train and validation) with more characters than `max_length` tokens can hold: counted in
+    `too_long` without being tokenized whole (deleted unread, or cut to that many characters first), and left out
+    of `mean_tokens` and `max_tokens`, whose true lengths are not known."""
     train_tokens: int
     """Tokens in the training rows kept."""
     share: float
@@ -125,6 +129,9 @@ class MixReport:
             f"seed {self.data_seed}, validation ratio {self.split_dataset_ratio}"
         )
         for s in self.sources:
+            if s.over_chars:
+                lines.append(f"{s.over_chars:,} rows in {s.source} have more characters than {self.max_length} tokens "
+                             "can hold: counted as too long without tokenizing them whole")
             if s.bad_rows:
                 lines.append(f"skipped {s.bad_rows:,} bad rows in {s.source}, e.g.:")
                 lines.extend(f"  {example}" for example in s.bad_examples)
@@ -140,6 +147,8 @@ class BuiltData:
     train_origins: list[str]
     val_origins: list[str]
     report: MixReport
+    train_rows: list[Conversation]
+    """The distinct training rows kept, as text: for checks on what is trained, such as contamination."""
 
 
 def val_count(total: int, ratio: float) -> int:
@@ -171,18 +180,42 @@ def fit_length(encoded: Encoded, max_length: int, strategy: str) -> Encoded | No
     return out if out.num_trained else None
 
 
+def char_limit(tokenizer, max_length: int) -> int:
+    """Characters beyond which a row cannot fit in `max_length` tokens: a token covers at most as many characters as
+    the longest vocabulary entry (byte-level and SentencePiece entries are never shorter than their text)."""
+    longest = max((len(t) for t in tokenizer.get_vocab()), default=1)
+    return max_length * max(longest, 1)
+
+
+def cut_messages(messages: Messages, limit: int, keep_end: bool) -> Messages:
+    """The messages with at most `limit` characters of content in all, kept from the start (or the end with
+    `keep_end`): the tokens a truncation keeps lie within that many characters, so tokenizing the rest is waste."""
+    out = list(messages)
+    budget = limit
+    for i in reversed(range(len(out))) if keep_end else range(len(out)):
+        content = out[i]["content"]
+        keep = min(len(content), budget)
+        if keep < len(content):
+            out[i] = {**out[i], "content": content[len(content) - keep :] if keep_end else content[:keep]}
+        budget -= keep
+    return tuple(out)
+
+
 def build_dataset(args: DataArgs, tokenizer) -> BuiltData:
     """Load, split, sample and tokenize every source of `args.dataset`; deterministic for a given data_seed."""
     if not args.dataset:
         raise UserError("--dataset: no dataset given")
     train: list[tuple[Encoded, str]] = []
     val: list[tuple[Encoded, str]] = []
+    rows: list[Conversation] = []
     reports: list[dict] = []
+    limit = char_limit(tokenizer, args.max_length)
     for text in args.dataset:
         spec = parse_spec(text)
-        src_train, src_val, report = _build_source(spec, args, tokenizer)
+        src_train, src_val, src_rows, report = _build_source(spec, args, tokenizer, limit)
         train += src_train
         val += src_val
+        rows += src_rows
         reports.append(report)
     if not train:
         raise UserError(
@@ -199,12 +232,13 @@ def build_dataset(args: DataArgs, tokenizer) -> BuiltData:
         train_origins=[o for _, o in train],
         val_origins=[o for _, o in val],
         report=report,
+        train_rows=rows,
     )
 
 
 def _build_source(
-    spec: SourceSpec, args: DataArgs, tokenizer
-) -> tuple[list[tuple[Encoded, str]], list[tuple[Encoded, str]], dict]:
+    spec: SourceSpec, args: DataArgs, tokenizer, limit: int
+) -> tuple[list[tuple[Encoded, str]], list[tuple[Encoded, str]], list[Conversation], dict]:
     generated = spec.kind == "generator"
     # Generators make the validation rows on top of #N, so #N stays the number of training rows.
     extra = val_count(spec.n or DEFAULT_GENERATED_ROWS, args.split_dataset_ratio) if generated else 0
@@ -222,27 +256,43 @@ def _build_source(
     n_val = extra if generated else val_count(len(rows), args.split_dataset_ratio)
     val_idx, train_idx = draw(len(rows), spec.n, n_val, random.Random(f"{args.data_seed}:{spec.text}"))
 
-    cache: dict[int, Encoded] = {}
+    cache: dict[int, Encoded | None] = {}
+    oversized: set[int] = set()
 
-    def encode(i: int) -> Encoded:
+    def encode(i: int) -> Encoded | None:
+        """The row's tokens; None for a row deleted unread. Tokenizing a 20 MB row alone takes minutes, so a row
+        with more characters than max_length tokens can hold is deleted, or cut to that many characters, first."""
         if i not in cache:
-            cache[i] = _encode(tokenizer, rows[i], args.system)
+            messages = with_default_system(rows[i].messages, args.system)
+            if sum(len(m["content"]) for m in messages) > limit:
+                oversized.add(i)
+                if args.truncation_strategy == "delete":
+                    cache[i] = None
+                    return None
+                messages = cut_messages(messages, limit, keep_end=args.truncation_strategy == "truncation_left")
+            cache[i] = _encode(tokenizer, messages, rows[i].origin)
         return cache[i]
 
     too_long = dropped = 0
     kept: dict[str, list[tuple[Encoded, str]]] = {"val": [], "train": []}
+    kept_rows: dict[int, Conversation] = {}
     raw_lengths: list[int] = []
     for part, indices in (("val", val_idx), ("train", train_idx)):
         for i in indices:
             encoded = encode(i)
-            if part == "train":
-                raw_lengths.append(len(encoded))
-            too_long += len(encoded) > args.max_length
-            fitted = fit_length(encoded, args.max_length, args.truncation_strategy)
+            if i in oversized:
+                too_long += 1
+            else:
+                if part == "train":
+                    raw_lengths.append(len(encoded))
+                too_long += len(encoded) > args.max_length
+            fitted = None if encoded is None else fit_length(encoded, args.max_length, args.truncation_strategy)
             if fitted is None:
                 dropped += 1
             else:
                 kept[part].append((fitted, rows[i].origin))
+                if part == "train":
+                    kept_rows[i] = rows[i]
     report = {
         "source": spec.text,
         "available": len(rows),
@@ -252,16 +302,16 @@ def _build_source(
         "dropped": dropped,
         "mean_tokens": sum(raw_lengths) / len(raw_lengths) if raw_lengths else 0.0,
         "max_tokens": max(raw_lengths, default=0),
+        "over_chars": sum(1 for i in (*val_idx, *train_idx) if i in oversized),
         "train_tokens": sum(len(e) for e, _ in kept["train"]),
         "bad_rows": parsed.bad_rows.count,
         "bad_examples": tuple(parsed.bad_rows.examples),
     }
-    return kept["train"], kept["val"], report
+    return kept["train"], kept["val"], list(kept_rows.values()), report
 
 
-def _encode(tokenizer, conversation: Conversation, system: str | None) -> Encoded:
-    messages = with_default_system(conversation.messages, system)
+def _encode(tokenizer, messages: Messages, origin: str) -> Encoded:
     try:
         return encode_conversation(tokenizer, list(messages))
     except ValueError as e:
-        raise UserError(f"{conversation.origin}: cannot tokenize this row ({e})") from None
+        raise UserError(f"{origin}: cannot tokenize this row ({e})") from None

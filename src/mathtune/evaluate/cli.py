@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from ..data.config import parse_bool
 from ..errors import UserError
 
 
@@ -34,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compare two finished evaluation folders instead of running one")
     parser.add_argument("--infer_backend", choices=("pt", "vllm"), default="pt",
                         help="pt (PyTorch, default) or vllm when it is installed")
+    parser.add_argument("--trust_remote_code", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL",
+                        help="run the model repository's own Python code (default false; only for code you trust)")
 
 
 def default_output_dir(model: str | None, adapter: str | None) -> Path:
@@ -50,12 +53,15 @@ def default_output_dir(model: str | None, adapter: str | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Run `mathtune eval` from parsed flags; returns the exit code."""
+    from ..checkpoint import check_output_dir
     from .report import compare
 
     if args.compare:
         if args.benchmarks or args.baseline:
             raise UserError("--compare takes two finished evaluation folders; drop --benchmarks and --baseline")
         dir_a, dir_b = args.compare
+        if args.output_dir:
+            check_output_dir(args.output_dir)
         print(compare(dir_a, dir_b, out_dir=args.output_dir))
         return 0
     if not args.benchmarks:
@@ -67,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model, args.adapter)
     settings = dict(limit=args.limit, num_samples=args.num_samples, temperature=args.temperature, top_p=args.top_p,
                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, data_seed=args.data_seed,
-                    seed=args.seed, infer_backend=args.infer_backend)
+                    seed=args.seed, infer_backend=args.infer_backend, trust_remote_code=args.trust_remote_code)
     if args.baseline:
         from .runner import run_baseline_eval
 

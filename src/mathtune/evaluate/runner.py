@@ -9,6 +9,7 @@ do not vote.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import check_output_dir, write_failure
 from ..errors import UserError
 from .grading import answer_key, grade
 
@@ -168,15 +170,20 @@ def bench_dir_name(name: str) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write beside the target, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write beside the target, then rename: a reader never sees half a file. A failed write (full disk, no
+    permission) is one line; the files written before it, summary.json of the finished benchmarks included, stay."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        reason = write_failure(exc)
+        if reason is None:
+            raise
+        raise UserError(f"cannot write '{path}': {reason}; results written before are intact") from None
 
 
 def write_predictions(path: Path, records: Sequence[dict[str, Any]]) -> None:
@@ -279,24 +286,27 @@ def evaluate_loaded(model: Any, tokenizer: Any, benchmarks: Sequence[str], *, ou
 def run_eval(model: str | None, adapter: str | None, benchmarks: Sequence[str], limit: int | None = None,
              output_dir: str | Path = "output/eval", num_samples: int = 1, temperature: float = 0.0,
              top_p: float = 1.0, max_new_tokens: int = 1024, batch_size: int = 32, data_seed: int = 42,
-             seed: int = 0, infer_backend: str = "pt", progress: bool = True) -> dict[str, Any]:
+             seed: int = 0, infer_backend: str = "pt", progress: bool = True,
+             trust_remote_code: bool = False) -> dict[str, Any]:
     """Load a base model, adapter checkpoint or merged folder and evaluate it on `benchmarks`."""
     settings = EvalSettings(limit, num_samples, temperature, top_p, max_new_tokens, batch_size, data_seed, seed,
                             infer_backend)
     _check_names(benchmarks, data_seed)
+    check_output_dir(output_dir)  # before loading and generating, which take minutes
     if infer_backend == "vllm":
-        make_generate, tokenizer, description = vllm_generator(model, adapter, settings, progress)
+        make_generate, tokenizer, description = vllm_generator(model, adapter, settings, progress, trust_remote_code)
         return evaluate_with(make_generate(True), tokenizer, benchmarks, output_dir, settings, description, progress)
     from ..model import load_for_inference
 
-    loaded, tokenizer, description = load_for_inference(model, adapter)
+    loaded, tokenizer, description = load_for_inference(model, adapter, trust_remote_code=trust_remote_code)
     return _evaluate_model(loaded, tokenizer, benchmarks, output_dir, settings, description, progress)
 
 
 def run_baseline_eval(model: str | None, adapter: str | None, benchmarks: Sequence[str], limit: int | None = None,
                       output_dir: str | Path = "output/eval", num_samples: int = 1, temperature: float = 0.0,
                       top_p: float = 1.0, max_new_tokens: int = 1024, batch_size: int = 32, data_seed: int = 42,
-                      seed: int = 0, infer_backend: str = "pt", progress: bool = True) -> tuple[dict, dict]:
+                      seed: int = 0, infer_backend: str = "pt", progress: bool = True,
+                      trust_remote_code: bool = False) -> tuple[dict, dict]:
     """Evaluate the base model into output_dir/base and base + adapter into output_dir/adapter.
 
     The model is loaded once: the base run is the same weights with the LoRA layers switched off, so the two runs
@@ -306,8 +316,9 @@ def run_baseline_eval(model: str | None, adapter: str | None, benchmarks: Sequen
                             infer_backend)
     _check_names(benchmarks, data_seed)
     out = Path(output_dir)
+    check_output_dir(out)  # before loading and generating, which take minutes
     if infer_backend == "vllm":
-        make_generate, tokenizer, description = vllm_generator(model, adapter, settings, progress)
+        make_generate, tokenizer, description = vllm_generator(model, adapter, settings, progress, trust_remote_code)
         base = evaluate_with(make_generate(False), tokenizer, benchmarks, out / "base", settings,
                              f"{description} (adapter disabled)", progress)
         tuned = evaluate_with(make_generate(True), tokenizer, benchmarks, out / "adapter", settings, description,
@@ -315,7 +326,7 @@ def run_baseline_eval(model: str | None, adapter: str | None, benchmarks: Sequen
         return base, tuned
     from ..model import load_for_inference
 
-    loaded, tokenizer, description = load_for_inference(model, adapter)
+    loaded, tokenizer, description = load_for_inference(model, adapter, trust_remote_code=trust_remote_code)
     if not hasattr(loaded, "disable_adapter"):
         raise UserError("--baseline compares a LoRA adapter with its base model: pass the checkpoint with --adapter")
     with loaded.disable_adapter():
@@ -348,8 +359,8 @@ def _check_names(benchmarks: Sequence[str], data_seed: int) -> None:
 # Optional vLLM backend (--infer_backend vllm). Not exercised by the tests: vllm needs a GPU build.
 
 
-def vllm_generator(model: str | None, adapter: str | None, settings: EvalSettings,
-                   progress: bool = True) -> tuple[Callable[[bool], GenerateFn], Any, str]:
+def vllm_generator(model: str | None, adapter: str | None, settings: EvalSettings, progress: bool = True,
+                   trust_remote_code: bool = False) -> tuple[Callable[[bool], GenerateFn], Any, str]:
     """(make_generate(use_adapter), tokenizer, description) backed by one vllm.LLM; the adapter served as LoRA."""
     try:
         import vllm
@@ -362,13 +373,14 @@ def vllm_generator(model: str | None, adapter: str | None, settings: EvalSetting
     if model and adapter is None and is_adapter_dir(Path(model)):
         adapter, model = model, base_of_adapter(Path(model))
     base = resolve_model_path(model)
-    tokenizer = load_tokenizer(base)
+    tokenizer = load_tokenizer(base, trust_remote_code)
     rank = 16
     if adapter is not None:
         if not is_adapter_dir(Path(adapter)):
             raise UserError(f"adapter '{adapter}' has no adapter_config.json")
         rank = max(rank, int(json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r", 16)))
-    llm = vllm.LLM(model=str(base), enable_lora=adapter is not None, max_lora_rank=rank, seed=settings.seed)
+    llm = vllm.LLM(model=str(base), enable_lora=adapter is not None, max_lora_rank=rank, seed=settings.seed,
+                   trust_remote_code=trust_remote_code)
     params = vllm.SamplingParams(n=settings.num_samples, temperature=settings.temperature, top_p=settings.top_p,
                                  max_tokens=settings.max_new_tokens, seed=settings.seed)
     lora = LoRARequest("adapter", 1, str(adapter)) if adapter is not None else None
