@@ -20,7 +20,8 @@ def test_embedded_model_converts_and_answers_through_its_chat_template(capsys):
     assert "quantization_config" not in config
     tokenizer = load_tokenizer(folder)
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in end_of_turn_ids(tokenizer)
-    assert main(["infer", "--query", "What is the capital of France? Answer in one word.", "--max_new_tokens", "64"]) == 0
+    query = "What is the capital of France? Answer in one word."
+    assert main(["infer", "--query", query, "--max_new_tokens", "64"]) == 0
     answer = capsys.readouterr().out
     assert "Paris" in answer
     assert "<|im_end|>" not in answer and "<|im_start|>" not in answer

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -29,6 +30,30 @@ def lora_run(tmp_path_factory, tiny_model_dir):
     assert code == 0
     (run_dir,) = (root / "output" / "tiny-llama").iterdir()
     return run_dir
+
+
+def test_sft_warns_when_training_rows_overlap_its_eval_benchmarks(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    from mathtune import generate
+    from mathtune.evaluate.benchmarks import get_benchmark
+
+    question = get_benchmark("rg:arithmetic").load(limit=1)[0].question
+    rows = [{"query": question, "response": "4"}]
+    rows += [{"query": f"Name colour {i}.", "response": "blue"} for i in range(7)]
+    data = tmp_path / "leaky.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # Answers are faked: the warning comes before any, and a random model's real ones take half a minute here.
+    monkeypatch.setattr(generate, "generate",
+                        lambda model, tokenizer, conversations, **kwargs: [["\\boxed{4}"]] * len(conversations))
+    assert main(["sft", "--model", str(tiny_model_dir), "--dataset", str(data), "--split_dataset_ratio", "0",
+                 "--output_dir", str(tmp_path / "output"), "--max_steps", "1", "--batch_size", "4",
+                 "--gradient_accumulation_steps", "1", "--max_length", "128",
+                 "--eval_benchmarks", "rg:arithmetic", "rg:syllogism", "--eval_limit", "1"]) == 0
+    warnings = re.findall(r"warning: [^\r\n]*", capsys.readouterr().err)
+    # One line for the benchmark a training row comes from, none for the other; and training went on.
+    assert warnings == ["warning: 1 training rows overlap rg:arithmetic (1 exact, 0 sharing a 13-gram); "
+                        "see `mathtune data check`"]
+    (run_dir,) = (tmp_path / "output" / "tiny-llama").iterdir()
+    assert (run_dir / "checkpoint-1").is_dir() and (run_dir / "eval" / "after" / "summary.json").is_file()
 
 
 def test_run_dir_holds_every_promised_file(lora_run):

@@ -47,7 +47,7 @@ def check_output_dir(path: str | Path, flag: str = "--output_dir") -> None:
     if target.exists() and not target.is_dir():
         raise UserError(f"{flag} '{path}' is a file; pass a folder")
     existing = next((p for p in (target, *target.parents) if p.exists()), None)
-    if existing is None:  # a relative path whose root is the working folder, which always exists
+    if existing is None:  # only when the working folder itself is gone: the write will say so
         return
     if not existing.is_dir():
         raise UserError(f"{flag} '{path}': '{existing}' is a file, so the folder cannot be created")

@@ -254,8 +254,9 @@ def warn_overlap(train_rows: list[Conversation], benchmarks: tuple[str, ...], da
 
     questions = contamination.benchmark_questions(benchmarks, data_seed=data_seed)
     report = contamination.check(train_rows, questions)
-    lines = [f"warning: {count:,} training rows overlap {name} ({report.n}-gram); see `mathtune data check`"
-             for name, count in report.rows_per_benchmark().items()]
+    lines = [f"warning: {exact + ngram:,} training rows overlap {name} ({exact:,} exact, {ngram:,} sharing a "
+             f"{report.n}-gram); see `mathtune data check`"
+             for name, (exact, ngram) in report.rows_per_benchmark().items()]
     for line in lines:
         print(line, file=sys.stderr, flush=True)
     return lines

@@ -130,6 +130,14 @@ def test_report_drop_and_serialisation():
     assert "no overlap found" in check(train[2:], [LONG_Q]).to_text()
 
 
+def test_rows_per_benchmark_counts_exact_and_ngram_rows_of_each_overlapped_benchmark():
+    train = [chat(LONG_Q, "a:1"), chat(f"Asked before: {LONG_Q} Now twice.", "a:2"), chat(OTHER_Q, "a:3"),
+             chat("Unrelated words about nothing much.", "a:4")]
+    report = check(train, {"gsm8k": [LONG_Q], "svamp": [OTHER_Q], "math500": ["What is the area of a circle?"]})
+    assert report.rows_per_benchmark() == {"gsm8k": (1, 1), "svamp": (1, 0)}
+    assert check(train[3:], [LONG_Q]).rows_per_benchmark() == {}
+
+
 def test_one_overlap_per_row_and_benchmark():
     questions = [LONG_Q, LONG_Q.replace("16 eggs", "17 eggs"), OTHER_Q]
     (overlap,) = check([chat(LONG_Q, "r")], {"gsm8k": questions}).overlaps

@@ -90,12 +90,13 @@ class ContaminationReport:
         """Origins of the training rows that overlap any question."""
         return frozenset(o.origin for o in self.overlaps)
 
-    def rows_per_benchmark(self) -> dict[str, int]:
-        """How many training rows overlap each benchmark, for the benchmarks that any row overlaps."""
-        found: dict[str, set[str]] = defaultdict(set)
+    def rows_per_benchmark(self) -> dict[str, tuple[int, int]]:
+        """(rows matching a question exactly, rows sharing n-grams only) per benchmark that any row overlaps."""
+        found: dict[tuple[str, str], set[str]] = defaultdict(set)
         for o in self.overlaps:
-            found[o.benchmark].add(o.origin)
-        return {name: len(found[name]) for name in self.questions if found[name]}
+            found[(o.benchmark, o.kind)].add(o.origin)
+        counts = {name: (len(found[(name, "exact")]), len(found[(name, "ngram")])) for name in self.questions}
+        return {name: pair for name, pair in counts.items() if any(pair)}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary with every overlap."""
