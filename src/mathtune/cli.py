@@ -102,6 +102,9 @@ def _plot(args: argparse.Namespace) -> int:
 def _add_quickstart(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output_dir", default="output", help="where the run goes (default output)")
     p.add_argument("--train_rows", type=int, default=None, help="training rows (default: sized for a 2-core CPU)")
+    p.add_argument("--task", default="syllogism",
+                   help="built-in task to learn and measure: syllogism (default), gsm-symbolic, arithmetic, equations, "
+                   "fractions, knights_knaves, propositional_logic")
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -112,7 +115,7 @@ def _quickstart(args: argparse.Namespace) -> int:
     if args.train_rows is not None and args.train_rows < 1:
         raise UserError(f"--train_rows must be a positive whole number, got {args.train_rows}")
     check_output_dir(args.output_dir)
-    return run_quickstart(args.output_dir, args.train_rows)
+    return run_quickstart(args.output_dir, args.train_rows, args.task)
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:
