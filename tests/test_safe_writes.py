@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mathtune.checkpoint import STATE_FILE, find_resume_checkpoint, latest_checkpoint, save_checkpoint, write_failure
+from mathtune.atomic import write_failure
+from mathtune.checkpoint import STATE_FILE, find_resume_checkpoint, latest_checkpoint, newest_run, save_checkpoint
 from mathtune.cli import main
 from mathtune.errors import UserError
 
@@ -56,15 +57,15 @@ def test_a_save_cut_short_is_ignored_by_resume_and_cleaned_by_the_next_save(tmp_
     (run_dir / ".checkpoint-1.deleting").mkdir()  # a kill while pruning
     (run_dir / "checkpoint-4").mkdir()  # copied by hand, incomplete: no trainer_state.json
     assert latest_checkpoint(run_dir) == run_dir / "checkpoint-2"
-    assert find_resume_checkpoint("auto", tmp_path / "output", "tiny") == run_dir / "checkpoint-2"
+    assert latest_checkpoint(newest_run(tmp_path / "output", "tiny")) == run_dir / "checkpoint-2"
     with pytest.raises(UserError, match="not a complete checkpoint"):
-        find_resume_checkpoint(str(staged), tmp_path / "output", "tiny")
+        find_resume_checkpoint(str(staged))
 
     save_checkpoint(run_dir, 3, writer(3), save_total_limit=None)
     assert names(run_dir) == ["checkpoint-2", "checkpoint-3", "checkpoint-4"]
     assert names(run_dir / "checkpoint-3") == [STATE_FILE, "weights.bin"]
     assert (run_dir / "checkpoint-3" / "weights.bin").read_text() == "step 3"
-    assert find_resume_checkpoint("auto", tmp_path / "output", "tiny") == run_dir / "checkpoint-3"
+    assert latest_checkpoint(newest_run(tmp_path / "output", "tiny")) == run_dir / "checkpoint-3"
 
 
 def _enospc():

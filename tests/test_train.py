@@ -132,14 +132,16 @@ def test_non_finite_loss_policy(tmp_path, tiny_model_dir, tiny_tokenizer, policy
     data = examples(tiny_tokenizer)
     origins = [f"math.jsonl:{i + 1}" for i in range(len(data))]
     args = TrainArgs(learning_rate=1e-3, batch_size=4, gradient_accumulation_steps=1, max_steps=5, logging_steps=1,
-                     save_steps=100, eval_steps=100, nan_policy=policy)
+                     save_steps=1, save_total_limit=None, eval_steps=100, nan_policy=policy)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     if policy == "stop":
         with pytest.raises(NonFiniteLoss, match=r"step 3; rows: math\.jsonl:\d+"):
             train(model, tiny_tokenizer, data, [], args, max_length=256, run_dir=run_dir, origins=origins,
                   progress=False)
-        assert not list(run_dir.glob("checkpoint-*"))
+        # Steps 1 and 2 were saved; the bad step 3 left nothing behind.
+        assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(("checkpoint", ".checkpoint"))) == [
+            "checkpoint-1", "checkpoint-2"]
     else:
         result = train(model, tiny_tokenizer, data, [], args, max_length=256, run_dir=run_dir, origins=origins,
                        progress=False)

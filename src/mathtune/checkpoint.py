@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .atomic import write_failure, write_json, write_lines
 from .errors import UserError
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -74,13 +75,9 @@ def newest_run(output_dir: str | Path, model_name: str, accept: Callable[[Path],
     return next((run for _, run in reversed(runs) if accept is None or accept(run)), None)
 
 
-def find_resume_checkpoint(value: str, output_dir: str | Path, model_name: str,
-                           accept: Callable[[Path], bool] | None = None) -> Path | None:
-    """`auto`: the newest complete checkpoint of the newest run (that `accept` accepts), None when that run has none
-    yet or there is no run; otherwise the given checkpoint."""
-    if value == "auto":
-        run = newest_run(output_dir, model_name, accept)
-        return latest_checkpoint(run) if run is not None else None
+def find_resume_checkpoint(value: str, *_unused: object) -> Path:
+    """The checkpoint folder `value` names, refused in one line unless it is complete. (`auto` is sft's own: it
+    picks the run by its options. sft.py still passes output_dir and model_name, which only `auto` needed.)"""
     path = Path(value)
     if STAGED.match(path.name):
         raise UserError(f"--resume_from_checkpoint '{value}' is not a complete checkpoint folder: its save was cut "
@@ -124,21 +121,6 @@ def save_checkpoint(run_dir: Path, step: int, write, save_total_limit: int | Non
     return final
 
 
-def write_failure(exc: BaseException) -> str | None:
-    """The reason a write failed (disk full, permission denied, ...), or None when `exc` is not a write failure.
-
-    torch.save raises its own RuntimeError with the OSError as its context; safetensors keeps only the message.
-    """
-    if isinstance(exc, RuntimeError) and isinstance(exc.__context__, OSError):
-        exc = exc.__context__
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc)
-    if type(exc).__name__ == "SafetensorError" and (found := re.search(r"I/O error: (.+?)(?: \(os error \d+\))?$",
-                                                                        str(exc))):
-        return found.group(1)
-    return None
-
-
 def _remove(folder: Path) -> None:
     """Rename aside, then delete: a kill mid-delete leaves a hidden folder, never a half-deleted checkpoint-N/."""
     trash = folder.with_name(f".{folder.name}.deleting")
@@ -160,13 +142,8 @@ def discard_checkpoints_after(run_dir: Path, step: int) -> list[Path]:
 
 
 def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write '{path}': {exc.strerror or exc}") from None
+    """The name sft.py imports; the write itself is atomic.write_json."""
+    write_json(path, data)
 
 
 class RunLog:
@@ -176,13 +153,7 @@ class RunLog:
         self.path = path
         if resume_step is not None and path.exists():
             kept = [line for line in path.read_text(encoding="utf-8").splitlines() if _step(line, resume_step)]
-            tmp = path.with_name(f".{path.name}.tmp")
-            try:
-                tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-                os.replace(tmp, path)
-            except OSError as exc:
-                tmp.unlink(missing_ok=True)
-                raise UserError(f"cannot write '{path}': {exc.strerror or exc}") from None
+            write_lines(path, kept)
 
     def write(self, record: dict) -> None:
         try:
@@ -192,11 +163,6 @@ class RunLog:
         except OSError as exc:
             raise UserError(
                 f"cannot write '{self.path}': {exc.strerror or exc}; earlier checkpoints are intact") from None
-
-    def records(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
 def _step(line: str, resume_step: int) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -218,9 +218,11 @@ def build_config(namespace: argparse.Namespace) -> RunConfig:
     given = {k: v for k, v in vars(namespace).items() if k not in ("config", "command", "infer_backend", "func")}
     values: dict[str, Any] = {}
     source = getattr(namespace, "config", None)
+    types = {f.name: str(f.type) for cls in (*SECTIONS.values(), RunConfig) for f in fields(cls)}
     if source:
         for key, value in load_yaml(source).items():
-            values[ALIASES.get(key, key)] = value
+            name = ALIASES.get(key, key)
+            values[name] = _from_yaml(source, name, value, types.get(name))
     values.update(given)
     known = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
     parts: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
@@ -238,11 +240,19 @@ def build_config(namespace: argparse.Namespace) -> RunConfig:
         raise UserError(f"{source or 'flags'}: {exc}") from None
 
 
-def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Rebuild a RunConfig from a saved args.json."""
-    parts = {s: SECTIONS[s](**{k: v for k, v in data.get(s, {}).items() if k in _names(SECTIONS[s])}) for s in SECTIONS}
-    return RunConfig(**parts, eval_benchmarks=tuple(data.get("eval_benchmarks", ())), eval_limit=data.get("eval_limit"))
-
-
-def _names(cls: type) -> set[str]:
-    return {f.name for f in fields(cls) if f.default is not MISSING or f.default_factory is not MISSING}
+def _from_yaml(source: str, name: str, value: Any, annotation: str | None) -> Any:
+    """A YAML value in the type its option takes: YAML 1.1 reads `1e-4` as text, and a lone `champ` is one item."""
+    if annotation is None or value is None:
+        return value
+    try:
+        if annotation.startswith("tuple"):
+            return (value,) if isinstance(value, str) else value
+        if isinstance(value, str) and "bool" in annotation:
+            return parse_bool(value)
+        if isinstance(value, str) and annotation.startswith("float"):
+            return float(value)
+        if isinstance(value, str) and annotation.startswith("int"):
+            return int(value)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise UserError(f"{source}: option '{name}' takes a {annotation.split(' ')[0]}, got {value!r}") from None
+    return value

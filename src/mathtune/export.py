@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .checkpoint import write_failure
+from .atomic import write_failure
 from .errors import UserError
 from .model import end_of_turn_ids, is_adapter_dir, load_for_inference
 

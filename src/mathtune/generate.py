@@ -63,19 +63,17 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict[str, str]]]
             )
         new = out[:, width:].tolist()
         for k, ids in enumerate(new):
-            text = tokenizer.decode(_until_eos(ids, eos), skip_special_tokens=True)
+            text = tokenizer.decode(until_eos(ids, eos), skip_special_tokens=True)
             results[chunk[k // num_samples]].append(cut_at_stop_words(text, stop_words))
         bar.update(len(chunk))
     bar.close()
     return results
 
 
-def _until_eos(ids: list[int], eos: list[int]) -> list[int]:
+def until_eos(ids: list[int], eos: list[int]) -> list[int]:
+    """Generated ids before the first end-of-turn token; after it a batched row holds only padding."""
     for k, token in enumerate(ids):
         if token in eos:
             return ids[:k]
     return ids
 
-
-def count_tokens(tokenizer, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -6,14 +6,15 @@ Modes: an interactive REPL that streams tokens and keeps history (the default on
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import write_jsonl
 from .errors import DataError, UserError
-from .generate import cut_at_stop_words, generate, render_prompts, sampling_kwargs
+from .generate import cut_at_stop_words, generate, render_prompts, sampling_kwargs, until_eos
+from .jsonl import read_jsonl
 from .model import end_of_turn_ids
 
 
@@ -62,11 +63,7 @@ def stream_reply(model, tokenizer, messages: list[dict[str, str]], args: InferAr
             **sampling_kwargs(args.temperature, args.top_p), **extra,
         )
     out.write("\n")
-    new = output[0, len(ids) :].tolist()
-    for k, token in enumerate(new):
-        if token in eos:
-            new = new[:k]
-            break
+    new = until_eos(output[0, len(ids) :].tolist(), eos)
     return cut_at_stop_words(tokenizer.decode(new, skip_special_tokens=True), args.stop_words)
 
 
@@ -100,21 +97,7 @@ def _read_queries(path: Path) -> list[tuple[dict, list[dict[str, str]]]]:
     """Rows of an input jsonl: {query, system?, history?} or {messages} (a trailing assistant turn is dropped)."""
     if not path.is_file():
         raise UserError(f"--input '{path}' does not exist or is not a file")
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(str(path), None, "not UTF-8") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(str(path), number, f"invalid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(str(path), number, "expected a JSON object")
-        rows.append((row, _row_messages(row, str(path), number)))
+    rows = [(row, _row_messages(row, str(path), number)) for number, row in read_jsonl(path)]
     if not rows:
         raise UserError(f"--input '{path}' holds no rows")
     return rows
@@ -174,19 +157,7 @@ def answer_file(model, tokenizer, source: str, target: str, args: InferArgs, pro
     replies = generate(model, tokenizer, conversations, max_new_tokens=args.max_new_tokens,
                        temperature=args.temperature, top_p=args.top_p, stop_words=args.stop_words,
                        batch_size=args.batch_size, progress=progress)
-    out = Path(target)
-    tmp = out.with_name(f".{out.name}.partial")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for (row, _), reply in zip(rows, replies, strict=True):
-                f.write(json.dumps({**row, "response": reply[0]}, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write --output '{target}': {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_jsonl(target, ({**row, "response": reply[0]} for (row, _), reply in zip(rows, replies, strict=True)))
     return len(rows)
 
 

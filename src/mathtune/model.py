@@ -63,9 +63,15 @@ def _download(model_id: str) -> Path:
         ) from None
 
 
-def model_name(path: Path) -> str:
-    """The run-dir name of a model, SWIFT style: 'Yi-1.5-6B-Chat' -> 'yi-1_5-6b-chat'."""
-    return path.name.lower().replace(".", "_") or "model"
+def model_name(path: Path, requested: str | None = None) -> str:
+    """The run-dir name of a model, SWIFT style: 'Yi-1.5-6B-Chat' -> 'yi-1_5-6b-chat'.
+
+    A hub model resolves to a snapshot folder named by its commit hash, so the id the user typed names it instead.
+    """
+    name = path.name
+    if requested and not Path(requested).expanduser().exists() and HUB_ID.match(requested):
+        name = requested.rsplit("/", 1)[-1]
+    return name.lower().replace(".", "_") or "model"
 
 
 def end_of_turn_ids(tokenizer, generation_config=None) -> list[int]:

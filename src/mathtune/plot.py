@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
-from .errors import DataError, UserError
+from .atomic import staged_file
+from .errors import UserError
+from .jsonl import read_jsonl
 
 
 def smooth(values: list[float], weight: float = 0.9) -> list[float]:
@@ -22,26 +22,7 @@ def read_log(run_dir: Path) -> list[dict]:
     path = run_dir / "logging.jsonl"
     if not path.is_file():
         raise UserError(f"'{run_dir}' has no logging.jsonl; pass a run folder written by mathtune sft")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"cannot read '{path}': {exc.strerror or exc}") from None
-    records = []
-    # Decoded line by line, so that a corrupt file is reported at the line that is not UTF-8.
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DataError(str(path), number, "not UTF-8") from None
-        if line.strip():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(str(path), number, "invalid JSON") from None
-            if not isinstance(record, dict):
-                raise DataError(str(path), number, "expected a JSON object")
-            records.append(record)
-    return records
+    return [record for _, record in read_jsonl(path)]
 
 
 def plot_run(run_dir: str | Path) -> Path:
@@ -71,9 +52,9 @@ def plot_run(run_dir: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     out = run / "images" / "train_loss.png"
-    out.parent.mkdir(exist_ok=True)
-    tmp = out.with_name(".train_loss.tmp.png")
-    fig.savefig(tmp, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with staged_file(out) as tmp:
+            fig.savefig(tmp, format="png", bbox_inches="tight")  # the format named: the temporary file is not .png
+    finally:
+        plt.close(fig)
     return out

@@ -82,6 +82,8 @@ def run_quickstart(output_dir: str = "output", train_rows: int | None = None, ta
     print(f"\nfine-tuning on rg:{task}#{rows} (held-out questions are never trained on) ...")
     result = run_sft(cfg)
     timings["fine-tune"] = time.perf_counter() - mark
+    if result.interrupted:  # Ctrl-C: run_sft saved a checkpoint and said how to resume; skip merging and answering
+        return 130
 
     mark = time.perf_counter()
     merged_dir = merge_lora(result.last_checkpoint)

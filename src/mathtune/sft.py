@@ -179,7 +179,8 @@ def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
         raise UserError("no training rows left after filtering (all longer than --max_length?)")
     if cfg.eval_benchmarks:
         warn_overlap(built.train_rows, cfg.eval_benchmarks, cfg.data.data_seed)
-    resume, run_dir = _resume_point(cfg, model_name(model_path))
+    name = model_name(model_path, cfg.model.model_id_or_path)
+    resume, run_dir = _resume_point(cfg, name)
     restart = resume is None and run_dir is not None
     device = default_device()
     # 'varlen' is ours (speed.py registers it for packed rows); transformers loads the model with its default.
@@ -189,7 +190,7 @@ def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
     def start_run() -> Path:
         if restart:  # the killed attempt's log lines go; its leftovers are cleaned by the first save
             RunLog(run_dir / "logging.jsonl", resume_step=0)
-        folder = run_dir if restart else new_run_dir(cfg.train.output_dir, model_name(model_path))
+        folder = run_dir if restart else new_run_dir(cfg.train.output_dir, name)
         write_json_atomic(folder / "args.json", _json_config(cfg))
         write_json_atomic(folder / "data_mix.json", built.report.to_dict())
         return folder

@@ -16,18 +16,16 @@ against 1.3k questions take 1-2 s on one CPU core.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import tempfile
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
+from mathtune import atomic
 from mathtune.data.types import Conversation
 from mathtune.errors import UserError
 
@@ -240,14 +238,4 @@ def benchmark_questions(names: Iterable[str], data_seed: int = 42) -> dict[str, 
 
 def write_jsonl(conversations: Iterable[Conversation], path: str | os.PathLike[str]) -> None:
     """Write ``{"messages": [...]}`` lines atomically: a temporary file in the same folder, then a rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in conversations:
-                f.write(json.dumps({"messages": list(row.messages)}, ensure_ascii=False) + "\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_jsonl(path, ({"messages": list(row.messages)} for row in conversations))

@@ -6,7 +6,6 @@ Readers return `(line, row)` pairs; a row the reader could not decode is a `Data
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import json
@@ -15,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mathtune.data.formats import BadRows, Parsed, parse_rows
-from mathtune.errors import DataError, UserError
+from mathtune.errors import DataError, UserError, first_line
+from mathtune.jsonl import parse_lines, read_bytes, strip_bom
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 Rows = list[tuple[int, object]]
@@ -72,9 +72,9 @@ def read_rows(path: Path) -> Rows:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return _parquet_rows(path)
-    data = _read_bytes(path)
+    data = read_bytes(path)
     if suffix == ".jsonl":
-        rows = _jsonl_rows(path, data)
+        rows = parse_lines(path, data)
     elif suffix == ".json":
         rows = _json_rows(path, data)
     elif suffix == ".csv":
@@ -86,48 +86,8 @@ def read_rows(path: Path) -> Rows:
     return rows
 
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise UserError(f"{path}: cannot read file ({e.strerror or e})") from None
-
-
-def _strip_bom(data: bytes) -> bytes:
-    return data[len(codecs.BOM_UTF8) :] if data.startswith(codecs.BOM_UTF8) else data
-
-
-def _not_utf8(raw: bytes, error: UnicodeDecodeError) -> str:
-    return f"not UTF-8 (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
-
-
-def _jsonl_rows(path: Path, data: bytes) -> Rows:
-    rows: Rows = []
-    for number, raw in enumerate(_strip_bom(data).split(b"\n"), start=1):
-        raw = raw.rstrip(b"\r")
-        if not raw.strip():
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            rows.append((number, DataError(str(path), number, _not_utf8(raw, e))))
-            continue
-        rows.append((number, _loads_line(text, path, number)))
-    return rows
-
-
-def _loads_line(text: str, path: Path, number: int) -> object:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        return DataError(str(path), number, f"invalid JSON: {e.msg} (column {e.colno})")
-    except (ValueError, RecursionError) as e:
-        # Integers past Python's digit limit and absurd nesting are not JSONDecodeErrors.
-        return DataError(str(path), number, f"invalid JSON: {str(e).splitlines()[0][:80]}")
-
-
 def _json_rows(path: Path, data: bytes) -> Rows:
-    data = _strip_bom(data)
+    data = strip_bom(data)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -141,10 +101,10 @@ def _json_rows(path: Path, data: bytes) -> Rows:
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":
             # One JSON object per line under a .json name: read it as JSON Lines, as `datasets` does.
-            return _jsonl_rows(path, data)
+            return parse_lines(path, data)
         raise DataError(str(path), e.lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
     except (ValueError, RecursionError) as e:
-        raise DataError(str(path), None, f"invalid JSON: {str(e).splitlines()[0][:80]}") from None
+        raise DataError(str(path), None, f"invalid JSON: {first_line(e, 80)}") from None
     if isinstance(document, list):
         return list(zip(_array_lines(text), document, strict=True))
     if isinstance(document, dict) and isinstance(document.get("data"), list):
@@ -175,7 +135,7 @@ def _array_lines(text: str) -> list[int]:
 
 def _csv_rows(path: Path, data: bytes) -> Rows:
     # surrogateescape keeps going past bad bytes so each bad row can be reported (and skipped) on its own.
-    text = _strip_bom(data).decode("utf-8", errors="surrogateescape")
+    text = strip_bom(data).decode("utf-8", errors="surrogateescape")
     reader = csv.DictReader(io.StringIO(text, newline=""))
     rows: Rows = []
     try:
@@ -207,8 +167,7 @@ def _parquet_rows(path: Path) -> Rows:
     try:
         table = pq.read_table(path)
     except (OSError, ValueError, pa.ArrowException) as e:
-        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        raise UserError(f"{path}: cannot read parquet file ({reason})") from None
+        raise UserError(f"{path}: cannot read parquet file ({first_line(e, 120)})") from None
     rows = table.to_pylist()
     if not rows:
         raise UserError(f"{path}: file is empty (no rows)")

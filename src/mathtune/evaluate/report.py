@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..atomic import staged_file
 from ..errors import UserError
+from ..jsonl import read_jsonl
 from .runner import Z95, wilson_interval
 
 
@@ -85,13 +86,11 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, d
         if not path.is_file():
             raise UserError(f"{path} is missing (listed in {summary_path})")
         rows: dict[str, dict[str, Any]] = {}
-        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                    rows[str(row["id"])] = {"id": row["id"], "score": float(row["score"]), "correct": row["correct"]}
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    raise UserError(f"{path}:{line_no}: not a prediction record (needs id, score, correct)") from None
+        for line_no, row in read_jsonl(path):
+            try:
+                rows[str(row["id"])] = {"id": row["id"], "score": float(row["score"]), "correct": row["correct"]}
+            except (KeyError, TypeError, ValueError):
+                raise UserError(f"{path}:{line_no}: not a prediction record (needs id, score, correct)") from None
         records[name] = rows
     return summary, records
 
@@ -167,14 +166,8 @@ def draw_chart(rows: list[Comparison], label_a: str, label_b: str, path: str | P
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with staged_file(target) as tmp:
+        fig.savefig(tmp, format="png")  # the format named: the temporary file's suffix is not .png
     return target
 
 

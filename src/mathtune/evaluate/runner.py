@@ -9,10 +9,8 @@ do not vote.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -20,8 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import check_output_dir, write_failure
+from .. import atomic
+from ..checkpoint import check_output_dir
 from ..errors import UserError
+from ..seeding import seed_everything
 from .grading import answer_key, grade
 
 GenerateFn = Callable[[list[list[dict[str, str]]]], list[list[str]]]
@@ -169,29 +169,16 @@ def bench_dir_name(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", name.split("=", 1)[0]).strip("_") or "benchmark"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write beside the target, then rename: a reader never sees half a file. A failed write (full disk, no
-    permission) is one line; the files written before it, summary.json of the finished benchmarks included, stay."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        reason = write_failure(exc)
-        if reason is None:
-            raise
-        raise UserError(f"cannot write '{path}': {reason}; results written before are intact") from None
+# A failed write ends the run; the files written before it, summary.json of the finished benchmarks included, stay.
+INTACT = "; results written before are intact"
 
 
 def write_predictions(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
+    atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records), INTACT)
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    _write_atomic(path, json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+    atomic.write_json(path, summary, INTACT, default=str)
 
 
 def save_result(output_dir: Path, summary: dict[str, Any], result: BenchResult) -> None:
@@ -241,22 +228,11 @@ def evaluate_with(generate_fn: GenerateFn, tokenizer: Any, benchmarks: Sequence[
         prompts = [bench.render(item.question) for item in items]
         if progress:
             print(f"{bench.name}: {len(items)} questions x {settings.num_samples} sample(s)", flush=True)
-        _seed_everything(settings.seed)  # per benchmark, so a benchmark's samples do not depend on the others
+        seed_everything(settings.seed)  # per benchmark, so a benchmark's samples do not depend on the others
         outputs = generate_fn([[{"role": "user", "content": p}] for p in prompts])
         save_result(out, summary, score_outputs(bench, items, outputs, tokenizer, prompts))
     print(format_table(summary), flush=True)
     return summary
-
-
-def _seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    try:
-        import torch
-    except ImportError:  # a generator without torch (vllm takes its seed in the sampling params)
-        return
-    torch.manual_seed(seed)
 
 
 def _describe(model: Any) -> str:

@@ -1,0 +1,25 @@
+"""One seed for every random number generator a run draws from, so that the same seed gives the same run.
+
+Kept apart from sft and eval so that either can seed without importing the other (sft imports the trainer).
+"""
+
+from __future__ import annotations
+
+import random
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators; one that is not installed is skipped (a generator without
+    torch, such as vllm, takes its seed in its sampling parameters)."""
+    random.seed(seed)
+    try:
+        import numpy as np
+    except ImportError:
+        pass
+    else:
+        np.random.seed(seed)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.manual_seed(seed)
