@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import warnings
 
+from .errors import first_line
+
 NAME = "mathtune_varlen"
 _state = {"registered": False, "flash_ok": False}
 
@@ -202,7 +204,7 @@ def flash_selftest(device, heads: int = 4, kv_heads: int = 2, head_dim: int = 64
             if not err <= 0.05 * max(1.0, want.abs().max().item()):
                 return f"{name} differs from SDPA by {err:.3g}"
     except Exception as exc:  # noqa: BLE001 - any failure means: do not use the kernel here
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        return first_line(exc, typed=True)
     return None
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -56,9 +56,8 @@ def _download(model_id: str) -> Path:
     except ImportError as exc:
         raise UserError(f"cannot fetch '{model_id}': {exc.name} is not installed") from None
     except Exception as exc:  # noqa: BLE001 - any hub failure (offline, 404, auth) ends in one line
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise UserError(
-            f"could not fetch model '{model_id}' from the hub ({reason}); "
+            f"could not fetch model '{model_id}' from the hub ({first_line(exc, 160)}); "
             "download it where a hub is reachable and pass the local folder with --model_id_or_path PATH"
         ) from None
 
@@ -162,10 +161,9 @@ def require_safetensors(folder: Path, what: str = "model") -> None:
 
 
 def first_reason(exc: BaseException) -> str:
-    """One line out of a library error: a 'size mismatch' line where there is one, else the first line."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reason = next((line for line in lines if line.startswith("size mismatch")), lines[0] if lines else "")
-    return (reason or type(exc).__name__)[:240]
+    """One line out of a library error: a 'size mismatch' line where there is one (torch lists missing keys before
+    it, which say less), else the first line."""
+    return first_line(exc, 240, prefer="size mismatch")
 
 
 def attach_lora(model, rank: int, alpha: int, dropout: float, target_modules: str | list[str]):
@@ -178,7 +176,7 @@ def attach_lora(model, rank: int, alpha: int, dropout: float, target_modules: st
         with quiet_peft():
             return get_peft_model(model, config)
     except ValueError as exc:
-        raise UserError(f"--target_modules {target_modules}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"--target_modules {target_modules}: {first_line(exc)}") from None
 
 
 @contextmanager

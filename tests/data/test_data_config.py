@@ -2,14 +2,14 @@ import argparse
 
 import pytest
 
-from mathtune.data.config import DataArgs, add_data_arguments, data_args_from_namespace, parse_bool, parse_columns
+from mathtune.data.config import DataArgs, add_data_arguments, parse_bool, parse_columns
 from mathtune.errors import UserError
 
 
 def _parse(argv: list[str]) -> DataArgs:
     parser = argparse.ArgumentParser()
     add_data_arguments(parser)
-    return data_args_from_namespace(parser.parse_args(argv))
+    return DataArgs(**vars(parser.parse_args(argv)))
 
 
 def test_parser_defaults_equal_dataclass_defaults():
@@ -87,11 +87,6 @@ def test_values_from_yaml_are_normalised():
     assert args.dataset == ("a.jsonl", "rg:basic_arithmetic#10")
     assert args.columns == {"q": "query"}
     assert args.format_or_none is None
-
-
-def test_namespace_none_values_keep_defaults():
-    ns = argparse.Namespace(dataset=["x.jsonl"], max_length=None, system=None, columns=None)
-    assert data_args_from_namespace(ns) == DataArgs(dataset=("x.jsonl",))
 
 
 def test_parse_helpers():

@@ -8,7 +8,6 @@ from mathtune.data import sources
 from mathtune.data.sources import (
     DEFAULT_GENERATED_ROWS,
     SourceSpec,
-    load_conversations,
     load_source,
     parse_spec,
     source_kind,
@@ -72,7 +71,7 @@ def test_existing_path_with_hash_is_taken_whole(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "set#2.jsonl").write_text('{"response": "r"}\n')
     assert parse_spec("set#2.jsonl") == SourceSpec("set#2.jsonl", "set#2.jsonl", None)
-    assert len(load_conversations("set#2.jsonl")) == 1
+    assert len(load_source(parse_spec("set#2.jsonl")).conversations) == 1
 
 
 def test_dispatch(fixtures, fake_generators):
@@ -117,3 +116,22 @@ def test_missing_generators_module_is_a_user_error(monkeypatch):
     monkeypatch.delattr(mathtune.data, "generators", raising=False)
     with pytest.raises(UserError, match=r"built-in generators \(rg:TASK\) are not available"):
         load_source(parse_spec("rg:basic_arithmetic#2"))
+
+
+def test_named_set_read_from_a_local_copy_uses_its_own_mapping(fixtures):
+    copy = fixtures / "hub" / "blossom_math_v2.jsonl"
+    spec = parse_spec(f"AI-ModelScope/blossom-math-v2={copy}#2")
+    assert (spec.kind, spec.name, spec.n, spec.local_path) == ("hub", "AI-ModelScope/blossom-math-v2", 2, str(copy))
+    parsed = sources.load_source(spec)
+    first = parsed.conversations[0].messages
+    assert first[-1]["content"] == "5 + 3 = 8，所以一共有8个苹果。\n\nAnswer: 8"
+    assert parsed.bad_rows.count == 1  # the row without an output, counted, not silently dropped
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("not-a-set={copy}", "is not a named hub set"),
+    ("AI-ModelScope/blossom-math-v2=/nowhere/copy.jsonl", "local copy '/nowhere/copy.jsonl' does not exist"),
+])
+def test_bad_local_copy_specs(fixtures, text, needle):
+    with pytest.raises(UserError, match=needle):
+        parse_spec(text.format(copy=fixtures / "hub" / "blossom_math_v2.jsonl"))

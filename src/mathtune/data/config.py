@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from mathtune.errors import UserError
@@ -179,13 +179,3 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         help="rows over --max_length: delete them, or cut tokens from the left or right (default delete)",
     )
     group.add_argument("--system", default=d.system, help="system prompt for rows that have none")
-
-
-def data_args_from_namespace(ns: argparse.Namespace) -> DataArgs:
-    """Build `DataArgs` from parsed flags; attributes missing from `ns` or set to None keep their defaults."""
-    # None means "not given" so a config layer can leave flags unset and let the dataclass defaults apply.
-    values = {f.name: getattr(ns, f.name, None) for f in fields(DataArgs)}
-    values = {k: v for k, v in values.items() if v is not None}
-    if "dataset" in values:
-        values["dataset"] = tuple(values["dataset"])
-    return DataArgs(**values)

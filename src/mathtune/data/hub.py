@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mathtune.data.formats import BadRows, Messages, Parsed, parse_rows, text_field, to_messages, type_name
-from mathtune.errors import DataError, UserError
+from mathtune.errors import DataError, UserError, first_line
 
 Mapper = Callable[[Mapping[str, object], str, int], Messages]
 
@@ -235,7 +235,7 @@ def fetch_rows(hub_set: HubSet, subset: str | None) -> list[dict]:
         try:
             return _load_hf(hub_set.hf_id, subset, hub_set.split)
         except Exception as e:  # network, auth, cache and schema failures all mean "not fetched"
-            reasons.append(_short(e))
+            reasons.append(first_line(e, 160, typed=True))
     if hub_set.ms_id is not None:
         if importlib.util.find_spec("modelscope") is None:
             if hub_set.hf_id is None:
@@ -244,7 +244,7 @@ def fetch_rows(hub_set: HubSet, subset: str | None) -> list[dict]:
             try:
                 return _load_ms(hub_set.ms_id, subset, hub_set.split)
             except Exception as e:  # the same, for ModelScope
-                reasons.append(_short(e))
+                reasons.append(first_line(e, 160, typed=True))
     raise UserError(
         f"could not fetch dataset '{hub_set.name}' from the hub ({'; '.join(reasons)}); "
         "pass a local copy instead: --dataset path/to/file.jsonl"
@@ -262,10 +262,3 @@ def _load_ms(repo: str, subset: str | None, split: str) -> list[dict]:
 
     kwargs = {"subset_name": subset} if subset else {}
     return [dict(row) for row in MsDataset.load(repo, split=split, **kwargs)]
-
-
-def _short(error: Exception) -> str:
-    """The error's type and first line, short enough for a one-line message."""
-    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    message = message if len(message) <= 160 else message[:157] + "..."
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__

@@ -10,7 +10,6 @@ from pathlib import Path
 from mathtune.data.formats import BadRows, Parsed
 from mathtune.data.hub import is_hub_name, load_hub
 from mathtune.data.local import SUFFIXES, load_local
-from mathtune.data.types import Conversation
 from mathtune.errors import UserError
 
 GENERATOR_PREFIX = "rg:"
@@ -28,10 +27,14 @@ class SourceSpec:
     """The source without its count: a path, rg:TASK, a named hub set, HF::... or MS::..."""
     n: int | None = None
     """Training rows to take (#N), None for all of them."""
+    local_path: str | None = None
+    """For `NAME=PATH`: a local copy of the named hub set NAME, read with that set's own mapping."""
 
     @property
     def kind(self) -> str:
         """ "local", "generator" or "hub"; a UserError when the name is none of them."""
+        if self.local_path is not None:
+            return "hub"
         return source_kind(self.name)
 
 
@@ -44,12 +47,24 @@ def parse_spec(text: str) -> SourceSpec:
         return SourceSpec(text, text, None)
     name, sep, count = text.rpartition("#")
     if not sep:
-        return SourceSpec(text, text, None)
+        return _with_local_copy(SourceSpec(text, text, None))
     if not name:
         raise UserError(f"dataset '{text}': missing the dataset name before '#'")
     if not re.fullmatch(r"[0-9]+", count) or int(count) < 1:
         raise UserError(f"dataset '{text}': the part after '#' must be a positive whole number of rows, got '{count}'")
-    return SourceSpec(text, name, int(count))
+    return _with_local_copy(SourceSpec(text, name, int(count)))
+
+
+def _with_local_copy(spec: SourceSpec) -> SourceSpec:
+    """`NAME=PATH[#N]`: a named hub set read from a local file or folder in that set's schema."""
+    name, sep, path = spec.name.partition("=")
+    if not sep or _exists(spec.name):
+        return spec
+    if not is_hub_name(name):
+        raise UserError(f"dataset '{spec.text}': '{name}' is not a named hub set, so '=PATH' cannot apply")
+    if not _exists(path):
+        raise UserError(f"dataset '{spec.text}': local copy '{path}' does not exist")
+    return SourceSpec(spec.text, name, spec.n, path)
 
 
 def source_kind(name: str) -> str:
@@ -82,18 +97,13 @@ def load_source(
     if kind == "local":
         return load_local(_local_path(spec.name), fmt=fmt, columns=columns, skip_bad_rows=skip_bad_rows)
     if kind == "hub":
-        return load_hub(spec.name, fmt=fmt, columns=columns, skip_bad_rows=skip_bad_rows)
+        return load_hub(spec.name, fmt=fmt, columns=columns, skip_bad_rows=skip_bad_rows, local_path=spec.local_path)
     task = spec.name[len(GENERATOR_PREFIX) :]
     if not task:
         raise UserError(f"dataset '{spec.text}': name a task after rg:, e.g. rg:basic_arithmetic")
     generators = _generators()
     n = (spec.n or DEFAULT_GENERATED_ROWS) + extra_rows
     return Parsed(list(generators.generate(task, n, seed, "train")), BadRows())
-
-
-def load_conversations(text: str, **options) -> list[Conversation]:
-    """Every conversation of one `SRC[#N]` entry (all rows: #N sampling is the mixer's job)."""
-    return load_source(parse_spec(text), **options).conversations
 
 
 def list_generator_tasks() -> list[str]:

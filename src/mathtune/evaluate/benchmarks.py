@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from mathtune.data import generators
-from mathtune.errors import DataError, UserError
+from mathtune.errors import DataError, UserError, first_line
+from mathtune.jsonl import read_jsonl
 
 PROMPT_EN = generators.PROMPT
 PROMPT_ZH = "{question}\n\n请逐步推理，并把最终答案写在 \\boxed{{}} 中。"
@@ -285,22 +286,12 @@ _HUB: dict[str, _HubSet] = {
 
 
 def _read_json_rows(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        rows = json.loads(text)
-        return [row for row in rows if isinstance(row, dict)]
-    rows = []
-    for line_no, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(str(path), line_no, f"not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(str(path), line_no, "expected a JSON object")
-        rows.append(row)
-    return rows
+    """Rows of a .jsonl file, or of a .json file holding an array of rows (any other .json is read as JSON Lines)."""
+    if path.suffix == ".json":
+        text = path.read_text(encoding="utf-8")
+        if text.lstrip().startswith("["):
+            return [row for row in json.loads(text) if isinstance(row, dict)]
+    return [row for _, row in read_jsonl(path)]
 
 
 def _local_rows(name: str, hub: _HubSet, path: Path) -> list[dict[str, Any]]:
@@ -320,12 +311,7 @@ def _local_rows(name: str, hub: _HubSet, path: Path) -> list[dict[str, Any]]:
     except UserError:
         raise
     except Exception as exc:  # datasets raises many types for a bad local file or folder
-        raise UserError(f"benchmark '{name}': cannot read {path}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+        raise UserError(f"benchmark '{name}': cannot read {path}: {first_line(exc)}") from None
 
 
 def _hub_rows(name: str, hub: _HubSet) -> list[dict[str, Any]]:
@@ -335,7 +321,7 @@ def _hub_rows(name: str, hub: _HubSet) -> list[dict[str, Any]]:
         return list(datasets.load_dataset(hub.repo, hub.config, split=hub.split))
     except Exception as exc:  # offline, gated, renamed: all end the same way for the user
         raise UserError(
-            f"benchmark '{name}': cannot load {hub.repo} from the Hugging Face hub ({_first_line(exc)}); "
+            f"benchmark '{name}': cannot load {hub.repo} from the Hugging Face hub ({first_line(exc)}); "
             f"pass a local copy as {name}=PATH (.jsonl/.parquet of the {hub.split} split, or a clone of the repo)"
         ) from None
 
