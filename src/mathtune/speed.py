@@ -147,6 +147,16 @@ def fast_lora(model) -> int:
 
 # --- memory/speed trade-offs -----------------------------------------------------------------------------------------
 
+def enable_checkpointing(model) -> None:
+    """Recompute activations in the backward pass of every layer; transformers 5 renamed the method (the old name
+    warns)."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def set_gradient_checkpointing(model, layers: int | None) -> int:
     """Checkpoint the first `layers` decoder layers (None: all, 0: none); returns how many are checkpointed.
 
@@ -155,10 +165,12 @@ def set_gradient_checkpointing(model, layers: int | None) -> int:
     """
     found = decoder_layers(model)
     if layers == 0:
-        if hasattr(model, "gradient_checkpointing_disable"):
-            model.gradient_checkpointing_disable()
+        disable = getattr(model, "activation_checkpointing_disable", None) or getattr(
+            model, "gradient_checkpointing_disable", None)
+        if disable is not None:
+            disable()
         return 0
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_checkpointing(model)
     _base(model).config.use_cache = False
     keep = len(found) if layers is None else min(layers, len(found))
     for i, layer in enumerate(found):

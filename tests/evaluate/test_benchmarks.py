@@ -218,7 +218,7 @@ def test_local_copy_errors(tmp_path):
         get_benchmark("svamp", local_path=str(tmp_path / "missing.jsonl")).load()
     bad = tmp_path / "gsm8k.jsonl"
     bad.write_text('{"question": "q", "answer": "#### 1"}\n{oops\n')
-    with pytest.raises(DataError, match=r"gsm8k.jsonl:2: not valid JSON"):
+    with pytest.raises(DataError, match=r"gsm8k.jsonl:2: invalid JSON"):
         get_benchmark("gsm8k", local_path=str(bad)).load()
     bad.write_text('{"question": "q", "answer": "#### 1"}\n{"problem": "q"}\n')
     with pytest.raises(

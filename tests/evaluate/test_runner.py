@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mathtune import atomic
 from mathtune.errors import UserError
 from mathtune.evaluate import cli, runner
 from mathtune.evaluate.benchmarks import BenchItem, Benchmark, get_benchmark
@@ -139,7 +140,7 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(runner.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic.os, "replace", broken_replace)
     with pytest.raises(UserError, match=r"cannot write '.*summary.json': disk full; results written before"):
         runner.write_summary(target, {"new": 1})
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
