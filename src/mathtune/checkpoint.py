@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .atomic import write_failure, write_json, write_lines
+from .atomic import write_failure, write_lines
 from .errors import UserError
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -75,9 +75,9 @@ def newest_run(output_dir: str | Path, model_name: str, accept: Callable[[Path],
     return next((run for _, run in reversed(runs) if accept is None or accept(run)), None)
 
 
-def find_resume_checkpoint(value: str, *_unused: object) -> Path:
-    """The checkpoint folder `value` names, refused in one line unless it is complete. (`auto` is sft's own: it
-    picks the run by its options. sft.py still passes output_dir and model_name, which only `auto` needed.)"""
+def find_resume_checkpoint(value: str) -> Path:
+    """The checkpoint folder `value` names, refused in one line unless it is complete (`auto` is sft's own: it picks
+    the run by its options)."""
     path = Path(value)
     if STAGED.match(path.name):
         raise UserError(f"--resume_from_checkpoint '{value}' is not a complete checkpoint folder: its save was cut "
@@ -139,11 +139,6 @@ def discard_checkpoints_after(run_dir: Path, step: int) -> list[Path]:
     for folder in newer:
         _remove(folder)
     return newer
-
-
-def write_json_atomic(path: Path, data) -> None:
-    """The name sft.py imports; the write itself is atomic.write_json."""
-    write_json(path, data)
 
 
 class RunLog:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import random
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import RunLog, find_resume_checkpoint, latest_checkpoint, new_run_dir, newest_run, write_json_atomic
+from .atomic import write_json
+from .checkpoint import RunLog, find_resume_checkpoint, latest_checkpoint, new_run_dir, newest_run
 from .config import RunConfig
 from .data.types import Conversation
 from .errors import UserError
 from .model import attach_lora, default_device, load_model, load_tokenizer, model_name, resolve_model_path
+from .seeding import seed_everything
 
 
 @dataclass
@@ -24,15 +25,6 @@ class SftResult:
     final_loss: float | None
     final_eval_loss: float | None
     eval_summary: dict | None
-
-
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _load_weights(model, checkpoint: Path, lora: bool) -> None:
@@ -65,15 +57,6 @@ def _load_weights(model, checkpoint: Path, lora: bool) -> None:
     if result.unexpected_keys or missing:
         names = (list(result.unexpected_keys) + missing)[:2]
         raise UserError(f"checkpoint '{checkpoint}' does not fit this model: weights differ ({', '.join(names)})")
-
-
-def _enable_checkpointing(model) -> None:
-    """Recompute activations in the backward pass; transformers 5 renamed the method (the old name warns)."""
-    enable = getattr(model, "activation_checkpointing_enable", None)
-    if enable is not None:
-        enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 # Options a resumed run may change: where and how often it writes, how long it trains, evaluation, and switches that
@@ -150,7 +133,7 @@ def _resume_point(cfg: RunConfig, name: str) -> tuple[Path | None, Path | None]:
             print(f"--resume_from_checkpoint auto: '{run}' has no complete checkpoint yet; restarting it from the "
                   "beginning", flush=True)
         return found, run
-    found = find_resume_checkpoint(value, cfg.train.output_dir, name)
+    found = find_resume_checkpoint(value)
     saved = _saved_args(found.parent)
     if saved is None:
         raise UserError(f"--resume_from_checkpoint '{value}': its run folder has no readable args.json")
@@ -191,8 +174,8 @@ def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
         if restart:  # the killed attempt's log lines go; its leftovers are cleaned by the first save
             RunLog(run_dir / "logging.jsonl", resume_step=0)
         folder = run_dir if restart else new_run_dir(cfg.train.output_dir, name)
-        write_json_atomic(folder / "args.json", _json_config(cfg))
-        write_json_atomic(folder / "data_mix.json", built.report.to_dict())
+        write_json(folder / "args.json", _json_config(cfg))
+        write_json(folder / "data_mix.json", built.report.to_dict())
         return folder
 
     created = None
@@ -207,10 +190,10 @@ def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
                                 list(cfg.lora.target_modules))
         if resume is not None:
             _load_weights(model, resume, cfg.lora.sft_type == "lora")
+        from .speed import apply_fast_path, set_gradient_checkpointing
+
         if cfg.train.gradient_checkpointing:
-            _enable_checkpointing(model)
-            model.config.use_cache = False
-        from .speed import apply_fast_path
+            set_gradient_checkpointing(model, None)
 
         fused_ce = apply_fast_path(model, cfg.train, device, attn_impl=cfg.model.attn_impl)
         if resume is None and created is None:  # a new run's folder appears only now that everything has loaded
@@ -223,7 +206,7 @@ def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
                    run_dir=run_dir, origins=built.train_origins, resume=resume, fused_linear_ce=fused_ce,
                    progress=progress)
     if resume is not None:  # records what may have changed (a longer --max_steps), once the checkpoint has loaded
-        write_json_atomic(run_dir / "args.json", _json_config(cfg))
+        write_json(run_dir / "args.json", _json_config(cfg))
     from .plot import plot_run
 
     try:

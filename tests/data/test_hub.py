@@ -125,7 +125,7 @@ def test_unreachable_hub_is_one_line_suggesting_a_local_copy(monkeypatch):
         hub.load_hub("gsm8k")
     assert str(exc.value) == (
         "could not fetch dataset 'gsm8k' from the hub (ConnectionError: Couldn't reach 'openai/gsm8k' on the Hub "
-        "(LocalEntryNotFoundError)); pass a local copy instead: --dataset path/to/file.jsonl"
+        "(LocalEntryNotFoundError)); pass a local copy in its own schema instead: --dataset gsm8k=path/to/file.jsonl"
     )
 
 
@@ -147,5 +147,6 @@ def test_real_datasets_call_with_hf_hub_offline(tmp_path):
     assert out.returncode == 0, out.stderr
     line = out.stdout.strip()
     assert line.startswith("could not fetch dataset 'AI-ModelScope/blossom-math-v2' from the hub (")
-    assert line.endswith("pass a local copy instead: --dataset path/to/file.jsonl")
+    assert line.endswith("pass a local copy in its own schema instead: "
+                         "--dataset AI-ModelScope/blossom-math-v2=path/to/file.jsonl")
     assert "\n" not in line

@@ -247,7 +247,7 @@ def fetch_rows(hub_set: HubSet, subset: str | None) -> list[dict]:
                 reasons.append(first_line(e, 160, typed=True))
     raise UserError(
         f"could not fetch dataset '{hub_set.name}' from the hub ({'; '.join(reasons)}); "
-        "pass a local copy instead: --dataset path/to/file.jsonl"
+        f"pass a local copy in its own schema instead: --dataset {hub_set.name}=path/to/file.jsonl"
     )
 
 
