@@ -77,3 +77,19 @@ def math_jsonl(tmp_path) -> Path:
     path = tmp_path / "math.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def train_tiny_run(root: Path, model_dir: Path, rows: int = 12) -> Path:
+    """A two-step sft run of the tiny model through the CLI, a checkpoint per step; returns its run dir."""
+    import json
+
+    from mathtune.cli import main
+
+    data = root / "math.jsonl"
+    data.write_text("".join(json.dumps({"query": f"What is {a} + 2?", "response": f"{a + 2}"}) + "\n"
+                            for a in range(rows)))
+    assert main(["sft", "--model", str(model_dir), "--dataset", str(data), "--output_dir", str(root / "tiny_runs"),
+                 "--max_steps", "2", "--save_steps", "1", "--batch_size", "4", "--gradient_accumulation_steps", "1",
+                 "--max_length", "128"]) == 0
+    (run_dir,) = (root / "tiny_runs").glob("*/v*")
+    return run_dir

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import train_tiny_run
 
 from mathtune.cli import main
 
@@ -39,13 +40,7 @@ def world(tmp_path_factory, tiny_model_dir, tiny_tokenizer) -> dict[str, Path]:
     (tmp / "adir").mkdir()
 
     # A run with checkpoints, trained on the tiny model through the CLI.
-    data = tmp / "train.jsonl"
-    data.write_text("".join(json.dumps({"query": f"What is {a} + 1?", "response": f"{a + 1}"}) + "\n"
-                            for a in range(8)))
-    assert main(["sft", "--model", str(tiny_model_dir), "--dataset", str(data), "--output_dir", str(tmp / "runs"),
-                 "--max_steps", "2", "--save_steps", "1", "--batch_size", "4", "--gradient_accumulation_steps", "1",
-                 "--max_length", "128"]) == 0
-    (run,) = (tmp / "runs").glob("*/v*")
+    run = train_tiny_run(tmp, tiny_model_dir, rows=8)
     shutil.copytree(run / "checkpoint-2", run / ".checkpoint-3.partial")  # a save cut short
 
     # A model of another shape, the same tokenizer.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import train_tiny_run
 from safetensors.torch import load_file
 
 from mathtune.cli import main
@@ -48,15 +49,7 @@ def one_error_line(capsys) -> str:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_model_dir) -> Path:
     """A two-step run of the tiny model with a checkpoint per step."""
-    root = tmp_path_factory.mktemp("security")
-    data = root / "math.jsonl"
-    data.write_text("".join(json.dumps({"query": f"What is {a} + 2?", "response": f"{a + 2}"}) + "\n"
-                            for a in range(12)))
-    assert main(["sft", "--model", str(tiny_model_dir), "--dataset", str(data), "--output_dir", str(root / "output"),
-                 "--max_steps", "2", "--save_steps", "1", "--batch_size", "4", "--gradient_accumulation_steps", "1",
-                 "--max_length", "128"]) == 0
-    (run_dir,) = (root / "output").glob("*/v*")
-    return run_dir
+    return train_tiny_run(tmp_path_factory.mktemp("security"), tiny_model_dir)
 
 
 @pytest.mark.parametrize("name", ["optimizer.pt", "scheduler.pt", "rng_state.pt"])
