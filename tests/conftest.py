@@ -79,7 +79,13 @@ def math_jsonl(tmp_path) -> Path:
     return path
 
 
-def train_tiny_run(root: Path, model_dir: Path, rows: int = 12) -> Path:
+@pytest.fixture(scope="session")
+def train_tiny_run():
+    """A function that trains a two-step sft run of the tiny model (see `_train_tiny_run`)."""
+    return _train_tiny_run
+
+
+def _train_tiny_run(root: Path, model_dir: Path, rows: int = 12) -> Path:
     """A two-step sft run of the tiny model through the CLI, a checkpoint per step; returns its run dir."""
     import json
 

@@ -7,13 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import train_tiny_run
 
 from mathtune.cli import main
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, tiny_model_dir, tiny_tokenizer) -> dict[str, Path]:
+def world(tmp_path_factory, tiny_model_dir, tiny_tokenizer, train_tiny_run) -> dict[str, Path]:
     """Every bad file, folder and model the table below refers to, plus a real run with a checkpoint."""
     import torch
     from safetensors.torch import load_file

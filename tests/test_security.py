@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import train_tiny_run
 from safetensors.torch import load_file
 
 from mathtune.cli import main
@@ -47,7 +46,7 @@ def one_error_line(capsys) -> str:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny_model_dir) -> Path:
+def run(tmp_path_factory, tiny_model_dir, train_tiny_run) -> Path:
     """A two-step run of the tiny model with a checkpoint per step."""
     return train_tiny_run(tmp_path_factory.mktemp("security"), tiny_model_dir)
 
