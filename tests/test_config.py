@@ -64,3 +64,10 @@ def test_run_dir_name_comes_from_the_hub_id_not_the_snapshot_hash(tmp_path):
     local.mkdir()
     assert model_name(local, str(local)) == "my_model"
     assert model_name(local, None) == "my_model"
+
+
+def test_checkpoint_layers_flag_and_its_bound():
+    assert parse("--dataset", "x.jsonl", "--checkpoint_layers", "28").train.checkpoint_layers == 28
+    assert parse("--dataset", "x.jsonl").train.checkpoint_layers is None
+    with pytest.raises(UserError, match="--checkpoint_layers must be 0 or more"):
+        parse("--dataset", "x.jsonl", "--checkpoint_layers", "-1")

@@ -79,6 +79,9 @@ class TrainArgs:
     save_total_limit: int | None = 2
     """Keep at most this many checkpoints (the newest is always kept); None keeps all."""
     gradient_checkpointing: bool = True
+    checkpoint_layers: int | None = None
+    """With checkpointing on, recompute only the first N decoder layers (None: all). Each layer left out costs memory
+    and saves time: on an H200, 28 of 32 Yi-6B layers ran 1% faster in 4 GiB more (docs/benchmarks.md)."""
     packing: bool = True
     """Concatenate rows into long sequences with per-row positions; attention never crosses rows. An optimizer step
     still holds batch_size * gradient_accumulation_steps rows, so packing changes speed, not the result."""
@@ -99,6 +102,8 @@ class TrainArgs:
     def __post_init__(self) -> None:
         for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps", "eval_steps"):
             _positive(f"--{name}", getattr(self, name))
+        if self.checkpoint_layers is not None and self.checkpoint_layers < 0:
+            raise UserError(f"--checkpoint_layers must be 0 or more, got {self.checkpoint_layers}")
         if self.packing_length is not None:
             _positive("--packing_length", self.packing_length)
         if self.num_train_epochs <= 0 and self.max_steps <= 0:
@@ -177,6 +182,8 @@ def add_sft_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--save_total_limit", type=int, help="default 2")
     t.add_argument("--gradient_checkpointing", type=parse_bool, nargs="?", const=True, metavar="BOOL",
                    help="default true")
+    t.add_argument("--checkpoint_layers", type=int, metavar="N",
+                   help="with --gradient_checkpointing, recompute only the first N decoder layers (default: all)")
     t.add_argument("--packing", type=parse_bool, nargs="?", const=True, metavar="BOOL", help="default true")
     t.add_argument("--packing_length", type=int,
                    help="tokens per packed micro-batch (default max(batch_size*max_length, 8192))")

@@ -62,8 +62,8 @@ def _load_weights(model, checkpoint: Path, lora: bool) -> None:
 # Options a resumed run may change: where and how often it writes, how long it trains, evaluation, and switches that
 # change the speed only. Any other difference would change the result, so resuming requires the same value.
 MAY_CHANGE = {"output_dir", "resume_from_checkpoint", "logging_steps", "save_steps", "eval_steps", "save_total_limit",
-              "max_steps", "num_train_epochs", "use_liger_kernel", "gradient_checkpointing", "attn_impl",
-              "trust_remote_code"}
+              "max_steps", "num_train_epochs", "use_liger_kernel", "gradient_checkpointing", "checkpoint_layers",
+              "attn_impl", "trust_remote_code"}
 
 
 def _differences(saved: dict, cfg: RunConfig) -> list[str]:
@@ -193,7 +193,7 @@ def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
         from .speed import apply_fast_path, set_gradient_checkpointing
 
         if cfg.train.gradient_checkpointing:
-            set_gradient_checkpointing(model, None)
+            set_gradient_checkpointing(model, cfg.train.checkpoint_layers)
 
         fused_ce = apply_fast_path(model, cfg.train, device, attn_impl=cfg.model.attn_impl)
         if resume is None and created is None:  # a new run's folder appears only now that everything has loaded
