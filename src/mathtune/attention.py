@@ -211,7 +211,9 @@ def flash_selftest(device, heads: int = 4, kv_heads: int = 2, head_dim: int = 64
 def enable(model, device) -> str | None:
     """Switch `model` (a transformers model, or a peft model around one) to `mathtune_varlen` when the flash kernel
     passes its self-test on `device` with the model's head shape. Returns None when enabled, else why not."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    from .model import unwrap
+
+    base = unwrap(model)
     config = base.config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.config import DataArgs, add_data_arguments, parse_bool
-from .errors import UserError
+from .errors import UserError, first_line
 
 
 @dataclass(frozen=True)
@@ -214,7 +214,7 @@ def load_yaml(path: str) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{path}: not valid YAML ({first_line(exc)})") from None
     if not isinstance(loaded, dict):
         raise UserError(f"{path}: expected a mapping of option names to values")
     return loaded

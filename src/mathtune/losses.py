@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .data.packing import Batch
 from .data.tokenize import IGNORE_INDEX
+from .model import backbone_of, unwrap
 
 
 def _inputs(batch: Batch, device) -> dict:
@@ -25,11 +26,11 @@ def _inputs(batch: Batch, device) -> dict:
 
 def _backbone_and_head(model):
     """The decoder stack and the output projection, when logits are exactly head(hidden) (no soft-capping/scale)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap(model)
     config = getattr(base, "config", None)
     if getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None) not in (None, 1, 1.0):
         return None, None
-    backbone = getattr(base, getattr(base, "base_model_prefix", "model"), None)
+    backbone = backbone_of(base)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
     if backbone is None or head is None or not hasattr(head, "weight"):
         return None, None

@@ -62,6 +62,17 @@ def _download(model_id: str) -> Path:
         ) from None
 
 
+def unwrap(model):
+    """The transformers model inside a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def backbone_of(model):
+    """The decoder stack of a causal LM (`model.model` for Llama), or None."""
+    base = unwrap(model)
+    return getattr(base, getattr(base, "base_model_prefix", "model"), None)
+
+
 def model_name(path: Path, requested: str | None = None) -> str:
     """The run-dir name of a model, SWIFT style: 'Yi-1.5-6B-Chat' -> 'yi-1_5-6b-chat'.
 

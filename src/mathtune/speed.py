@@ -15,6 +15,7 @@ import types
 import warnings
 
 from .config import TrainArgs
+from .model import backbone_of, unwrap
 
 
 def liger_available() -> bool:
@@ -32,13 +33,8 @@ def wants_liger(args: TrainArgs, device) -> bool:
     return args.use_liger_kernel
 
 
-def _base(model):
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def decoder_layers(model) -> list:
-    base = _base(model)
-    backbone = getattr(base, getattr(base, "base_model_prefix", "model"), base)
+    backbone = backbone_of(model) or unwrap(model)
     return list(getattr(backbone, "layers", []))
 
 
@@ -59,7 +55,7 @@ def apply_fast_path(model, args: TrainArgs, device, *, attn_impl: str | None = N
         if reason is not None:
             attention.warn_fallback(reason)
     else:
-        report["attention"] = getattr(_base(model).config, "_attn_implementation", None)
+        report["attention"] = getattr(unwrap(model).config, "_attn_implementation", None)
     if _on(getattr(args, "fast_lora", None), device):
         report["fast_lora_modules"] = fast_lora(model)
     compile_layers_too = bool(getattr(args, "torch_compile", False))
@@ -69,12 +65,12 @@ def apply_fast_path(model, args: TrainArgs, device, *, attn_impl: str | None = N
         report["liger"] = "fused linear CE" + ("" if compile_layers_too else " + RMSNorm, SwiGLU, RoPE")
     if compile_layers_too:
         report["compiled_layers"] = compile_layers(model)
-    _base(model)._mathtune_fast_path = report
+    unwrap(model)._mathtune_fast_path = report
     return fused
 
 
 def fast_path_report(model) -> dict:
-    return dict(getattr(_base(model), "_mathtune_fast_path", {}))
+    return dict(getattr(unwrap(model), "_mathtune_fast_path", {}))
 
 
 def _apply_liger(model, kernels: bool = True):
@@ -87,7 +83,7 @@ def _apply_liger(model, kernels: bool = True):
     if kernels:
         # The model's own loss is never called (losses.loss_sum runs the backbone and the head itself), so liger's
         # patched forward with its fused loss is not needed: only the layer kernels.
-        _apply_liger_kernel_to_instance(model=_base(model), rms_norm=True, swiglu=True, rope=True,
+        _apply_liger_kernel_to_instance(model=unwrap(model), rms_norm=True, swiglu=True, rope=True,
                                         cross_entropy=False, fused_linear_cross_entropy=False)
     return LigerFusedLinearCrossEntropyLoss(reduction="sum", ignore_index=-100)
 
@@ -171,7 +167,7 @@ def set_gradient_checkpointing(model, layers: int | None) -> int:
             disable()
         return 0
     enable_checkpointing(model)
-    _base(model).config.use_cache = False
+    unwrap(model).config.use_cache = False
     keep = len(found) if layers is None else min(layers, len(found))
     for i, layer in enumerate(found):
         if hasattr(layer, "gradient_checkpointing"):

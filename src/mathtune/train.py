@@ -15,7 +15,7 @@ from .checkpoint import STATE_FILE, RunLog, discard_checkpoints_after, save_chec
 from .config import TrainArgs
 from .data.packing import collate, pack_rows, plan_steps
 from .data.tokenize import Encoded
-from .errors import UserError
+from .errors import UserError, first_line
 from .losses import loss_sum
 
 
@@ -279,7 +279,7 @@ def _load_torch(path: Path):
         raise UserError(f"refusing '{path}': it holds Python objects beyond tensors and plain data, which could run "
                         "code when loaded; mathtune writes no such file") from None
     except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise UserError(f"cannot read '{path}': {str(exc).splitlines()[0][:160] or type(exc).__name__}") from None
+        raise UserError(f"cannot read '{path}': {first_line(exc, 160)}") from None
 
 
 def _load_state(checkpoint: Path, optimizer, scheduler) -> dict:
@@ -302,5 +302,5 @@ def _load_state(checkpoint: Path, optimizer, scheduler) -> dict:
         _set_rng_state(rng)
     except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
         raise UserError(f"'{checkpoint}' does not fit this run (optimizer, scheduler or RNG state: "
-                        f"{str(exc).splitlines()[0][:160]})") from None
+                        f"{first_line(exc, 160)})") from None
     return state
