@@ -45,6 +45,7 @@ TEMPLATES = [
     "A recipe needs {a} cups of flour for {b} cookies. {name} wants to bake {c} batches of {d} cookies each. "
     "How many cups of flour are needed?",
 ]
+CONFIGS = ("hf_single", "hf_batched", "mathtune", "mathtune_static")
 NAMES = ["Natalia", "James", "Aiko", "Ravi", "Fatima", "Lukas", "Maria", "Chen"]
 
 
@@ -110,6 +111,7 @@ def run_model(shape: str, opts) -> list[dict]:
     prompts = render_prompts(tokenizer, conversations)
     model = build_model(shape, device, torch.bfloat16 if cuda else torch.float32).eval()
     model.config.use_cache = True
+    model.generation_config.use_cache = True  # build_model made it for training (use_cache False): decode with a cache
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.min_new_tokens = opts.max_new_tokens  # random weights must not stop early
@@ -126,10 +128,18 @@ def run_model(shape: str, opts) -> list[dict]:
         if name == "hf_batched":
             return hf_generate(model, tokenizer, prompts, opts.batch_size, opts.max_new_tokens, device)
         replies = generate(model, tokenizer, conversations, max_new_tokens=opts.max_new_tokens,
-                           batch_size=opts.batch_size, progress=False)
+                           batch_size=opts.batch_size, progress=False, static_cache=name == "mathtune_static")
         return opts.max_new_tokens * len(replies)
 
-    for name, problems in (("hf_single", len(single)), ("hf_batched", len(prompts)), ("mathtune", len(prompts))):
+    for name in opts.configs:
+        problems = len(single) if name == "hf_single" else len(prompts)
+        first_call_s = None
+        if name == "mathtune_static":  # the first call compiles; time the second
+            sync(device)
+            start = time.perf_counter()
+            call(name, model)
+            sync(device)
+            first_call_s = time.perf_counter() - start
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         sync(device)
@@ -139,12 +149,13 @@ def run_model(shape: str, opts) -> list[dict]:
         seconds = time.perf_counter() - start
         record = {"model": shape, "config": name, "problems": problems, "new_tokens": tokens, "seconds": seconds,
                   "problems_per_s": problems / seconds, "tokens_per_s": tokens / seconds,
-                  "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+                  "first_call_s": first_call_s, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
                   "batch_size": 1 if name == "hf_single" else opts.batch_size, "max_new_tokens": opts.max_new_tokens,
                   "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
                   "date": datetime.date.today().isoformat()}
-        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in record.items()
-                          if k in ("model", "config", "problems_per_s", "tokens_per_s", "seconds")}), flush=True)
+        shown = ("model", "config", "problems_per_s", "tokens_per_s", "seconds", "first_call_s")
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in record.items() if k in shown}),
+              flush=True)
         results.append(record)
     del model
     gc.collect()
@@ -163,6 +174,10 @@ def main(argv=None) -> int:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--single_limit", type=int, default=4, help="prompts timed one at a time in hf_single")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS),
+                        help="hf_single: plain generate one prompt at a time; hf_batched: plain generate, batches in "
+                             "prompt order; mathtune: mathtune.generate; mathtune_static: with a static KV cache, "
+                             "which transformers compiles on a GPU (its compilation is timed too)")
     parser.add_argument("--out", default=None, help="append one JSON line per config to this file")
     opts = parser.parse_args(argv)
 
@@ -189,10 +204,11 @@ def main(argv=None) -> int:
     print("\n| model | config | problems | problems/s | generated tok/s | peak GiB | x hf_single |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in results:
-        single = next(x for x in results if x["model"] == r["model"] and x["config"] == "hf_single")
+        single = next((x for x in results if x["model"] == r["model"] and x["config"] == "hf_single"), None)
         peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
+        ratio = f"{r['tokens_per_s'] / single['tokens_per_s']:.1f}x" if single else "-"
         print(f"| {r['model']} | {r['config']} | {r['problems']} | {r['problems_per_s']:.2f} | {r['tokens_per_s']:,.0f}"
-              f" | {peak} | {r['tokens_per_s'] / single['tokens_per_s']:.1f}x |")
+              f" | {peak} | {ratio} |")
     print(f"\n{opts.max_new_tokens} new tokens per reply (forced), greedy; total {time.perf_counter() - started:.0f} s")
     return 0
 

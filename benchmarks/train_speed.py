@@ -71,6 +71,7 @@ class Bench:
     attn: str = "varlen"
     fast_lora: bool = True
     compile: bool = False
+    flat: bool = False  # hf only: padding-free micro-batches (DataCollatorWithFlattening), no attention mask
 
     @property
     def rows_per_step(self) -> int:
@@ -83,6 +84,10 @@ HF = {
     "hf_b8": dict(),
     "hf_b8_liger": dict(liger=True),
     "hf_b8_liger_gc": dict(liger=True, gc_layers=None),
+    "hf_flat8": dict(flat=True),
+    "hf_flat8_liger": dict(liger=True, flat=True),
+    "hf_flat8_liger_gc": dict(liger=True, flat=True, gc_layers=None),
+    "hf_flat8_liger_flex": dict(liger=True, flat=True, attn="flex_attention"),
     "hf_b8_full": dict(sft="full"),
     "hf_b8_gc_full": dict(sft="full", gc_layers=None),
 }
@@ -100,7 +105,7 @@ def parse_config(name: str) -> Bench:
     compile  full              torch.compile each decoder layer / full fine-tuning instead of LoRA
     """
     if name in HF:
-        return Bench(name, "hf", **HF[name])
+        return Bench(name, "hf", **{"attn": "sdpa", **HF[name]})
     if not name.startswith("mt_"):
         raise SystemExit(f"unknown config '{name}' (hf: {', '.join(HF)}; mt_...: see --help)")
     if name == "mt_default":
@@ -211,9 +216,31 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def hf_micro_batch(micro, flat: bool) -> dict:
+    """Padded to the longest row with an attention mask (DataCollatorForSeq2Seq), or padding-free: the rows
+    concatenated into one sequence with per-row position ids (transformers' DataCollatorWithFlattening, what TRL's
+    padding_free does); transformers then finds the row boundaries from the position ids."""
+    import torch
+
+    if flat:
+        from transformers import DataCollatorWithFlattening
+
+        return DataCollatorWithFlattening(return_tensors="pt")(
+            [{"input_ids": r.input_ids, "labels": r.labels} for r in micro])
+    width = max(len(r) for r in micro)
+    ids = torch.zeros((len(micro), width), dtype=torch.long)
+    labels = torch.full((len(micro), width), IGNORE)
+    mask = torch.zeros((len(micro), width), dtype=torch.long)
+    for j, r in enumerate(micro):
+        ids[j, : len(r)] = torch.tensor(r.input_ids)
+        labels[j, : len(r)] = torch.tensor(r.labels)
+        mask[j, : len(r)] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
 def run_hf(model, bench: Bench, rows, device: str, steps: int, warmup: int) -> Timing:
-    """The plain transformers + peft loop: padded micro-batches (to the longest row of each), model(labels=...)
-    loss, accumulation, clipping, fused AdamW."""
+    """The plain transformers + peft loop: padded (or flattened) micro-batches, model(labels=...) loss,
+    accumulation, clipping, fused AdamW."""
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -226,19 +253,10 @@ def run_hf(model, bench: Bench, rows, device: str, steps: int, warmup: int) -> T
         start = time.perf_counter()
         padded = 0
         for k in range(0, per_step, bench.batch_size):
-            micro = chosen[k : k + bench.batch_size]
-            width = max(len(r) for r in micro)
-            ids = torch.zeros((len(micro), width), dtype=torch.long)
-            labels = torch.full((len(micro), width), IGNORE)
-            mask = torch.zeros((len(micro), width), dtype=torch.long)
-            for j, r in enumerate(micro):
-                ids[j, : len(r)] = torch.tensor(r.input_ids)
-                labels[j, : len(r)] = torch.tensor(r.labels)
-                mask[j, : len(r)] = 1
-            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device),
-                        use_cache=False)
+            batch = hf_micro_batch(chosen[k : k + bench.batch_size], bench.flat)
+            out = model(**{key: value.to(device) for key, value in batch.items()}, use_cache=False)
             (out.loss / bench.accumulation).backward()
-            padded += ids.numel()
+            padded += batch["input_ids"].numel()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -317,10 +335,26 @@ def llama_module_restored():
         modeling_llama.LlamaForCausalLM.forward = forward
 
 
+@contextlib.contextmanager
+def profiled(enabled: bool, name: str):
+    """With --profile: torch.profiler over the whole config (its times then carry the profiler's overhead), and a
+    table of the kernels that took the most GPU time."""
+    if not enabled:
+        yield
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        yield
+    print(f"--- profile of {name} (device time, all steps) ---")
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=70),
+          flush=True)
+
+
 def run_config(bench: Bench, opts, rows) -> dict:
     import torch
 
-    from mathtune.model import attach_lora
+    from mathtune.model import attach_lora, unwrap
     from mathtune.speed import apply_fast_path, fast_path_report, liger_available, set_gradient_checkpointing
 
     device = opts.device
@@ -342,13 +376,16 @@ def run_config(bench: Bench, opts, rows) -> dict:
     model.train()
     set_gradient_checkpointing(model, bench.gc_layers)
     if bench.engine == "hf":
+        if bench.attn != "sdpa":
+            unwrap(model).set_attn_implementation(bench.attn)
         if bench.liger:
             from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             _apply_liger_kernel_to_instance(model=base)  # Llama defaults: RoPE, RMSNorm, SwiGLU, fused linear CE
         timing = run_hf(model, bench, rows, device, opts.steps, opts.warmup)
-        report = {"attention": "sdpa (transformers, padding mask)"}
+        report = {"attention": f"{unwrap(model).config._attn_implementation} (transformers, "
+                               + ("rows told apart by position ids)" if bench.flat else "padding mask)")}
     else:
         base_args = type("A", (), {"use_liger_kernel": bench.liger, "fast_lora": bench.fast_lora,
                                    "torch_compile": bench.compile})()
@@ -421,6 +458,8 @@ def main(argv=None) -> int:
                                                                         "tiny 256)")
     parser.add_argument("--rows_per_step", type=int, default=None,
                         help="override rows per optimizer step for every config (tiny default 16)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print the kernels that took the most GPU time for each config (slows it down)")
     parser.add_argument("--peak_tflops", type=float, default=790.0, help="dense bf16 peak for MFU (default 790)")
     parser.add_argument("--max_seconds", type=float, default=560.0,
                         help="skip configs not started by this many seconds (so the table is always printed)")
@@ -463,7 +502,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             failure = None
             try:
-                with llama_module_restored():
+                with llama_module_restored(), profiled(opts.profile, bench.name):
                     record.update(run_config(bench, opts, rows))
             except Exception as exc:  # noqa: BLE001 - one failing config must not stop the others
                 failure = ("OOM", "") if is_oom(exc) else ("error", f"{type(exc).__name__}: {str(exc)[:300]}")

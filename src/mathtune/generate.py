@@ -32,8 +32,12 @@ def sampling_kwargs(temperature: float, top_p: float) -> dict:
 
 def generate(model, tokenizer, conversations: Sequence[Sequence[dict[str, str]]], *, max_new_tokens: int = 512,
              temperature: float = 0.0, top_p: float = 1.0, num_samples: int = 1, stop_words: Sequence[str] = (),
-             batch_size: int = 32, progress: bool = True) -> list[list[str]]:
-    """For each conversation, `num_samples` assistant replies (greedy when temperature is 0)."""
+             batch_size: int = 32, progress: bool = True, static_cache: bool = False) -> list[list[str]]:
+    """For each conversation, `num_samples` assistant replies (greedy when temperature is 0).
+
+    `static_cache`: a preallocated KV cache, with which transformers compiles the decoding step (CUDA graphs) on a
+    GPU; prompt widths are rounded up to a multiple of 64 so that few cache shapes (compilations) occur.
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -48,6 +52,8 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict[str, str]]]
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         width = max(len(prompts[i]) for i in chunk)
+        if static_cache:
+            width = -(-width // 64) * 64
         input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, i in enumerate(chunk):
@@ -55,10 +61,13 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict[str, str]]]
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention[row, width - len(ids) :] = 1
         extra = {"stop_strings": list(stop_words), "tokenizer": tokenizer} if stop_words else {}
+        if static_cache:
+            extra["cache_implementation"] = "static"
         with torch.inference_mode():
             out = model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device), max_new_tokens=max_new_tokens,
                 num_return_sequences=num_samples, eos_token_id=eos, pad_token_id=pad_id,
+                use_cache=True,  # a model fresh from training has use_cache False (checkpointing) in its config
                 **sampling_kwargs(temperature, top_p), **extra,
             )
         new = out[:, width:].tolist()
