@@ -27,7 +27,7 @@ def forward_lengths(model) -> list[int]:
 
 def test_decoding_uses_the_kv_cache_even_when_the_config_turned_it_off(tiny):
     model, tokenizer = tiny
-    model.config.use_cache = False  # what gradient checkpointing leaves behind after training
+    model.config.use_cache = False  # as in a model built for training
     model.generation_config.use_cache = False
     model.generation_config.min_new_tokens = 6
     lengths = forward_lengths(model)

@@ -67,7 +67,7 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict[str, str]]]
             out = model.generate(
                 input_ids=input_ids.to(device), attention_mask=attention.to(device), max_new_tokens=max_new_tokens,
                 num_return_sequences=num_samples, eos_token_id=eos, pad_token_id=pad_id,
-                use_cache=True,  # a model fresh from training has use_cache False (checkpointing) in its config
+                use_cache=True,  # even where the model's generation config turns the cache off
                 **sampling_kwargs(temperature, top_p), **extra,
             )
         new = out[:, width:].tolist()
