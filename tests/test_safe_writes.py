@@ -323,3 +323,45 @@ def test_answers_file_is_complete_or_untouched(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]
     assert infer.answer_file(None, None, str(source), str(target), settings, progress=False) == 2
     assert [json.loads(line)["response"] for line in target.read_text().splitlines()] == ["x", "x"]
+
+
+def test_embedded_conversion_into_an_unwritable_cache_fails_in_one_line_before_reading_the_model(tmp_path):
+    from mathtune.embedded import convert_gguf
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(UserError, match=r"cannot write the converted model to .*MATHTUNE_CACHE"):
+        convert_gguf(tmp_path / "never-read.gguf", blocker / "cache" / "SmolLM2")
+
+
+@pytest.mark.parametrize("how", ["fails", "disk full", "done by another process"])
+def test_embedded_conversion_leaves_a_whole_folder_or_none(tmp_path, monkeypatch, tiny_model_dir, how):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mathtune import embedded
+
+    def dequantize(gguf):
+        if how == "fails":
+            raise RuntimeError("the GGUF is corrupt")
+        model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(
+            tiny_model_dir)
+        if how == "disk full":
+            monkeypatch.setattr(type(tokenizer), "save_pretrained",
+                                lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+        return model, tokenizer
+
+    monkeypatch.setattr(embedded, "_dequantize", dequantize)
+    cache = tmp_path / "cache"
+    target = cache / "SmolLM2"
+    if how == "done by another process":
+        target.mkdir(parents=True)
+        (target / "config.json").write_text("{}")
+        embedded.convert_gguf(tmp_path / "x.gguf", target)
+        assert (target / "config.json").read_text() == "{}"  # the other process's folder is kept as it is
+    elif how == "fails":
+        with pytest.raises(RuntimeError, match="corrupt"):
+            embedded.convert_gguf(tmp_path / "x.gguf", target)
+    else:
+        with pytest.raises(UserError, match="cannot write the converted model .*: No space left on device"):
+            embedded.convert_gguf(tmp_path / "x.gguf", target)
+    assert sorted(p.name for p in cache.iterdir()) == (["SmolLM2"] if how == "done by another process" else [])

@@ -2,7 +2,8 @@
 the new one, never half of one, whatever stops the write (a kill, a full disk, a permission).
 
 A failed write is one line (`UserError`); the temporary file is removed. Every file mathtune writes whole goes
-through here; a folder written whole (a checkpoint, a merged model) is staged the same way by its own module.
+through here; a folder written whole (a checkpoint, a merged model) is staged by its own module, which decides what
+happens to an existing folder, inside `staging_folder`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,20 @@ def staged_file(path: str | os.PathLike[str], note: str = "") -> Iterator[Path]:
         if reason is None:
             raise
         raise UserError(f"cannot write '{target}': {reason}{note}") from None
+
+
+@contextlib.contextmanager
+def staging_folder(staging: Path, failure: str, note: str = "") -> Iterator[None]:
+    """Run the block that fills `staging` and renames it into place; if the block fails, `staging` is removed and a
+    write failure becomes one line, `FAILURE: REASON` plus `note`; anything else is raised as it is."""
+    try:
+        yield
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = write_failure(exc)
+        if reason is None:
+            raise
+        raise UserError(f"{failure}: {reason}{note}") from None
 
 
 def write_text(path: str | os.PathLike[str], text: str, note: str = "") -> None:

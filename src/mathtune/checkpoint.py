@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .atomic import write_failure, write_lines
+from .atomic import staging_folder, write_lines
 from .errors import UserError
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -99,21 +99,12 @@ def save_checkpoint(run_dir: Path, step: int, write, save_total_limit: int | Non
     for leftover in run_dir.iterdir():  # one trainer per run dir: anything it staged before is from a dead process
         if STAGED.match(leftover.name):
             shutil.rmtree(leftover, ignore_errors=True)
-    try:
+    with staging_folder(staging, f"cannot save checkpoint to '{final}'", "; earlier checkpoints are intact"):
         staging.mkdir()
         write(staging)
         if final.exists():  # a resumed run re-saving a step it saved before; earlier checkpoints cover a kill here
             _remove(final)
         os.replace(staging, final)
-    except Exception as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        reason = write_failure(exc)
-        if reason is None:
-            raise
-        raise UserError(f"cannot save checkpoint to '{final}': {reason}; earlier checkpoints are intact") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     if save_total_limit is not None:
         for old in checkpoints(run_dir)[:-save_total_limit]:
             if old != final:

