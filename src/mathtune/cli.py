@@ -39,7 +39,8 @@ def _add_infer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval_human", type=parse_bool, nargs="?", const=True, metavar="BOOL",
                    help="interactive chat (default when no --query or --input is given)")
     p.add_argument("--query", help="answer this one question and exit")
-    p.add_argument("--input", metavar="FILE.jsonl", help="answer every row ({query} or {messages}) of this file")
+    p.add_argument("--input", metavar="FILE.jsonl",
+                   help="answer every row of this file (any training row shape; an answer in it is ignored)")
     p.add_argument("--output", metavar="FILE.jsonl", help="where --input's answers go")
     p.add_argument("--system", help="system prompt")
     p.add_argument("--stop_words", nargs="+", default=[], metavar="WORD", help="stop generating at any of these")

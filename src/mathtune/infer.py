@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import write_jsonl
-from .errors import DataError, UserError
+from .data.formats import prompt_messages
+from .errors import UserError
 from .generate import cut_at_stop_words, generate, render_prompts, sampling_kwargs, until_eos
 from .jsonl import read_jsonl
 from .model import end_of_turn_ids
@@ -94,32 +95,13 @@ def repl(model, tokenizer, args: InferArgs, stdin=None, out=None) -> None:
 
 
 def _read_queries(path: Path) -> list[tuple[dict, list[dict[str, str]]]]:
-    """Rows of an input jsonl: {query, system?, history?} or {messages} (a trailing assistant turn is dropped)."""
+    """Rows of an input jsonl in any training shape, the answer optional (data.formats.prompt_messages)."""
     if not path.is_file():
         raise UserError(f"--input '{path}' does not exist or is not a file")
-    rows = [(row, _row_messages(row, str(path), number)) for number, row in read_jsonl(path)]
+    rows = [(row, list(prompt_messages(row, str(path), number))) for number, row in read_jsonl(path)]
     if not rows:
         raise UserError(f"--input '{path}' holds no rows")
     return rows
-
-
-def _row_messages(row: dict, where: str, line: int) -> list[dict[str, str]]:
-    if isinstance(row.get("messages"), list):
-        messages = [m for m in row["messages"] if isinstance(m, dict)]
-        if messages and messages[-1].get("role") == "assistant":
-            messages = messages[:-1]
-        if not messages or any(not isinstance(m.get("content"), str) for m in messages):
-            raise DataError(where, line, "field 'messages' has no usable turns")
-        return [{"role": m["role"], "content": m["content"]} for m in messages]
-    query = row.get("query", row.get("question", row.get("instruction")))
-    if not isinstance(query, str) or not query.strip():
-        raise DataError(where, line, "field 'query' missing")
-    messages = _start(row.get("system")) if isinstance(row.get("system"), str) else []
-    for pair in row.get("history") or []:
-        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
-            raise DataError(where, line, "field 'history' must be a list of [query, response] pairs")
-        messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
-    return messages + [{"role": "user", "content": query}]
 
 
 def check_prompt_lengths(model, tokenizer, conversations, where: str) -> None:

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from mathtune.data.formats import (
@@ -6,6 +8,7 @@ from mathtune.data.formats import (
     apply_columns,
     detect_format,
     parse_rows,
+    prompt_messages,
     to_messages,
     with_default_system,
 )
@@ -193,3 +196,32 @@ def test_default_system_only_when_missing():
     assert with_default_system(plain, "be exact") == m((S, "be exact"), (U, "q"), (A, "r"))
     own = m((S, "mine"), (U, "q"), (A, "r"))
     assert with_default_system(own, "be exact") == own
+
+
+@pytest.mark.parametrize(("row", "expected"), [
+    ({"query": "q", "system": "s", "history": [["a", "b"]]},
+     [("system", "s"), ("user", "a"), ("assistant", "b"), ("user", "q")]),
+    ({"query": "q", "response": "an answer is ignored"}, [("user", "q")]),
+    ({"question": "q"}, [("user", "q")]),
+    ({"instruction": "do", "input": "x"}, [("user", "do\nx")]),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, [("user", "hi")]),
+    ({"conversations": [{"from": "system", "value": "s"}, {"from": "human", "value": "hi"}]},
+     [("system", "s"), ("user", "hi")]),
+])
+def test_prompt_messages_reads_every_training_shape_without_its_answer(row, expected):
+    assert [(m["role"], m["content"]) for m in prompt_messages(row, "in.jsonl", 1)] == expected
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ({"foo": 1}, "in.jsonl:3: field 'query' missing"),
+    ({"query": " "}, "in.jsonl:3: field 'query' is empty"),
+    ([1], "in.jsonl:3: row must be a JSON object, got list"),
+    ({"messages": []}, "in.jsonl:3: field 'messages' is empty"),
+    ({"messages": [{"role": "assistant", "content": "x"}]}, "field 'messages' ends without a user turn to answer"),
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "late"}]},
+     "a system message may only come first"),
+    ({"query": "q", "history": [["only one"]]}, "field 'history[0]' must be a [query, response] pair"),
+])
+def test_prompt_messages_names_the_bad_field(row, message):
+    with pytest.raises(DataError, match=re.escape(message)):
+        prompt_messages(row, "in.jsonl", 3)

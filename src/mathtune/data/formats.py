@@ -110,6 +110,20 @@ def to_messages(row: Mapping[str, object], fmt: str, where: str, line: int | Non
     raise ValueError(f"unknown row format {fmt!r}")
 
 
+def prompt_messages(row: Mapping[str, object], where: str, line: int | None) -> Messages:
+    """The conversation a row asks to have answered (`infer --input`): the training shapes with the final answer
+    optional (a trailing assistant turn is dropped); `question` is read as `query`."""
+    if not isinstance(row, Mapping):
+        raise DataError(where, line, f"row must be a JSON object, got {type_name(row)}")
+    if "messages" in row or "conversations" in row:
+        return _chat(row, "messages" if "messages" in row else "conversations", where, line, answered=False)
+    if "instruction" in row:
+        return _alpaca(row, where, line, answered=False)
+    if "question" in row and "query" not in row:
+        row = {**row, "query": row["question"]}
+    return _swift(row, where, line, answered=False)
+
+
 def parse_rows(
     rows: Iterable[tuple[int | None, object]],
     where: str,
@@ -186,7 +200,7 @@ def _system(row: Mapping[str, object], where: str, line: int | None) -> list[dic
     return [{"role": "system", "content": system}] if system else []
 
 
-def _swift(row: Mapping[str, object], where: str, line: int | None) -> Messages:
+def _swift(row: Mapping[str, object], where: str, line: int | None, answered: bool = True) -> Messages:
     messages = _system(row, where, line)
     history = row.get("history")
     if history is not None:
@@ -201,13 +215,13 @@ def _swift(row: Mapping[str, object], where: str, line: int | None) -> Messages:
                 if not isinstance(text, str):
                     raise DataError(where, line, f"field 'history[{i}][{j}]' must be a string, got {type_name(text)}")
                 messages.append({"role": role, "content": text})
-    query = text_field(row, "query", where, line)
-    response = text_field(row, "response", where, line)
-    messages += [{"role": "user", "content": query}, {"role": "assistant", "content": response}]
+    messages.append({"role": "user", "content": text_field(row, "query", where, line)})
+    if answered:
+        messages.append({"role": "assistant", "content": text_field(row, "response", where, line)})
     return tuple(messages)
 
 
-def _alpaca(row: Mapping[str, object], where: str, line: int | None) -> Messages:
+def _alpaca(row: Mapping[str, object], where: str, line: int | None, answered: bool = True) -> Messages:
     if "instruction" not in row:
         raise DataError(where, line, "field 'instruction' missing")
     instruction = text_field(row, "instruction", where, line, required=False) or ""
@@ -215,8 +229,10 @@ def _alpaca(row: Mapping[str, object], where: str, line: int | None) -> Messages
     query = "\n".join(part for part in (instruction, extra) if part.strip())
     if not query:
         raise DataError(where, line, "field 'instruction' is empty")
-    output = text_field(row, "output", where, line)
-    return (*_system(row, where, line), {"role": "user", "content": query}, {"role": "assistant", "content": output})
+    messages = (*_system(row, where, line), {"role": "user", "content": query})
+    if not answered:
+        return messages
+    return (*messages, {"role": "assistant", "content": text_field(row, "output", where, line)})
 
 
 def _response(row: Mapping[str, object], where: str, line: int | None) -> Messages:
@@ -225,7 +241,7 @@ def _response(row: Mapping[str, object], where: str, line: int | None) -> Messag
     return (*_system(row, where, line), {"role": "assistant", "content": response})
 
 
-def _chat(row: Mapping[str, object], key: str, where: str, line: int | None) -> Messages:
+def _chat(row: Mapping[str, object], key: str, where: str, line: int | None, answered: bool = True) -> Messages:
     turns = row.get(key)
     if key not in row:
         raise DataError(where, line, f"field '{key}' missing")
@@ -259,6 +275,12 @@ def _chat(row: Mapping[str, object], key: str, where: str, line: int | None) -> 
             raise DataError(where, line, f"field '{name}': a system message may only come first")
         messages.append({"role": role, "content": content})
     last = len(messages) - 1
+    if not answered:
+        if messages[last]["role"] == "assistant":
+            messages.pop()
+        if not messages or messages[-1]["role"] != "user":
+            raise DataError(where, line, f"field '{key}' ends without a user turn to answer")
+        return tuple(messages)
     if messages[last]["role"] != "assistant":
         raise DataError(
             where,
