@@ -44,9 +44,10 @@ SHAPES = {
                  rms_norm_eps=1e-6),
 }
 DEFAULT_CONFIGS = {  # most telling first: --max_seconds cuts from the end
-    "yi6b": ["hf_tutorial", "hf_b8_liger", "hf_b8_gc", "mt_p8k_nogc", "mt_p8k_gc", "mt_default", "mt_r16_p8k_nogc",
-             "hf_b8", "hf_b8_liger_gc", "mt_p16k_gc", "mt_p32k_gc", "mt_p16k_nogc", "mt_r16_p8k_gc", "mt_p8k_gc28",
-             "mt_p4k_gc24", "mt_p8k_nogc_sdpa", "mt_p8k_nogc_slowlora", "mt_p16k_gc_full"],
+    "yi6b": ["hf_tutorial", "hf_b8_liger", "hf_flat8_liger_flex", "hf_b8_gc", "mt_p8k_nogc", "mt_p8k_gc",
+             "mt_default", "mt_r16_p8k_nogc", "hf_b8", "hf_b8_liger_gc", "mt_p16k_gc", "mt_p32k_gc", "mt_p16k_nogc",
+             "mt_r16_p8k_gc", "mt_p8k_gc28", "mt_p4k_gc24", "mt_p8k_nogc_sdpa", "mt_p8k_nogc_slowlora",
+             "mt_p16k_gc_full", "hf_flat8", "hf_flat8_liger", "hf_flat8_liger_gc"],
     "smol135m": ["hf_b8", "mt_r256_p64k_nogc", "mt_p32k_nogc", "mt_default", "mt_r16_p8k_nogc", "mt_p16k_nogc",
                  "mt_p32k_nogc_noliger", "mt_p32k_nogc_slowlora", "mt_p32k_nogc_sdpa", "hf_b8_full",
                  "mt_p32k_nogc_full", "mt_r256_p64k_nogc_full"],

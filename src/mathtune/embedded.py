@@ -57,8 +57,8 @@ def convert_gguf(gguf: Path, target: Path) -> None:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     except OSError as exc:
         raise UserError(f"{failure}: {exc.strerror}") from None
-    staging.chmod(0o755)
     with staging_folder(staging, failure):
+        staging.chmod(0o755)  # mkdtemp makes it private; the cache is shared like any model folder
         model, tokenizer = _dequantize(gguf)
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
