@@ -97,6 +97,43 @@ MATH_EN = [
     # nothing to find
     ("I don't know.", "5", False),
     ("", "5", False),
+    # a marker with no answer after it is not an answer
+    ("So there are 15 apples. Check: 10 + 5 = 15. The answer is correct.", "15", True),
+    ("Janet makes $18 every day. I hope this answer is helpful!", "18", True),
+    ("The answer isn't 4; it's 5.", "5", True),
+    ("The answer isn't 4; it's 5.", "4", False),
+    ("Suppose the answer is 12; then 12 * 3 = 36, not 30. So it must be 10.", "12", False),
+    ("Suppose the answer is 12; then 12 * 3 = 36, not 30. So it must be 10.", "10", True),
+    ("The answer must be 42.", "42", True),
+    # working after the answer is not a second answer
+    ("The answer is 12 (since 3 x 4 = 12).", "12", True),
+    ("The answer is 12 (3 boxes of 4 apples).", "12", True),
+    ("The answer is 42 - the sum of 40 and 2.", "42", True),
+    ("The answer is 42 - the sum of 40 and 2.", "40", False),
+    # an answer taken back: the number after the correction counts
+    ("The answer is 12. Wait, no: 4 x 4 = 16. So there are 16 apples.", "16", True),
+    ("The answer is 12. Wait, no: 4 x 4 = 16. So there are 16 apples.", "12", False),
+    ("So we get \\boxed{6}.\n\nWait, I made an error: 2 * 4 = 8. So Tom has 8 apples.", "8", True),
+    ("So we get \\boxed{6}.\n\nWait, I made an error: 2 * 4 = 8. So Tom has 8 apples.", "6", False),
+    ("The answer is 12. Wait, let me double-check: 3 * 4 = 12, and 12 / 4 = 3.", "12", True),
+    # exponents, ratios and clock times in the last-number fallback
+    ("So the area of the garden is 48 m^2.", "48", True),
+    ("The area is $48 \\text{ cm}^2$.", "48", True),
+    ("The ratio of boys to girls is 3:4.", "3:4", True),
+    ("The ratio of boys to girls is 3:4.", "4", False),
+    ("She arrives at 12:30.", "12:30", True),
+    # words that change the value are not units
+    ("The answer is 2 and a half hours.", "2", False),
+    ("The answer is 3 million.", "3", False),
+    ("The answer is 3 million.", "3000000", True),
+    ("The answer is negative 3.", "3", False),
+    ("\\boxed{3 x}", "3", False),
+    ("\\boxed{5 i}", "5", False),
+    ("The answer is 20 percent.", "0.2", True),
+    ("The answer is 7 m.", "7", True),
+    # a multiple-choice gold, the model adding the value
+    ("\\boxed{\\text{(C)}\\ 12}", "\\text{(C)}", True),
+    ("\\boxed{\\text{(B)}\\ 12}", "\\text{(C)}", False),
 ]
 
 MATH_ZH = [
@@ -117,6 +154,15 @@ MATH_ZH = [
     ("答案为 \\boxed{7}", "7", True),
     ("所以 x = 4，答案是 4", "4", True),
     ("所以 x = 4，答案是 5", "4", False),
+    ("10+5=15，答案是正确的。", "15", True),
+    ("最后检验答案是否正确：3×4=12，所以一共有12个苹果。", "12", True),
+    ("答案：12元（3×4=12）", "12", True),
+    ("答案是三分之二", "2/3", True),
+    ("答案是三分之二", "3", False),
+    ("答案是负五", "-5", True),
+    ("答案是负五", "5", False),
+    ("答案是百分之五十", "0.5", True),
+    ("答案是3万元", "30000", True),
 ]
 
 CHOICE = [
@@ -215,6 +261,17 @@ def test_any_listed_gold_counts():
     assert grade("\\boxed{\\binom{10}{5}}", item, "math").correct
     assert grade("\\boxed{252}", item, "math").correct
     assert not grade("\\boxed{251}", item, "math").correct
+
+
+@pytest.mark.parametrize("output", [
+    "\n" * 30_000 + "The answer is 42.",  # patterns anchored at line starts must not scan across lines
+    "---\n" * 10_000 + "The answer is 42.",
+    "\\boxed{" * 4_000 + " The answer is 42.",  # unclosed groups: braces are matched in one pass
+])
+def test_extraction_is_linear_on_degenerate_output(output):
+    start = time.perf_counter()
+    assert extract_answer(output) == "42"
+    assert time.perf_counter() - start < 3  # each took 8-12 s when the scans were quadratic
 
 
 def test_unknown_checker():

@@ -3,9 +3,15 @@
 Policy (each rule is pinned by a case in tests/evaluate/test_grading.py):
 - The answer is the LAST one the model states: the last of `\\boxed{}`, `<answer>` tags, `####`, "final answer",
   "the answer is", "Answer:", "答案是/为/：", "答：", whichever comes last in the text; with none of these, the last
-  number. Taking the first match scores "12 apples ... so 15" wrong in both directions.
+  number. Taking the first match scores "12 apples ... so 15" wrong in both directions. A marker followed by no
+  answer ("The answer is correct.", "答案是否正确") or stating a hypothesis ("Suppose the answer is 12") is skipped; an
+  answer taken back ("Wait, no", "I made an error", "不对") gives way to the last number after the retraction;
+  working after the answer ("12 (since 3 x 4 = 12)", "42 - the sum of ...") is not part of it.
+- The last-number fallback skips exponents ("48 m^2" is 48) and keeps ratios and clock times whole ("3:4").
 - Numbers compare by value: thousands separators, currency, units, trailing periods, `x =` and LaTeX wrappers are
   dropped; 1/2, \\frac{1}{2} and 0.5 are equal; a difference below one part in a million counts as rounding noise.
+  Words that change a value are never dropped as units ("2 and a half", "3 x", "negative 3"); "3 million", "3万",
+  "20 percent", "百分之五十", "三分之二" and "负五" are read as the numbers they name.
 - Percent: "50%" matches a gold of 50 or of 0.5 (the gold of a "what percent" question is usually 50, of a
   "what fraction" question 0.5; math_verify takes the same view). "0.33" does not match 1/3: the gold's precision binds.
 - Text golds ("Yes", "Zoey is a knight") compare as normalised strings, never through sympy, which reads "Yes" as the
@@ -52,47 +58,66 @@ class Verdict:
 _NUM = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+"
 _LAST_NUMBER = re.compile(
     r"\\[dt]?frac\{[^{}]+\}\{[^{}]+\}"
-    rf"|(?<![A-Za-z0-9_)\]}}])-?(?:{_NUM})\s*/\s*(?:{_NUM})(?![\d/])"
-    rf"|(?<![A-Za-z0-9_)\]}}.])-?(?:{_NUM})(?:\s*\\?%)?"
+    r"|(?<![\d:.])\d+:\d+(?![\d:])"  # a ratio or a clock time, whole: "3:4", "12:30"
+    rf"|(?<![A-Za-z0-9_)\]}}^])-?(?:{_NUM})\s*/\s*(?:{_NUM})(?![\d/])"
+    rf"|(?<![A-Za-z0-9_)\]}}.^])(?<!\^\{{)-?(?:{_NUM})(?:\s*\\?%)?"  # not an exponent: "48 m^2" is 48
 )
 _MARKERS = [
     re.compile(r"final\s+answer\s*(?:is|:|：|=)?", re.I),
-    re.compile(r"\banswer\s*(?:is|would\s+be|should\s+be|:|：|=)(?!\s*not\b)", re.I),
-    re.compile(r"^\W*answer\W*$", re.I | re.M),  # "**Answer**" alone on its line, the value on the next
-    re.compile(r"答案\s*(?:应该是|应为|是|为|:|：)"),
-    re.compile(r"^\s*答\s*[:：]", re.M),
+    re.compile(r"\banswer\s*(?:is(?!n['’]t)\b|(?:would|should|must)\s+be|:|：|=)(?!\s*not\b)", re.I),
+    re.compile(r"^[^\w\n]*answer[^\w\n]*$", re.I | re.M),  # "**Answer**" alone on its line, the value on the next
+    re.compile(r"答案\s*(?:应该是|应为|是(?!否)|为|:|：)"),
+    re.compile(r"^[^\S\n]*答[^\S\n]*[:：]", re.M),  # [^\S\n]: a \s that spans lines makes this quadratic
     re.compile(r"####"),
 ]
+# "The answer is correct." / "I hope this answer is helpful" / "答案是正确的": a marker with no answer after it.
+_NOT_AN_ANSWER = re.compile(
+    r"(?:(?:very|quite|also|not|definitely|indeed)\s+)?(?:correct|incorrect|right|wrong|helpful|clear|reasonable|"
+    r"obvious|straightforward|as\s+follows|below|above|shown|given)\b|正确|错误|对的|错的|如下|合理",
+    re.I,
+)
+# "Suppose the answer is 12, then ..." states no answer.
+_HYPOTHETICAL = re.compile(r"(?:suppose|assum\w*|\bif|假设|如果)\s*(?:that\s+)?(?:the\s+)?(?:final\s+)?$", re.I)
+# A stated answer taken back: the answer is the last number after this.
+_RETRACTION = re.compile(
+    r"\bwait,?\s+no\b|\bi\s+made\s+an?\s+(?:error|mistake)|\bthat(?:'s|\s+is)\s+(?:wrong|incorrect|not\s+right)"
+    r"|\bcorrection\s*:|不对|错了|更正",
+    re.I,
+)
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
-_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|[。！？；;，]|,\s+(?=[A-Za-z])|\s+(?:because|since|which|so)\s", re.I)
+_SENTENCE_END = re.compile(
+    r"[.!?](?=\s|$)|[。！？；;，（]|,\s+(?=[A-Za-z])|\s+(?:because|since|which|so)\s"
+    r"|(?<=[\d%}])\s+\((?=[^)]*[A-Za-z]{2})"  # "12 (since 3 x 4 = 12)"
+    r"|(?<=\d)\s+[-–—]\s+(?=[A-Za-z]{2}|[\u4e00-\u9fff])",  # "42 - the sum of 40 and 2"
+    re.I,
+)
 _CN_DIGITS = dict(zip("零〇一二两三四五六七八九", (0, 0, 1, 2, 2, 3, 4, 5, 6, 7, 8, 9), strict=True))
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000, "万": 10_000, "亿": 100_000_000}
-_CN_NUMBER = re.compile(r"^([零〇一二两三四五六七八九十百千万亿]+)([\u4e00-\u9fff]{0,3})$")
+_CN_CHARS = "[零〇一二两三四五六七八九十百千万亿]"
+_CN_NUMBER = re.compile(rf"^({_CN_CHARS}+)([\u4e00-\u9fff]{{0,3}})$")
 
 
-def _balanced(text: str, open_at: int) -> tuple[str, int] | None:
-    """Content of the brace group opening at `open_at` and the index after it; None when it never closes."""
-    depth = 0
-    for i in range(open_at, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[open_at + 1 : i], i + 1
-    return None
+def _brace_pairs(text: str) -> dict[int, int]:
+    """Index of the matching "}" for every "{" that closes, in one pass (a rescan per brace is quadratic)."""
+    pairs, opened = {}, []
+    for i, ch in enumerate(text):
+        if ch == "{":
+            opened.append(i)
+        elif ch == "}" and opened:
+            pairs[opened.pop()] = i
+    return pairs
 
 
 def _boxed(text: str) -> list[tuple[int, str]]:
     """(position, content) of every \\boxed{...} (nested braces kept) and \\boxed 5."""
-    found = []
+    found, pairs = [], None
     for m in _BOXED.finditer(text):
         if m.end() < len(text) and text[m.end()] == "{":
-            group = _balanced(text, m.end())
-            if group is not None:
-                found.append((m.start(), group[0]))
+            pairs = _brace_pairs(text) if pairs is None else pairs
+            if m.end() in pairs:
+                found.append((m.start(), text[m.end() + 1 : pairs[m.end()]]))
         elif short := re.match(r"[^\s$}]+", text[m.end() :]):
             found.append((m.start(), short.group(0)))
     return found
@@ -140,7 +165,12 @@ def _final_candidates(text: str) -> list[tuple[int, str]]:
     found = _boxed(text)
     found += [(m.start(), m.group(1)) for m in _ANSWER_TAG.finditer(text)]
     for pattern in _MARKERS:
-        found += [(m.start(), _after_marker(text, m.end())) for m in pattern.finditer(text)]
+        for m in pattern.finditer(text):
+            after = _after_marker(text, m.end())
+            if _NOT_AN_ANSWER.match(_strip_decoration(after)) or _HYPOTHETICAL.search(text[max(0, m.start() - 30):
+                                                                                             m.start()]):
+                continue
+            found.append((m.start(), after))
     return sorted(found, key=lambda pc: pc[0])
 
 
@@ -161,8 +191,10 @@ def last_number(text: str) -> str | None:
 def extract_answer(text: str, language: str = "en") -> str | None:
     """The final answer a model gave to a math question: the last stated one, else the last number."""
     answer = None
-    for _, raw in reversed(_final_candidates(text)):
+    for position, raw in reversed(_final_candidates(text)):
         if answer := _math_span(raw):
+            if (taken_back := _RETRACTION.search(text, position)) and (later := last_number(text[taken_back.end():])):
+                answer = later  # "The answer is 12. Wait, no: ... so 16 apples."
             break
     answer = answer or last_number(text)
     if answer and language == "zh":
@@ -171,12 +203,23 @@ def extract_answer(text: str, language: str = "en") -> str | None:
 
 
 def _chinese_numeral(s: str) -> str:
-    """'十二' -> '12' (and '十二个' -> '12个') so Chinese answers written in words compare as numbers."""
-    m = _CN_NUMBER.match(s.strip())
-    if not m or any(ch.isdigit() for ch in s):
+    """'十二' -> '12' (and '十二个' -> '12个', '负五' -> '-5', '三分之二' -> '2/3') so Chinese answers written in words
+    compare as numbers."""
+    s = s.strip()
+    if any(ch.isdigit() for ch in s):
         return s
+    sign = "-" if s.startswith("负") else ""
+    s = s.removeprefix("负")
+    if fraction := re.fullmatch(rf"({_CN_CHARS}+)分之({_CN_CHARS}+)", s):
+        part, whole = _cn_int(fraction.group(2)), fraction.group(1)
+        return f"{sign}{part}%" if whole == "百" else f"{sign}{part}/{_cn_int(whole)}"
+    m = _CN_NUMBER.match(s)
+    return f"{sign}{_cn_int(m.group(1))}{m.group(2)}" if m else sign + s
+
+
+def _cn_int(numeral: str) -> int:
     total = section = digit = 0
-    for ch in m.group(1):
+    for ch in numeral:
         if ch in _CN_DIGITS:
             digit = _CN_DIGITS[ch]
         elif _CN_UNITS[ch] >= 10_000:
@@ -185,7 +228,7 @@ def _chinese_numeral(s: str) -> str:
         else:
             section += (digit or 1) * _CN_UNITS[ch]
             digit = 0
-    return f"{total + section + digit}{m.group(2)}"
+    return total + section + digit
 
 
 def extract_choice(text: str) -> str | None:
@@ -212,6 +255,20 @@ _UNIT_TAIL = re.compile(
     r"^(-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?\s*%?)"
     r"(\s+[A-Za-z](?:[A-Za-z .'/²³-]|\^\{?[23]\}?)*|\s*[\u4e00-\u9fff][^\d]*)$"
 )
+# Words after a number that change its value: never stripped as a unit ("2 and a half", "3 million", "3 x").
+_VALUE_WORDS = set(
+    "and half halves quarter quarters third thirds fourth fourths fifth fifths dozen dozens times point plus minus "
+    "over squared cubed hundred hundreds thousand thousands million millions billion billions trillion".split()
+)
+_UNIT_LETTERS = set("mgshlLKVWJNA")  # single-letter units; any other single letter is a variable ("3 x", "5 i")
+_MULTIPLIERS = {"thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12, "万": 10**4, "亿": 10**8}
+_MULTIPLIED = re.compile(r"(\d+(?:\.\d+)?)\s*(thousand|million|billion|trillion|万|亿)(?![A-Za-z])", re.I)
+# In a worded answer, words that change the one number in it: "negative 3" is not 3.
+_CHANGES_VALUE = re.compile(
+    r"\b(?:negative|minus|half|halves|quarters?|thirds?|dozens?|hundreds?|thousands?|millions?|billions?|times|"
+    r"squared|cubed|point)\b|负|半",
+    re.I,
+)
 _ASSIGNMENT = re.compile(r"^\\?[A-Za-z]\w*(?:_\{?\w+\}?)?\s*(?:=|\\approx|≈)\s*(?=\S)")
 _MATH_WORDS = set(
     "sqrt frac dfrac tfrac pi sin cos tan cot sec csc log ln exp infty inf cdot times div pm mp le ge leq geq cup "
@@ -236,10 +293,28 @@ def normalize(s: str) -> str:
     if _ASSIGNMENT.match(s) and s.count("=") <= 1:
         s = _ASSIGNMENT.sub("", s).strip()
     s = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", s)
+    s = re.sub(r"\s*(?:percent|per\s+cent)\b", "%", s, flags=re.I)
+    s = re.sub(r"百分之\s*(\d+(?:\.\d+)?)", r"\1%", s)
+    s = _MULTIPLIED.sub(lambda m: _times(m.group(1), _MULTIPLIERS[m.group(2).lower()]), s)
     m = _UNIT_TAIL.match(s)
-    if m and m.group(2).split()[0].lower() not in _MATH_WORDS:  # "5 apples" -> 5, but "3 pi" stays
+    if m and _is_unit(m.group(2)):  # "5 apples" -> 5, but "3 pi", "3 x" and "2 and a half" stay
         s = m.group(1).strip()
     return s
+
+
+def _times(number: str, factor: int) -> str:
+    value = Fraction(number) * factor
+    return str(value.numerator) if value.denominator == 1 else str(float(value))
+
+
+def _is_unit(tail: str) -> bool:
+    words = tail.split()
+    if not words or re.match(r"[\u4e00-\u9fff]", words[0]):
+        return True
+    first = words[0].lower()
+    if len(words[0]) == 1:
+        return words[0] in _UNIT_LETTERS
+    return first not in _MATH_WORDS and first not in _VALUE_WORDS
 
 
 def _number(s: str) -> tuple[Fraction, bool] | None:
@@ -299,13 +374,15 @@ def _verify_cached(gold: str, predicted: str, timeout: float) -> bool:
         return False
     if _text_key(g) == _text_key(p):
         return True
+    if (letter := re.fullmatch(r"\(?([A-H])\)?", g)) and re.match(rf"\({letter[1]}\)|{letter[1]}(?:[\s:.]|$)", p):
+        return True  # gold "(C)", the model wrote "(C) 12"
     g_num, p_num = _number(g), _number(p)
     if g_num and p_num:
         return _numbers_equal(g_num, p_num)
     if g_num and _is_text(p):
         # "小明有12个苹果" / "there are 12 apples": one number among words is the answer; several are a hedge.
         numbers = [n for n in (_number(normalize(x)) for x in _LAST_NUMBER.findall(p)) if n]
-        return len(numbers) == 1 and _numbers_equal(g_num, numbers[0])
+        return len(numbers) == 1 and not _CHANGES_VALUE.search(p) and _numbers_equal(g_num, numbers[0])
     if _is_text(g):
         return False
     return _WORKER.equal(g, p, timeout)
