@@ -97,8 +97,8 @@ HF = {
 def parse_config(name: str) -> Bench:
     """hf_* names are fixed (HF above); mt_* names are composed of parts:
 
-    mt_default                 mathtune's defaults: batch 1 x accumulation 16, packing_length = batch x max_length
-                               (1024), gradient checkpointing on, liger on, varlen attention, fast LoRA
+    mt_default                 mathtune's defaults: batch 1 x accumulation 16, packing_length max(8192, batch x
+                               max_length), gradient checkpointing on, liger on, varlen attention, fast LoRA
     r<N>                       rows per optimizer step (default 128 = batch 8 x accumulation 16)
     p<N>[k]                    --packing_length (tokens per packed micro-batch), e.g. p16k
     gc | nogc | gc<N>          gradient checkpointing on every layer / none / on the first N layers (default gc)

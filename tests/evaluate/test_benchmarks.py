@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,21 @@ def test_local_parquet_copy(tmp_path):
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "test-00000-of-00001.parquet")
     items = get_benchmark("svamp", local_path=str(tmp_path / "test-00000-of-00001.parquet")).load()
     assert [item.gold for item in items] == ["145", "16", "51"]
+
+
+def test_an_unreachable_hub_fails_at_once_without_the_clients_retries(monkeypatch, capsys):
+    import datasets
+
+    def never(*args, **kwargs):
+        raise AssertionError("load_dataset must not be tried when the hub cannot be reached")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.setattr(datasets, "load_dataset", never)
+    start = time.perf_counter()
+    with pytest.raises(UserError) as caught:
+        get_benchmark("gsm8k").load()
+    assert time.perf_counter() - start < 10  # the hub client's own retries take about 30 s
+    message = str(caught.value)
+    assert "\n" not in message and "127.0.0.1 is not reachable" in message and "gsm8k=PATH" in message
+    assert capsys.readouterr().err == ""

@@ -8,10 +8,13 @@ the user cannot fix the hub's data. Generic sets are parsed like local files and
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from mathtune.data.formats import BadRows, Messages, Parsed, parse_rows, text_field, to_messages, type_name
 from mathtune.errors import DataError, UserError, first_line
@@ -252,9 +255,34 @@ def fetch_rows(hub_set: HubSet, subset: str | None) -> list[dict]:
 
 
 def _load_hf(repo: str, subset: str | None, split: str) -> list[dict]:
+    return load_hf_split(repo, subset, split)
+
+
+def load_hf_split(repo: str, subset: str | None, split: str) -> list[dict]:
+    """Rows of one split from the Hugging Face hub (or its local cache under HF_HUB_OFFLINE=1).
+
+    Without a network the hub client retries for about 30 s, logging a line per try; a 3-second connection test
+    first turns that into one quick error, and the client's retry lines are not shown.
+    """
+    import logging
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("1", "true", "yes", "on"):
+        endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+        host = endpoint.hostname or "huggingface.co"
+        try:
+            socket.create_connection((host, endpoint.port or 443), timeout=3).close()
+        except OSError as exc:
+            raise ConnectionError(f"{host} is not reachable ({exc.strerror or type(exc).__name__}); with a local "
+                                  "cache of it, set HF_HUB_OFFLINE=1") from None
     import datasets
 
-    return list(datasets.load_dataset(repo, subset, split=split))
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        return list(datasets.load_dataset(repo, subset, split=split))
+    finally:
+        hub_logger.setLevel(level)
 
 
 def _load_ms(repo: str, subset: str | None, split: str) -> list[dict]:

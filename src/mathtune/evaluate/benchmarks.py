@@ -315,10 +315,10 @@ def _local_rows(name: str, hub: _HubSet, path: Path) -> list[dict[str, Any]]:
 
 
 def _hub_rows(name: str, hub: _HubSet) -> list[dict[str, Any]]:
-    import datasets
+    from ..data.hub import load_hf_split
 
     try:
-        return list(datasets.load_dataset(hub.repo, hub.config, split=hub.split))
+        return load_hf_split(hub.repo, hub.config, hub.split)
     except Exception as exc:  # offline, gated, renamed: all end the same way for the user
         raise UserError(
             f"benchmark '{name}': cannot load {hub.repo} from the Hugging Face hub ({first_line(exc)}); "
