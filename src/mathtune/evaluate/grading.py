@@ -374,7 +374,7 @@ def _verify_cached(gold: str, predicted: str, timeout: float) -> bool:
         return False
     if _text_key(g) == _text_key(p):
         return True
-    if (letter := re.fullmatch(r"\(?([A-H])\)?", g)) and re.match(rf"\({letter[1]}\)|{letter[1]}(?:[\s:.]|$)", p):
+    if (letter := re.fullmatch(r"\(?([A-H])\)?", g)) and re.match(rf"\({letter[1]}\)|{letter[1]}(?:[:.)]|$)", p):
         return True  # gold "(C)", the model wrote "(C) 12"
     g_num, p_num = _number(g), _number(p)
     if g_num and p_num:
