@@ -28,6 +28,11 @@ def world(tmp_path_factory, tiny_model_dir, tiny_tokenizer, train_tiny_run) -> d
         "notobj.jsonl": "[1, 2]\n",
         "bad.yaml": "learning_rate: [1, 2\n",
         "unknown.yaml": "learning_rat: 0.1\n",
+        "dtype_number.yaml": "dtype: 5\n",
+        "steps_fraction.yaml": "max_steps: 1.5\n",
+        "bool_number.yaml": "trust_remote_code: 5\n",
+        "list_number.yaml": "eval_benchmarks: 5\n",
+        "path_number.yaml": "output_dir: 5\n",
         # A 20 MB line: refused before it is tokenized (tokenizing alone would take a minute).
         "huge.jsonl": json.dumps({"query": "7 " * 10_000_000}) + "\n",
         "huge_row.jsonl": json.dumps({"query": "7 " * 10_000_000, "response": "14"}) + "\n",
@@ -50,7 +55,7 @@ def world(tmp_path_factory, tiny_model_dir, tiny_tokenizer, train_tiny_run) -> d
     LlamaForCausalLM(config).save_pretrained(other)
     tiny_tokenizer.save_pretrained(other)
 
-    def adapter_run(name: str, base: str) -> Path:
+    def adapter_run(name: str, base: object) -> Path:
         """A copy of the checkpoint in a run whose args.json names `base` as the base model."""
         folder = tmp / name / "v0-20260101-000000"
         shutil.copytree(run / "checkpoint-2", folder / "checkpoint-2")
@@ -74,10 +79,13 @@ def world(tmp_path_factory, tiny_model_dir, tiny_tokenizer, train_tiny_run) -> d
     (tmp / "logs" / "latin1" / "logging.jsonl").write_bytes(b'{"step": 1, "loss": 2.0}\n{"note": "caf\xe9"}\n')
     (tmp / "logs" / "huge").mkdir()
     (tmp / "logs" / "huge" / "logging.jsonl").write_text("x" * 20_000_000 + "\n")
+    (tmp / "not-a-summary").mkdir()
+    (tmp / "not-a-summary" / "summary.json").write_text('{"benchmarks": {"rg:syllogism": 5}}')
     (tmp / "precious").mkdir()
     (tmp / "precious" / "notes.txt").write_text("keep me")
     return {"tmp": tmp, "model": tiny_model_dir, "other": other, "run": run, "ckpt": run / "checkpoint-2",
             "orphan": adapter_run("orphan", str(tmp / "deleted-model")), "misfit": adapter_run("misfit", str(other)),
+            "numbered": adapter_run("numbered", 5),
             "pickled": pickled, "pickled_adapter": pickled_adapter}
 
 
@@ -130,7 +138,7 @@ CASES = [
     ("sft: unknown module", [*SG, "--target_modules", "nosuchmod"], "nosuchmod"),
     ("sft: unknown flag", [*SG, "--no_such_flag"], "unrecognized arguments: --no_such_flag"),
     ("sft: output_dir is a file", ["sft", "--model", "{model}", "--dataset", "{tmp}/good.jsonl", "--output_dir",
-                                   "{tmp}/good.jsonl"], "cannot create output folder"),
+                                   "{tmp}/good.jsonl"], "good.jsonl' is a file"),
     ("sft: bad yaml", [*S, "--config", "{tmp}/bad.yaml", "--dataset", "{tmp}/good.jsonl"], "bad.yaml"),
     ("sft: yaml is binary", [*S, "--config", "{tmp}/binary.jsonl", "--dataset", "{tmp}/good.jsonl"], "binary.jsonl"),
     ("sft: yaml is a folder", [*S, "--config", "{tmp}/adir", "--dataset", "{tmp}/good.jsonl"], "--config"),
@@ -253,6 +261,37 @@ CASES = [
     ("eval: trust_remote_code not a bool", [*EB, "--trust_remote_code", "maybe"],
      "--trust_remote_code: expected true or false"),
     ("eval: compare non-results", ["eval", "--compare", "{tmp}/adir", "{tmp}/nope"], "summary.json is missing"),
+    # found by fuzzing: values that passed the checks and failed later with a traceback
+    ("sft: negative seed", [*SG, "--seed", "-1"], "--seed must be a whole number from 0 to 4294967295"),
+    ("sft: huge seed", [*SG, "--seed", "99999999999999999999"], "--seed must be"),
+    ("sft: nan epochs", [*SG, "--max_steps", "-1", "--num_train_epochs", "nan"], "--num_train_epochs"),
+    ("sft: inf epochs", [*SG, "--num_train_epochs", "inf"], "--num_train_epochs"),
+    ("sft: nan lr", [*SG, "--learning_rate", "nan"], "--learning_rate"),
+    ("sft: inf lr", [*SG, "--learning_rate", "inf"], "--learning_rate"),
+    ("sft: negative weight decay", [*SG, "--weight_decay", "-1"], "--weight_decay"),
+    ("sft: negative grad norm", [*SG, "--max_grad_norm", "-1"], "--max_grad_norm"),
+    ("sft: zero eval_limit", [*SG, "--eval_benchmarks", "rg:arithmetic", "--eval_limit", "0"], "--eval_limit"),
+    ("sft: yaml number for text", [*SG, "--config", "{tmp}/dtype_number.yaml"], "option 'dtype' takes text, got 5"),
+    ("sft: yaml fraction for steps", [*SG, "--config", "{tmp}/steps_fraction.yaml"],
+     "option 'max_steps' takes a whole number, got 1.5"),
+    ("sft: yaml number for bool", [*SG, "--config", "{tmp}/bool_number.yaml"],
+     "option 'trust_remote_code' takes true or false, got 5"),
+    ("sft: yaml number for list", [*SG, "--config", "{tmp}/list_number.yaml"], "option 'eval_benchmarks' takes"),
+    ("sft: yaml number for path", [*SG, "--config", "{tmp}/path_number.yaml"], "option 'output_dir' takes text"),
+    ("eval: nan temperature", [*EB, "--temperature", "nan"], "--temperature"),
+    ("eval: negative seed", [*EB, "--seed", "-1"], "--seed must be"),
+    ("eval: empty output_dir", ["eval", "--model", "{model}", "--benchmarks", "rg:arithmetic", "--output_dir", ""],
+     "--output_dir is empty"),
+    ("eval: compare a summary of another shape", ["eval", "--compare", "{tmp}/not-a-summary", "{tmp}/not-a-summary"],
+     "not a mathtune evaluation summary"),
+    ("sft: unknown module, found before evaluating", [*SG, "--eval_benchmarks", "rg:arithmetic", "--eval_limit", "1",
+                                                      "--target_modules", "q_proj", "nosuchmod"],
+     "--target_modules nosuchmod: no such module in this model (its linear layers: down_proj, gate_proj, k_proj"),
+    ("infer: output is the input", [*INF, "--input", "{tmp}/good.jsonl", "--output", "{tmp}/good.jsonl"],
+     "is the --input file"),
+    ("infer: empty stop word", [*INF, "--query", "hi", "--stop_words", ""], "--stop_words"),
+    ("export: base model recorded as a number", ["export", "--ckpt_dir", "{numbered}", "--merge_lora", "true"],
+     "is 5, not a name or path"),
 ]
 
 

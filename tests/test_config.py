@@ -50,7 +50,7 @@ def test_defaults_follow_swift_v2():
 def test_a_yaml_value_of_the_wrong_type_is_named(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("learning_rate: fast\n")
-    with pytest.raises(UserError, match=r"run.yaml: option 'learning_rate' takes a float, got 'fast'"):
+    with pytest.raises(UserError, match=r"run.yaml: option 'learning_rate' takes a number, got 'fast'"):
         parse("--config", str(path))
 
 

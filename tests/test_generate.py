@@ -50,3 +50,15 @@ def test_static_cache_gives_the_same_greedy_replies(tiny):
     static = generate(model, tokenizer, QUESTIONS, max_new_tokens=8, batch_size=4, progress=False,
                       static_cache=True)
     assert static == dynamic
+
+
+def test_chat_reads_a_line_that_is_not_utf8(tiny):
+    import io
+
+    from mathtune.infer import InferArgs, repl
+
+    model, tokenizer = tiny
+    stdin = io.TextIOWrapper(io.BytesIO(b"\xff\xfe what is 2 + 3?\n/exit\n"), encoding="utf-8")
+    out = io.StringIO()
+    repl(model, tokenizer, InferArgs(max_new_tokens=3), stdin=stdin, out=out)
+    assert out.getvalue().count("<<< ") == 2  # answered the first line, then left at /exit

@@ -365,3 +365,22 @@ def test_embedded_conversion_leaves_a_whole_folder_or_none(tmp_path, monkeypatch
         with pytest.raises(UserError, match="cannot write the converted model .*: No space left on device"):
             embedded.convert_gguf(tmp_path / "x.gguf", target)
     assert sorted(p.name for p in cache.iterdir()) == (["SmolLM2"] if how == "done by another process" else [])
+
+
+def test_a_setup_failure_after_the_run_folder_appeared_leaves_no_folder_behind(tmp_path, tiny_model_dir, math_jsonl,
+                                                                                 monkeypatch):
+    from mathtune import sft
+
+    def broken_attach(*args, **kwargs):  # fails after the "before" evaluation, when the run folder exists
+        raise UserError("injected failure while attaching the adapters")
+
+    monkeypatch.setattr(sft, "attach_lora", broken_attach)
+    output = tmp_path / "runs"
+    assert main(["sft", "--model", str(tiny_model_dir), "--dataset", str(math_jsonl), "--output_dir", str(output),
+                 "--eval_benchmarks", "rg:arithmetic", "--eval_limit", "1"]) == 2
+    assert not output.exists()  # neither the run folder nor the folders made for it
+    keep = tmp_path / "existing"
+    keep.mkdir()
+    assert main(["sft", "--model", str(tiny_model_dir), "--dataset", str(math_jsonl), "--output_dir", str(keep),
+                 "--eval_benchmarks", "rg:arithmetic", "--eval_limit", "1"]) == 2
+    assert keep.is_dir() and not any(keep.iterdir())  # a folder the user made stays

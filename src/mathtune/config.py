@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .data.config import DataArgs, add_data_arguments, parse_bool
 from .errors import UserError, first_line
+from .seeding import check_seed
 
 
 @dataclass(frozen=True)
@@ -106,10 +108,16 @@ class TrainArgs:
             raise UserError(f"--checkpoint_layers must be 0 or more, got {self.checkpoint_layers}")
         if self.packing_length is not None:
             _positive("--packing_length", self.packing_length)
-        if self.num_train_epochs <= 0 and self.max_steps <= 0:
-            raise UserError("--num_train_epochs must be positive (or set --max_steps)")
-        if self.learning_rate <= 0:
+        if not math.isfinite(self.num_train_epochs) or (self.num_train_epochs <= 0 and self.max_steps <= 0):
+            raise UserError(f"--num_train_epochs must be a positive number (or set --max_steps), got "
+                            f"{self.num_train_epochs}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise UserError(f"--learning_rate must be positive, got {self.learning_rate}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"--weight_decay must be 0 or more, got {self.weight_decay}")
+        if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise UserError(f"--max_grad_norm must be positive, got {self.max_grad_norm}")
+        check_seed("--seed", self.seed)
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.lr_scheduler_type not in ("cosine", "linear", "constant", "constant_with_warmup"):
@@ -130,6 +138,11 @@ class RunConfig:
     train: TrainArgs = field(default_factory=TrainArgs)
     eval_benchmarks: tuple[str, ...] = ()
     eval_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.eval_limit is not None:
+            _positive("--eval_limit", self.eval_limit)
+        object.__setattr__(self, "eval_benchmarks", tuple(dict.fromkeys(self.eval_benchmarks)))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
@@ -248,18 +261,40 @@ def build_config(namespace: argparse.Namespace) -> RunConfig:
 
 
 def _from_yaml(source: str, name: str, value: Any, annotation: str | None) -> Any:
-    """A YAML value in the type its option takes: YAML 1.1 reads `1e-4` as text, and a lone `champ` is one item."""
+    """A YAML value in the type its option takes, or one line naming the option: YAML 1.1 reads `1e-4` as text and a
+    lone `champ` is one item, but `dtype: 5`, `max_steps: 1.5` or `trust_remote_code: 5` are mistakes."""
     if annotation is None or value is None:
         return value
+    kind = annotation.split("[")[0].split(" ")[0]
+    wrong = UserError(f"{source}: option '{name}' takes {_KIND_NAMES.get(kind, kind)}, got {value!r}")
+    if kind == "tuple":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise wrong
+        return tuple(items)
+    if kind == "dict":
+        if not isinstance(value, dict):
+            raise wrong
+        return value
     try:
-        if annotation.startswith("tuple"):
-            return (value,) if isinstance(value, str) else value
-        if isinstance(value, str) and "bool" in annotation:
-            return parse_bool(value)
-        if isinstance(value, str) and annotation.startswith("float"):
-            return float(value)
-        if isinstance(value, str) and annotation.startswith("int"):
-            return int(value)
+        if kind == "bool":
+            return value if isinstance(value, bool) else parse_bool(_text(value, wrong))
+        if kind == "int" and not isinstance(value, bool):
+            return value if isinstance(value, int) else int(_text(value, wrong))
+        if kind == "float" and not isinstance(value, bool):
+            return float(value) if isinstance(value, (int, float)) else float(_text(value, wrong))
+        if kind == "str":
+            return _text(value, wrong)
     except (ValueError, argparse.ArgumentTypeError):
-        raise UserError(f"{source}: option '{name}' takes a {annotation.split(' ')[0]}, got {value!r}") from None
+        raise wrong from None
+    raise wrong
+
+
+_KIND_NAMES = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "text",
+               "tuple": "a name or a list of names", "dict": "a mapping"}
+
+
+def _text(value: Any, wrong: UserError) -> str:
+    if not isinstance(value, str):
+        raise wrong
     return value

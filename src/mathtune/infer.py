@@ -34,6 +34,8 @@ class InferArgs:
         if not (self.temperature >= 0 and 0 < self.top_p <= 1):  # also refuses nan
             raise UserError(
                 f"--temperature must be >= 0 and --top_p in (0, 1], got {self.temperature} and {self.top_p}")
+        if any(not word for word in self.stop_words):
+            raise UserError("--stop_words: an empty stop word would end every answer at once")
 
 
 def _start(system: str | None) -> list[dict[str, str]]:
@@ -71,6 +73,8 @@ def stream_reply(model, tokenizer, messages: list[dict[str, str]], args: InferAr
 def repl(model, tokenizer, args: InferArgs, stdin=None, out=None) -> None:
     """Read a question per line; /clear forgets the history, /exit (or end of input) leaves."""
     stdin, out = stdin or sys.stdin, out or sys.stdout
+    if hasattr(stdin, "reconfigure"):
+        stdin.reconfigure(errors="replace")  # bytes that are not UTF-8 become U+FFFD, not a crash in the tokenizer
     out.write("mathtune chat: /clear to forget the history, /exit to leave.\n")
     messages = _start(args.system)
     while True:
@@ -80,7 +84,7 @@ def repl(model, tokenizer, args: InferArgs, stdin=None, out=None) -> None:
         if not line:
             out.write("\n")
             return
-        query = line.strip()
+        query = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace").strip()
         if query in ("/exit", "exit", "/quit"):
             return
         if query in ("/clear", "clear"):
@@ -120,9 +124,11 @@ def check_prompt_lengths(model, tokenizer, conversations, where: str) -> None:
                             f"{context:,} tokens")
 
 
-def check_output(target: str) -> None:
-    """Fail before the model loads, not after the answers are generated."""
+def check_output(target: str, source: str | None = None) -> None:
+    """Fail before the model loads, not after the answers are generated; never write over the input."""
     out = Path(target)
+    if source is not None and out.exists() and out.resolve() == Path(source).resolve():
+        raise UserError(f"--output '{target}' is the --input file; answers go to another file")
     if out.is_dir():
         raise UserError(f"--output '{target}' is a folder; pass a file name")
     if not out.parent.is_dir():
@@ -157,7 +163,7 @@ def run_infer(ckpt_dir: str | None, *, query: str | None, input_path: str | None
     rows = None
     if input_path is not None:  # every row and the output folder are checked before the model loads
         rows = _read_queries(Path(input_path))
-        check_output(output_path)
+        check_output(output_path, input_path)
     elif query is None and eval_human is False:
         raise UserError("nothing to do: pass --query, --input/--output, or --eval_human true")
     model, tokenizer, description = load_for_inference(ckpt_dir, adapter=adapter, dtype=dtype,

@@ -190,6 +190,19 @@ def attach_lora(model, rank: int, alpha: int, dropout: float, target_modules: st
         raise UserError(f"--target_modules {target_modules}: {first_line(exc)}") from None
 
 
+def check_target_modules(model, target_modules: str | list[str] | tuple[str, ...]) -> None:
+    """One line before any slow work when a --target_modules name matches no module (peft's rule: the module's
+    name is the target or ends with '.' + target); peft itself finds out only when the adapters are attached."""
+    if target_modules in ("all-linear", "all") or list(target_modules) in (["all-linear"], ["all"]):
+        return
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
+        raise UserError(f"--target_modules {' '.join(missing)}: no such module in this model (its linear layers: "
+                        f"{', '.join(linear)})")
+
+
 @contextmanager
 def quiet_peft():
     """peft reads `is_gradient_checkpointing`, which transformers 5 deprecated; the warning it prints on every
@@ -217,6 +230,9 @@ def base_of_adapter(adapter: Path) -> str | None:
             raise UserError(f"'{file}' is not valid JSON; cannot tell the base model of adapter '{adapter}'") from None
         except KeyError:
             continue
+        if value is not None and not isinstance(value, str):
+            raise UserError(f"'{file}': the base model recorded for adapter '{adapter}' is {value!r}, not a name or "
+                            "path")
         return value
     return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import time
@@ -9,11 +10,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import write_json
-from .checkpoint import RunLog, find_resume_checkpoint, latest_checkpoint, new_run_dir, newest_run
+from .checkpoint import (
+    RunLog,
+    check_output_dir,
+    find_resume_checkpoint,
+    latest_checkpoint,
+    new_run_dir,
+    newest_run,
+)
 from .config import RunConfig
 from .data.types import Conversation
 from .errors import UserError
-from .model import attach_lora, default_device, load_model, load_tokenizer, model_name, resolve_model_path
+from .model import (
+    attach_lora,
+    check_target_modules,
+    default_device,
+    load_model,
+    load_tokenizer,
+    model_name,
+    resolve_model_path,
+)
 from .seeding import seed_everything
 
 
@@ -154,6 +170,7 @@ def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
     if not cfg.data.dataset:
         raise UserError(
             "--dataset is required: a file, a folder, rg:TASK or a hub set, e.g. --dataset rg:gsm-symbolic#500")
+    check_output_dir(cfg.train.output_dir)  # before the slow part: data and model
     seed_everything(cfg.train.seed)
     model_path = resolve_model_path(cfg.model.model_id_or_path)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
@@ -169,6 +186,11 @@ def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
     # 'varlen' is ours (speed.py registers it for packed rows); transformers loads the model with its default.
     attn = None if cfg.model.attn_impl == "varlen" else cfg.model.attn_impl
     model = load_model(model_path, cfg.model.dtype, device, attn, cfg.model.trust_remote_code)
+    if cfg.lora.sft_type == "lora":
+        check_target_modules(model, cfg.lora.target_modules)
+
+    output_dir = Path(cfg.train.output_dir)
+    made_by_us = [f for f in (output_dir / name, output_dir) if not f.exists()]  # removed again if setup fails
 
     def start_run() -> Path:
         if restart:  # the killed attempt's log lines go; its leftovers are cleaned by the first save
@@ -201,6 +223,9 @@ def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
     except BaseException:
         if created is not None and not restart:
             shutil.rmtree(created, ignore_errors=True)
+            for folder in made_by_us:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only when empty
         raise
     result = train(model, tokenizer, built.train, built.val, cfg.train, max_length=cfg.data.max_length,
                    run_dir=run_dir, origins=built.train_origins, resume=resume, fused_linear_ce=fused_ce,

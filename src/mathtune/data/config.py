@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mathtune.errors import UserError
+from mathtune.seeding import check_seed
 
 DATASET_FORMATS = ("auto", "swift", "messages", "sharegpt", "alpaca", "response")
 TRUNCATION_STRATEGIES = ("delete", "truncation_left", "truncation_right")
@@ -63,8 +64,7 @@ class DataArgs:
         ratio = self.split_dataset_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (0 <= ratio < 1):
             raise UserError(f"--split_dataset_ratio: must be a number in [0, 1), got {ratio!r}")
-        if isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int):
-            raise UserError(f"--data_seed: must be a whole number, got {self.data_seed!r}")
+        check_seed("--data_seed", self.data_seed)
         if not isinstance(self.skip_bad_rows, bool):
             raise UserError(f"--skip_bad_rows: must be true or false, got {self.skip_bad_rows!r}")
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 1:

@@ -56,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import check_output_dir
     from .report import compare
 
+    if args.output_dir is not None and not args.output_dir.strip():
+        raise UserError("--output_dir is empty: pass a folder, or leave the flag out")
+    if args.benchmarks:
+        args.benchmarks = list(dict.fromkeys(args.benchmarks))  # a name given twice is measured once
     if args.compare:
         if args.benchmarks or args.baseline:
             raise UserError("--compare takes two finished evaluation folders; drop --benchmarks and --baseline")

@@ -80,9 +80,12 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, d
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise UserError(f"{summary_path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    benchmarks = summary.get("benchmarks") if isinstance(summary, dict) else None
+    if not isinstance(benchmarks, dict) or not all(isinstance(b, dict) for b in benchmarks.values()):
+        raise UserError(f"{summary_path}: not a mathtune evaluation summary (no 'benchmarks' mapping)")
     records: dict[str, dict[str, dict[str, Any]]] = {}
-    for name, bench in summary.get("benchmarks", {}).items():
-        path = folder / bench.get("dir", name) / "predictions.jsonl"
+    for name, bench in benchmarks.items():
+        path = folder / str(bench.get("dir", name)) / "predictions.jsonl"
         if not path.is_file():
             raise UserError(f"{path} is missing (listed in {summary_path})")
         rows: dict[str, dict[str, Any]] = {}

@@ -21,7 +21,7 @@ from typing import Any
 from .. import atomic
 from ..checkpoint import check_output_dir
 from ..errors import UserError
-from ..seeding import seed_everything
+from ..seeding import check_seed, seed_everything
 from .grading import answer_key, grade
 
 GenerateFn = Callable[[list[list[dict[str, str]]]], list[list[str]]]
@@ -47,8 +47,10 @@ class EvalSettings:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
         if self.num_samples < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise UserError("--num_samples, --max_new_tokens and --batch_size must be positive")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
+        if not (math.isfinite(self.temperature) and self.temperature >= 0) or not 0 < self.top_p <= 1:
             raise UserError("--temperature must be >= 0 and --top_p in (0, 1]")
+        check_seed("--seed", self.seed)
+        check_seed("--data_seed", self.data_seed)
         if self.num_samples > 1 and self.temperature == 0:
             raise UserError("--num_samples > 1 needs --temperature > 0: greedy decoding gives the same answer k times")
         if self.infer_backend not in ("pt", "vllm"):
