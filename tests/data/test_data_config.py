@@ -91,7 +91,10 @@ def test_values_from_yaml_are_normalised():
 
 def test_parse_helpers():
     assert parse_columns(None) is None
-    assert parse_columns({"a": "b"}) == {"a": "b"}
+    assert parse_columns({"a": "query"}) == {"a": "query"}
+    # renamed to a name no shape reads, the column would be lost and the row could parse as another shape
+    with pytest.raises(UserError, match="'query' is renamed to 'nonexist', which no row shape reads"):
+        parse_columns('{"query": "nonexist"}')
     assert [parse_bool(v) for v in ("True", "1", "no", "OFF")] == [True, True, False, False]
     with pytest.raises(argparse.ArgumentTypeError):
         parse_bool("maybe")

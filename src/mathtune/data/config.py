@@ -94,7 +94,17 @@ def parse_columns(value: Any) -> dict[str, str] | None:
             raise UserError(f'--columns: invalid JSON ({e.msg}); expected e.g. \'{{"question": "query"}}\'') from None
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise UserError(f"--columns: expected a JSON object of column names to names, got {value!r}")
+    for source, target in value.items():
+        # A column renamed to a name no shape reads is lost, and the row may then parse as another shape (a query
+        # renamed away leaves a response-only row): refuse it.
+        if target not in ROW_FIELDS:
+            raise UserError(f"--columns: '{source}' is renamed to '{target}', which no row shape reads; use one of "
+                            f"{', '.join(ROW_FIELDS)}")
     return dict(value)
+
+
+ROW_FIELDS = ("query", "response", "system", "history", "messages", "conversations", "instruction", "input", "output",
+              "text")
 
 
 def parse_bool(text: str | bool) -> bool:
