@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .atomic import write_jsonl
 from .data.formats import prompt_messages
+from .data.tokenize import char_limit
 from .errors import UserError
 from .generate import cut_at_stop_words, generate, render_prompts, sampling_kwargs, until_eos
 from .jsonl import read_jsonl
@@ -115,10 +116,10 @@ def check_prompt_lengths(model, tokenizer, conversations, where: str) -> None:
     context = getattr(model.config, "max_position_embeddings", None)
     if not context:
         return
-    longest = max((len(t) for t in tokenizer.get_vocab()), default=1)
+    limit = char_limit(tokenizer, context)
     for number, messages in enumerate(conversations, start=1):
         chars = sum(len(m["content"]) for m in messages)
-        if chars > longest * context:
+        if chars > limit:
             label = where if len(conversations) == 1 and where == "--query" else f"{where} row {number}"
             raise UserError(f"{label}: the prompt is {chars:,} characters, far beyond the model's context of "
                             f"{context:,} tokens")

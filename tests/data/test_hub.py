@@ -93,7 +93,7 @@ def test_generic_set_rows_follow_columns_and_skip_flag(monkeypatch):
         seen.append((repo, subset, split))
         return rows
 
-    monkeypatch.setattr(hub, "_load_hf", fake_load)
+    monkeypatch.setattr(hub, "load_hf_split", fake_load)
     columns = {"question": "query", "answer": "response"}
     with pytest.raises(UserError, match=r"HF::org/qa:main:2: field 'response' must be a string, got int"):
         hub.load_hub("HF::org/qa:main", columns=columns)
@@ -119,7 +119,7 @@ def test_unreachable_hub_is_one_line_suggesting_a_local_copy(monkeypatch):
     def offline(repo, subset, split):
         raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (LocalEntryNotFoundError)\nmore detail")
 
-    monkeypatch.setattr(hub, "_load_hf", offline)
+    monkeypatch.setattr(hub, "load_hf_split", offline)
     monkeypatch.setattr(hub.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError) as exc:
         hub.load_hub("gsm8k")

@@ -143,8 +143,7 @@ def test_a_row_too_long_in_characters_is_handled_without_tokenizing_it_whole(tmp
 
 @pytest.mark.parametrize("strategy", ["truncation_left", "truncation_right"])
 def test_cutting_the_characters_first_keeps_the_tokens_truncation_keeps(tmp_path, chatml, strategy):
-    from mathtune.data.mixing import char_limit
-    from mathtune.data.tokenize import encode_conversation
+    from mathtune.data.tokenize import char_limit, encode_conversation
 
     query, long = "Repeat it.", "What is 2 + 3? The answer is 5. " * 200
     path = tmp_path / "long.jsonl"

@@ -236,7 +236,7 @@ def fetch_rows(hub_set: HubSet, subset: str | None) -> list[dict]:
     reasons: list[str] = []
     if hub_set.hf_id is not None:
         try:
-            return _load_hf(hub_set.hf_id, subset, hub_set.split)
+            return load_hf_split(hub_set.hf_id, subset, hub_set.split)
         except Exception as e:  # network, auth, cache and schema failures all mean "not fetched"
             reasons.append(first_line(e, 160, typed=True))
     if hub_set.ms_id is not None:
@@ -252,10 +252,6 @@ def fetch_rows(hub_set: HubSet, subset: str | None) -> list[dict]:
         f"could not fetch dataset '{hub_set.name}' from the hub ({'; '.join(reasons)}); "
         f"pass a local copy in its own schema instead: --dataset {hub_set.name}=path/to/file.jsonl"
     )
-
-
-def _load_hf(repo: str, subset: str | None, split: str) -> list[dict]:
-    return load_hf_split(repo, subset, split)
 
 
 def load_hf_split(repo: str, subset: str | None, split: str) -> list[dict]:

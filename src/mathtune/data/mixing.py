@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from mathtune.data.config import DataArgs
 from mathtune.data.formats import Messages, with_default_system
 from mathtune.data.sources import DEFAULT_GENERATED_ROWS, SourceSpec, load_source, parse_spec
-from mathtune.data.tokenize import Encoded, encode_conversation
+from mathtune.data.tokenize import Encoded, char_limit, encode_conversation
 from mathtune.data.types import Conversation
 from mathtune.errors import UserError
 
@@ -178,13 +178,6 @@ def fit_length(encoded: Encoded, max_length: int, strategy: str) -> Encoded | No
     cut = slice(-max_length, None) if strategy == "truncation_left" else slice(0, max_length)
     out = Encoded(encoded.input_ids[cut], encoded.labels[cut])
     return out if out.num_trained else None
-
-
-def char_limit(tokenizer, max_length: int) -> int:
-    """Characters beyond which a row cannot fit in `max_length` tokens: a token covers at most as many characters as
-    the longest vocabulary entry (byte-level and SentencePiece entries are never shorter than their text)."""
-    longest = max((len(t) for t in tokenizer.get_vocab()), default=1)
-    return max_length * max(longest, 1)
 
 
 def cut_messages(messages: Messages, limit: int, keep_end: bool) -> Messages:

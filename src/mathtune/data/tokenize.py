@@ -27,6 +27,14 @@ class Encoded:
         return sum(1 for t in self.labels if t != IGNORE_INDEX)
 
 
+def char_limit(tokenizer, max_tokens: int) -> int:
+    """Characters beyond which a text cannot fit in `max_tokens` tokens: a token covers at most as many characters as
+    the longest vocabulary entry (byte-level and SentencePiece entries are never shorter than their text). Lets a
+    caller refuse or cut a huge row without tokenizing it, which alone takes minutes for 20 MB."""
+    longest = max((len(t) for t in tokenizer.get_vocab()), default=1)
+    return max_tokens * max(longest, 1)
+
+
 def _render(tokenizer, messages: Sequence[dict[str, str]], add_generation_prompt: bool) -> list[int]:
     text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
     # The template already holds every special token; plain encode would add a BOS on some tokenizers.
