@@ -52,6 +52,22 @@ def test_static_cache_gives_the_same_greedy_replies(tiny):
     assert static == dynamic
 
 
+def test_static_cache_gives_every_batch_of_a_call_one_shape(tiny):
+    model, tokenizer = tiny
+    shapes: list[tuple[int, int]] = []
+    model.model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    dynamic = generate(model, tokenizer, QUESTIONS, max_new_tokens=3, batch_size=3, progress=False)
+    static = generate(model, tokenizer, QUESTIONS, max_new_tokens=3, batch_size=3, progress=False,
+                      static_cache=True)
+    assert static == dynamic  # the rows that fill up the short last batch leave no reply behind
+    assert all(len(r) == 1 for r in static)
+    prefills = [s for s in shapes if s[1] > 1]
+    assert len(prefills) == 4  # two batches without, two with the static cache
+    assert prefills[2] == prefills[3] == (3, 64)  # the second batch held one question: filled up to three rows
+    assert prefills[0][0] == 3 and prefills[1][0] == 1 and prefills[0][1] < 64
+
+
 def test_chat_reads_a_line_that_is_not_utf8(tiny):
     import io
 

@@ -82,6 +82,17 @@ def test_plot_redraws_the_curve(lora_run):
     assert png.is_file()
 
 
+def test_smoothed_curve_follows_a_short_falling_loss():
+    from mathtune.plot import smooth
+
+    losses = [1.2 * 0.9**k for k in range(37)]  # a run logged 37 times, the loss falling fast then flat
+    smoothed = smooth(losses)
+    assert smoothed[0] == losses[0]
+    assert smoothed[-1] - losses[-1] < 0.05 * (losses[0] - losses[-1])  # a fixed 0.9 ends 6.4% above
+    long = [1.0] * 100 + [0.0] * 400
+    assert smooth(long)[105] > 0.4  # long runs keep TensorBoard's 0.9: ten points of memory
+
+
 def test_export_merges_with_identical_logits_and_loads_with_plain_transformers(lora_run, tiny_model_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -139,13 +150,14 @@ def test_infer_stops_at_stop_word(parrot_dir, capsys):
     assert capsys.readouterr().out == "Hello! Observation:\n"
 
 
-def test_infer_batch_file(parrot_dir, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--static_cache", "--batch_size", "1"]])
+def test_infer_batch_file(parrot_dir, tmp_path, extra):
     source = tmp_path / "in.jsonl"
     source.write_text(json.dumps({"query": "What is 2 + 3?"}) + "\n" + json.dumps(
         {"messages": [{"role": "user", "content": "Hello!"}]}) + "\n")
     target = tmp_path / "out.jsonl"
     assert main(["infer", "--ckpt_dir", str(parrot_dir), "--input", str(source), "--output", str(target),
-                 "--stop_words", "Observation:"]) == 0
+                 "--stop_words", "Observation:", *extra]) == 0
     rows = [json.loads(line) for line in target.read_text().splitlines()]
     assert [r["response"] for r in rows] == ["5", "Hello! Observation:"]
 

@@ -48,6 +48,9 @@ def _add_infer(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
     p.add_argument("--top_p", type=float, default=1.0)
     p.add_argument("--batch_size", type=int, default=16, help="rows per generation batch with --input")
+    p.add_argument("--static_cache", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL",
+                   help="with --input: a preallocated KV cache with a compiled decoding step (CUDA graphs on a GPU); "
+                        "several times faster once compiled, which takes about 40 s (135M) to 150 s (6B)")
     p.add_argument("--dtype", default="AUTO")
     p.add_argument("--infer_backend", choices=("pt",), default="pt", help="pt (PyTorch); accepted for SWIFT users")
     _add_trust_remote_code(p)
@@ -64,7 +67,7 @@ def _infer(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1 or args.batch_size < 1:
         raise UserError("--max_new_tokens and --batch_size must be positive")
     settings = InferArgs(args.max_new_tokens, args.temperature, args.top_p, tuple(args.stop_words), args.system,
-                         args.batch_size)
+                         args.batch_size, args.static_cache)
     return run_infer(args.ckpt_dir, query=args.query, input_path=args.input, output_path=args.output,
                      eval_human=args.eval_human, args=settings, dtype=args.dtype, adapter=args.adapter,
                      trust_remote_code=args.trust_remote_code)

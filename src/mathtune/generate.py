@@ -36,7 +36,9 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict[str, str]]]
     """For each conversation, `num_samples` assistant replies (greedy when temperature is 0).
 
     `static_cache`: a preallocated KV cache, with which transformers compiles the decoding step (CUDA graphs) on a
-    GPU; prompt widths are rounded up to a multiple of 64 so that few cache shapes (compilations) occur.
+    GPU. Every batch of the call then has one shape, so that it compiles once: the width of the longest prompt
+    rounded up to a multiple of 64, and a short last batch filled up with repeats of its first row (their replies
+    are dropped).
     """
     import torch
     from tqdm.auto import tqdm
@@ -51,9 +53,12 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict[str, str]]]
     bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
+        real = len(chunk)  # rows whose replies are kept
         width = max(len(prompts[i]) for i in chunk)
         if static_cache:
-            width = -(-width // 64) * 64
+            width = -(-len(prompts[order[0]]) // 64) * 64  # the longest prompt of the call: one cache shape
+            if len(order) > batch_size:
+                chunk = chunk + [chunk[0]] * (batch_size - real)  # one batch shape
         input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, i in enumerate(chunk):
@@ -70,11 +75,11 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict[str, str]]]
                 use_cache=True,  # even where the model's generation config turns the cache off
                 **sampling_kwargs(temperature, top_p), **extra,
             )
-        new = out[:, width:].tolist()
+        new = out[: real * num_samples, width:].tolist()
         for k, ids in enumerate(new):
             text = tokenizer.decode(until_eos(ids, eos), skip_special_tokens=True)
             results[chunk[k // num_samples]].append(cut_at_stop_words(text, stop_words))
-        bar.update(len(chunk))
+        bar.update(real)
     bar.close()
     return results
 

@@ -28,6 +28,7 @@ class InferArgs:
     stop_words: tuple[str, ...] = ()
     system: str | None = None
     batch_size: int = 16
+    static_cache: bool = False  # --input: a static KV cache and a compiled decoding step (GPU)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.batch_size < 1:
@@ -145,7 +146,7 @@ def answer_file(model, tokenizer, source: str, target: str, args: InferArgs, pro
     conversations = [(_start(args.system) if args.system and m[0]["role"] != "system" else []) + m for _, m in rows]
     replies = generate(model, tokenizer, conversations, max_new_tokens=args.max_new_tokens,
                        temperature=args.temperature, top_p=args.top_p, stop_words=args.stop_words,
-                       batch_size=args.batch_size, progress=progress)
+                       batch_size=args.batch_size, progress=progress, static_cache=args.static_cache)
     write_jsonl(target, ({**row, "response": reply[0]} for (row, _), reply in zip(rows, replies, strict=True)))
     return len(rows)
 

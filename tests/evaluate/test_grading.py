@@ -81,6 +81,10 @@ MATH_EN = [
     ("The answer is \\boxed{25\\%}", "25", True),
     # "x = 4"
     ("So x = 4.", "4", True),
+    ("So $x_{1} = 4$.", "4", True),
+    ("So $a_n = 4$.", "4", True),
+    # a CHAMP gold written as a sum (2026-12-01 GPU run): its "=" is not an assignment, 1 is not the sum
+    ("The answer is \\boxed{1}.", "\\sum_{i=1}^n i^3", False),
     ("The answer is $x = 4$.", "4", True),
     ("\\boxed{x=4}", "4", True),
     ("\\boxed{x=5}", "4", False),
@@ -304,7 +308,7 @@ def test_extract_choice(text, expected):
 @pytest.mark.parametrize(("raw", "expected"), [
     ("$18.00", "18.00"), ("1,000 apples", "1000"), ("x = 4", "4"), ("\\text{5 cm}", "5"),
     ("\\dfrac{1}{2}", "\\frac{1}{2}"), ("30^{\\circ}", "30"), ("12个苹果", "12"), ("3 pi", "3 pi"),
-    ("(1, 2)", "(1, 2)"), ("１２", "12"),
+    ("(1, 2)", "(1, 2)"), ("１２", "12"), ("x_{1} = 4", "4"), ("\\sum_{i=1}^n i^3", "\\sum_{i=1}^n i^3"),
 ])
 def test_normalize(raw, expected):
     assert normalize(raw) == expected

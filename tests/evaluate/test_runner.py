@@ -90,6 +90,7 @@ def test_score_outputs_rejects_misaligned_outputs():
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"num_samples": 4}, "temperature > 0"), ({"limit": 0}, "--limit"), ({"top_p": 0.0}, "top_p"),
     ({"batch_size": 0}, "positive"), ({"infer_backend": "tgi"}, "pt or vllm"),
+    ({"infer_backend": "vllm", "static_cache": True}, "--static_cache is for --infer_backend pt"),
 ])
 def test_settings_are_validated(kwargs, message):
     with pytest.raises(UserError, match=message):
@@ -183,6 +184,20 @@ def test_run_eval_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir):
     assert summary["model"] == str(tiny_model_dir)
     rows = (tmp_path / "rg_syllogism" / "predictions.jsonl").read_text().splitlines()
     assert len(rows) == 3 and all(len(json.loads(r)["outputs"]) == 1 for r in rows)
+
+
+def test_run_eval_with_the_static_cache_writes_the_same_predictions(tmp_path, tiny_model_dir):
+    def outputs(folder: Path) -> list[list[str]]:
+        rows = (folder / "rg_syllogism" / "predictions.jsonl").read_text().splitlines()
+        return [json.loads(r)["outputs"] for r in rows]
+
+    runner.run_eval(str(tiny_model_dir), None, ["rg:syllogism"], limit=5, output_dir=tmp_path / "dynamic",
+                    max_new_tokens=6, batch_size=2, progress=False)
+    summary = runner.run_eval(str(tiny_model_dir), None, ["rg:syllogism"], limit=5, output_dir=tmp_path / "static",
+                              max_new_tokens=6, batch_size=2, progress=False, static_cache=True)
+    assert summary["settings"]["static_cache"] is True
+    assert outputs(tmp_path / "static") == outputs(tmp_path / "dynamic")
+    assert len(outputs(tmp_path / "static")) == 5  # three batches, the last filled up to two rows, one kept
 
 
 def _save_adapter(model_dir: Path, target: Path) -> Path:

@@ -269,7 +269,8 @@ _CHANGES_VALUE = re.compile(
     r"squared|cubed|point)\b|负|半",
     re.I,
 )
-_ASSIGNMENT = re.compile(r"^\\?[A-Za-z]\w*(?:_\{?\w+\}?)?\s*(?:=|\\approx|≈)\s*(?=\S)")
+# "x = 4", "x_1 = 4", "a_{n} = 4"; not the "=" inside "\sum_{i=1}^n i^3" (which left "1}^n i^3", equal to 1)
+_ASSIGNMENT = re.compile(r"^\\?[A-Za-z]\w*(?:_(?:\{\w+\}|\w+))?\s*(?:=|\\approx|≈)\s*(?=\S)")
 _MATH_WORDS = set(
     "sqrt frac dfrac tfrac pi sin cos tan cot sec csc log ln exp infty inf cdot times div pm mp le ge leq geq cup "
     "cap left right circ arcsin arccos arctan binom min max mod gcd lcm det".split()

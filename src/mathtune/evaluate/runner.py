@@ -41,6 +41,7 @@ class EvalSettings:
     data_seed: int = 42  # picks the benchmark items (the same seed gives the same questions)
     seed: int = 0  # sampling seed
     infer_backend: str = "pt"
+    static_cache: bool = False  # pt backend: a static KV cache and a compiled decoding step (GPU)
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -55,6 +56,8 @@ class EvalSettings:
             raise UserError("--num_samples > 1 needs --temperature > 0: greedy decoding gives the same answer k times")
         if self.infer_backend not in ("pt", "vllm"):
             raise UserError(f"--infer_backend must be pt or vllm, got '{self.infer_backend}'")
+        if self.static_cache and self.infer_backend != "pt":
+            raise UserError("--static_cache is for --infer_backend pt; vLLM manages its own cache and CUDA graphs")
 
 
 @dataclass
@@ -247,15 +250,18 @@ def _describe(model: Any) -> str:
 def evaluate_loaded(model: Any, tokenizer: Any, benchmarks: Sequence[str], *, output_dir: str | Path,
                     limit: int | None = None, description: str | None = None, num_samples: int = 1,
                     temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 1024, batch_size: int = 32,
-                    data_seed: int = 42, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                    data_seed: int = 42, seed: int = 0, progress: bool = True,
+                    static_cache: bool = False) -> dict[str, Any]:
     """Evaluate a model that is already in memory (as `sft --eval_benchmarks` does before and after training)."""
     from ..generate import generate
 
-    settings = EvalSettings(limit, num_samples, temperature, top_p, max_new_tokens, batch_size, data_seed, seed)
+    settings = EvalSettings(limit, num_samples, temperature, top_p, max_new_tokens, batch_size, data_seed, seed,
+                            static_cache=static_cache)
 
     def generate_fn(conversations: list[list[dict[str, str]]]) -> list[list[str]]:
         return generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens, temperature=temperature,
-                        top_p=top_p, num_samples=num_samples, batch_size=batch_size, progress=progress)
+                        top_p=top_p, num_samples=num_samples, batch_size=batch_size, progress=progress,
+                        static_cache=static_cache)
 
     return evaluate_with(generate_fn, tokenizer, benchmarks, output_dir, settings,
                          description or _describe(model), progress)
@@ -265,10 +271,10 @@ def run_eval(model: str | None, adapter: str | None, benchmarks: Sequence[str], 
              output_dir: str | Path = "output/eval", num_samples: int = 1, temperature: float = 0.0,
              top_p: float = 1.0, max_new_tokens: int = 1024, batch_size: int = 32, data_seed: int = 42,
              seed: int = 0, infer_backend: str = "pt", progress: bool = True,
-             trust_remote_code: bool = False) -> dict[str, Any]:
+             trust_remote_code: bool = False, static_cache: bool = False) -> dict[str, Any]:
     """Load a base model, adapter checkpoint or merged folder and evaluate it on `benchmarks`."""
     settings = EvalSettings(limit, num_samples, temperature, top_p, max_new_tokens, batch_size, data_seed, seed,
-                            infer_backend)
+                            infer_backend, static_cache)
     _check_names(benchmarks, data_seed)
     check_output_dir(output_dir)  # before loading and generating, which take minutes
     if infer_backend == "vllm":
@@ -284,14 +290,14 @@ def run_baseline_eval(model: str | None, adapter: str | None, benchmarks: Sequen
                       output_dir: str | Path = "output/eval", num_samples: int = 1, temperature: float = 0.0,
                       top_p: float = 1.0, max_new_tokens: int = 1024, batch_size: int = 32, data_seed: int = 42,
                       seed: int = 0, infer_backend: str = "pt", progress: bool = True,
-                      trust_remote_code: bool = False) -> tuple[dict, dict]:
+                      trust_remote_code: bool = False, static_cache: bool = False) -> tuple[dict, dict]:
     """Evaluate the base model into output_dir/base and base + adapter into output_dir/adapter.
 
     The model is loaded once: the base run is the same weights with the LoRA layers switched off, so the two runs
     differ by the adapter and nothing else.
     """
     settings = EvalSettings(limit, num_samples, temperature, top_p, max_new_tokens, batch_size, data_seed, seed,
-                            infer_backend)
+                            infer_backend, static_cache)
     _check_names(benchmarks, data_seed)
     out = Path(output_dir)
     check_output_dir(out)  # before loading and generating, which take minutes
@@ -320,7 +326,8 @@ def _evaluate_model(model: Any, tokenizer: Any, benchmarks: Sequence[str], outpu
                            description=description, num_samples=settings.num_samples,
                            temperature=settings.temperature, top_p=settings.top_p,
                            max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
-                           data_seed=settings.data_seed, seed=settings.seed, progress=progress)
+                           data_seed=settings.data_seed, seed=settings.seed, progress=progress,
+                           static_cache=settings.static_cache)
 
 
 def _check_names(benchmarks: Sequence[str], data_seed: int) -> None:
