@@ -199,6 +199,7 @@ CASES = [
     ("infer: top_p 2", [*INF, "--query", "hi", "--top_p", "2"], "--top_p"),
     ("infer: unknown dtype", [*INF, "--query", "hi", "--dtype", "int3"], "--dtype 'int3'"),
     ("infer: unknown backend", [*INF, "--query", "hi", "--infer_backend", "vllm"], "--infer_backend"),
+    ("infer: static cache for one query", [*INF, "--query", "hi", "--static_cache"], "--static_cache batches"),
     ("infer: trust_remote_code not a bool", [*INF, "--query", "hi", "--trust_remote_code", "maybe"],
      "--trust_remote_code: expected true or false"),
     ("infer: nothing to do", [*INF, "--eval_human", "false"], "nothing to do"),

@@ -66,6 +66,8 @@ def _infer(args: argparse.Namespace) -> int:
 
     if args.max_new_tokens < 1 or args.batch_size < 1:
         raise UserError("--max_new_tokens and --batch_size must be positive")
+    if args.static_cache and not args.input:
+        raise UserError("--static_cache batches the rows of --input; --query and chat answer one prompt at a time")
     settings = InferArgs(args.max_new_tokens, args.temperature, args.top_p, tuple(args.stop_words), args.system,
                          args.batch_size, args.static_cache)
     return run_infer(args.ckpt_dir, query=args.query, input_path=args.input, output_path=args.output,

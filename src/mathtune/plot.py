@@ -53,7 +53,8 @@ def plot_run(run_dir: str | Path) -> Path:
     if train:
         steps, losses = zip(*train, strict=True)
         ax.plot(steps, losses, color="#9ecae1", linewidth=1, label="train loss")
-        ax.plot(steps, smooth(list(losses)), color="#08519c", linewidth=2, label="train loss (smoothed)")
+        if smoothing_weight(len(losses)) > 0:  # a short log is drawn as it is
+            ax.plot(steps, smooth(list(losses)), color="#08519c", linewidth=2, label="train loss (smoothed)")
     if evals:
         steps, losses = zip(*evals, strict=True)
         ax.plot(steps, losses, "o-", color="#d94801", label="eval loss")

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--static_cache", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL",
                         help="pt backend: a preallocated KV cache with a compiled decoding step (CUDA graphs on a "
                              "GPU); decodes several times faster once compiled, compiling takes about 40 s (135M) to "
-                             "150 s (6B) per benchmark (default false)")
+                             "150 s (6B) per benchmark, and again for the adapter under --baseline (default false)")
     parser.add_argument("--trust_remote_code", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL",
                         help="run the model repository's own Python code (default false; only for code you trust)")
 
