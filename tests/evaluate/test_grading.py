@@ -85,6 +85,16 @@ MATH_EN = [
     ("So $a_n = 4$.", "4", True),
     # a CHAMP gold written as a sum (2026-12-01 GPU run): its "=" is not an assignment, 1 is not the sum
     ("The answer is \\boxed{1}.", "\\sum_{i=1}^n i^3", False),
+    # factorials: CHAMP golds such as "n!" lost their "!" to the trailing-punctuation strip, so "n" matched "n!"
+    ("The number of orderings is \\boxed{n}.", "n!", False),
+    ("The number of orderings is \\boxed{n!}.", "n!", True),
+    ("So the answer is \\boxed{5!}.", "120", True),
+    ("So the answer is \\boxed{5!}.", "5", False),
+    ("The answer is $\\boxed{(n-1)!}$", "(n-1)!", True),
+    ("The answer is $\\boxed{(n-1)!}$", "n-1", False),
+    ("Answer: n!", "n!", True),
+    ("The answer is 42!", "42", True),  # after a digit in running text, "!" is an exclamation
+    ("So the answer is 42! Great.", "42", True),
     ("The answer is $x = 4$.", "4", True),
     ("\\boxed{x=4}", "4", True),
     ("\\boxed{x=5}", "4", False),
@@ -172,6 +182,7 @@ MATH_ZH = [
 CHOICE = [
     ("The answer is (B).", "B", True),
     ("The answer is (B).", "C", False),
+    ("The answer is B!", "B", True),
     ("答案是 C", "C", True),
     ("答案：D", "D", True),
     ("Option A says 5, option B says 6. Since 2*3 = 6, the answer is B.", "B", True),
@@ -308,7 +319,8 @@ def test_extract_choice(text, expected):
 @pytest.mark.parametrize(("raw", "expected"), [
     ("$18.00", "18.00"), ("1,000 apples", "1000"), ("x = 4", "4"), ("\\text{5 cm}", "5"),
     ("\\dfrac{1}{2}", "\\frac{1}{2}"), ("30^{\\circ}", "30"), ("12个苹果", "12"), ("3 pi", "3 pi"),
-    ("(1, 2)", "(1, 2)"), ("１２", "12"), ("x_{1} = 4", "4"), ("\\sum_{i=1}^n i^3", "\\sum_{i=1}^n i^3"),
+    ("(1, 2)", "(1, 2)"), ("１２", "12"), ("x_{1} = 4", "4"), ("\\sum_{i=1}^n i^3", "\\sum_{i=1}^n i^3"), ("n!", "n!"),
+    ("(n-1)!", "(n-1)!"), ("Yes!", "Yes"),
 ])
 def test_normalize(raw, expected):
     assert normalize(raw) == expected

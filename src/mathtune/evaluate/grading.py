@@ -141,42 +141,68 @@ def _after_marker(text: str, end: int) -> str:
     return "\n".join(block)
 
 
+def _is_factorial(s: str, i: int, after_digit: bool) -> bool:
+    """Whether the "!" at s[i] reads as a factorial: after ")", "}", "]", a lone letter ("n!"), or (`after_digit`) a
+    digit. After a digit in running text it is an exclamation: "The answer is 42!"."""
+    before = s[i - 1] if i else ""
+    if before in ")}]" or (after_digit and before.isdigit()):
+        return True
+    return before.isascii() and before.isalpha() and not (i > 1 and s[i - 2].isalpha())
+
+
+def _strip_trailing(s: str, chars: str = " .。!！,，;；") -> str:
+    """`s` without trailing punctuation from `chars`, keeping a factorial's "!" ("n!", "(n-1)!", "5!")."""
+    s = s.strip()
+    while s and s[-1] in chars and not (s[-1] == "!" and _is_factorial(s, len(s) - 1, after_digit=True)):
+        s = s[:-1].rstrip()
+    return s
+
+
 def _strip_decoration(s: str) -> str:
     """Drop markdown emphasis, a leading colon or 'is', and trailing sentence punctuation."""
     s = s.replace("**", "").replace("__", "").strip()
     s = re.sub(r"^(?:[:：=]|is\b)\s*", "", s, flags=re.I).strip()
-    return s.rstrip(" .。!！,，;；").strip()
+    return _strip_trailing(s)
 
 
-def _math_span(s: str) -> str:
-    """The answer at the start of a marker's text: a whole $...$ / \\(...\\) group, else text up to the sentence end."""
+def _sentence_end(s: str, boxed: bool) -> re.Match | None:
+    """The first sentence end in `s`; a factorial's "!" is none (in a box, also after a digit: \\boxed{5!})."""
+    for m in _SENTENCE_END.finditer(s):
+        if not (m.group() == "!" and _is_factorial(s, m.start(), after_digit=boxed)):
+            return m
+    return None
+
+
+def _math_span(s: str, boxed: bool = False) -> str:
+    """The answer at the start of a marker's text (or a box's content): a whole $...$ / \\(...\\) group, else text up
+    to the sentence end."""
     s = _strip_decoration(s)
     for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(left):
             close = s.find(right, len(left))
             if close != -1:
                 return s[len(left) : close].strip()
-    cut = _SENTENCE_END.search(s)
+    cut = _sentence_end(s, boxed)
     return _strip_decoration((s[: cut.start()] if cut else s).strip("$"))
 
 
-def _final_candidates(text: str) -> list[tuple[int, str]]:
-    """(position, raw text) of every explicit final-answer statement in `text`."""
-    found = _boxed(text)
-    found += [(m.start(), m.group(1)) for m in _ANSWER_TAG.finditer(text)]
+def _final_candidates(text: str) -> list[tuple[int, str, bool]]:
+    """(position, raw text, whether boxed) of every explicit final-answer statement in `text`."""
+    found = [(position, content, True) for position, content in _boxed(text)]
+    found += [(m.start(), m.group(1), False) for m in _ANSWER_TAG.finditer(text)]
     for pattern in _MARKERS:
         for m in pattern.finditer(text):
             after = _after_marker(text, m.end())
             if _NOT_AN_ANSWER.match(_strip_decoration(after)) or _HYPOTHETICAL.search(text[max(0, m.start() - 30):
                                                                                              m.start()]):
                 continue
-            found.append((m.start(), after))
+            found.append((m.start(), after, False))
     return sorted(found, key=lambda pc: pc[0])
 
 
 def extract_final(text: str) -> str | None:
     """The last explicitly stated answer (boxed, tagged or after a marker), whole; None when there is none."""
-    for _, raw in reversed(_final_candidates(text)):
+    for _, raw, _boxed_ in reversed(_final_candidates(text)):
         if cleaned := _strip_decoration(raw.replace("$", "")):
             return cleaned
     return None
@@ -191,8 +217,8 @@ def last_number(text: str) -> str | None:
 def extract_answer(text: str, language: str = "en") -> str | None:
     """The final answer a model gave to a math question: the last stated one, else the last number."""
     answer = None
-    for position, raw in reversed(_final_candidates(text)):
-        if answer := _math_span(raw):
+    for position, raw, boxed in reversed(_final_candidates(text)):
+        if answer := _math_span(raw, boxed):
             if (taken_back := _RETRACTION.search(text, position)) and (later := last_number(text[taken_back.end():])):
                 answer = later  # "The answer is 12. Wait, no: ... so 16 apples."
             break
@@ -235,9 +261,9 @@ def extract_choice(text: str) -> str | None:
     """The last multiple-choice letter the model committed to: boxed, after a marker, 'option B', or alone on a line."""
     letter = rf"\(?\s*([{CHOICE_LETTERS}])\s*\)?"
     # The letter must stand alone: "A." / "(A) 12" / "A, because" yes, "A train leaves" no.
-    after = r"(?=$|[).:,;。，、]|\s+(?:[^A-Za-z\s]|(?:because|since|as|is)\b))"
+    after = r"(?=$|[).:,;!。，、！]|\s+(?:[^A-Za-z\s]|(?:because|since|as|is)\b))"
     found: list[tuple[int, str]] = []
-    for pos, raw in _final_candidates(text):
+    for pos, raw, _boxed_ in _final_candidates(text):
         content = _TEXT_CMD.sub(r"\1", _strip_decoration(raw.replace("$", "")))
         if m := re.match(letter + after, content):
             found.append((pos, m.group(1)))
@@ -290,7 +316,7 @@ def normalize(s: str) -> str:
     s = s.replace("\\$", "").replace("$", "").replace("\\%", "%")
     s = re.sub(r"^\\\(|\\\)$|^\\\[|\\\]$", "", s).strip()
     s = re.sub(r"^(?:US\s*)?[€£¥￥]|^USD\s*|^RMB\s*", "", s).strip()
-    s = s.replace("**", "").rstrip(" .。!！,，;；:").strip()
+    s = _strip_trailing(s.replace("**", ""), " .。!！,，;；:")
     if _ASSIGNMENT.match(s) and s.count("=") <= 1:
         s = _ASSIGNMENT.sub("", s).strip()
     s = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", s)
