@@ -95,6 +95,13 @@ MATH_EN = [
     ("Answer: n!", "n!", True),
     ("The answer is 42!", "42", True),  # after a digit in running text, "!" is an exclamation
     ("So the answer is 42! Great.", "42", True),
+    ("So the final answer is n(n-1)(n-2)(n-3)/4!.", "n(n-1)(n-2)(n-3)/4!", True),  # "!" after "/4" is a factorial
+    # answers with several parts: a box holds the whole answer; a comma before another "name =" does not end it
+    ("The solution is \\boxed{x=6, y=5}.", "x=6, y=5", True),
+    ("The solution is \\boxed{x=6, y=5}.", "x=6, y=4", False),
+    ("So the final answer is x=6, y=5.", "x=6, y=5", True),
+    ("So the final answer is (x=8, y=2), (x=2, y=8).", "(x=8, y=2), (x=2, y=8)", True),
+    ("The answer is \\boxed{a(1\\pm \\sqrt{2}), a(1\\pm \\sqrt{5})/2}", "a(1\\pm \\sqrt{2}), a(1\\pm \\sqrt{5})/2", True),
     ("The answer is $x = 4$.", "4", True),
     ("\\boxed{x=4}", "4", True),
     ("\\boxed{x=5}", "4", False),
@@ -269,6 +276,16 @@ def test_verdict_reports_extracted_and_parsed():
     assert grade("so \\boxed{5}", item, "math") == Verdict("5", True, True)
     assert grade("no idea", item, "math") == Verdict(None, False, False)
     assert grade("The answer is 6", item, "math") == Verdict("6", False, True)
+
+
+@pytest.mark.parametrize("name", ["champ", "rg:gsm-symbolic", "rg:fractions", "rg:knights_knaves", "rg:syllogism"])
+def test_a_model_that_writes_the_gold_in_a_box_is_right(name):
+    from mathtune.evaluate.benchmarks import get_benchmark
+
+    bench = get_benchmark(name, data_seed=42)
+    wrong = [item.gold for item in bench.load(limit=300, seed=1)
+             if not grade(f"The answer is \\boxed{{{item.gold}}}.", item, bench.checker, bench.language).correct]
+    assert wrong == []  # before the box was taken whole, 16 CHAMP golds failed ("x=6, y=5" read as "x=6")
 
 
 def test_any_listed_gold_counts():

@@ -88,7 +88,7 @@ _TEXT_CMD = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
 _SENTENCE_END = re.compile(
-    r"[.!?](?=\s|$)|[。！？；;，（]|,\s+(?=[A-Za-z])|\s+(?:because|since|which|so)\s"
+    r"[.!?](?=\s|$)|[。！？；;，（]|,\s+(?=[A-Za-z])(?![A-Za-z]\w*\s*=)|\s+(?:because|since|which|so)\s"
     r"|(?<=[\d%}])\s+\((?=[^)]*[A-Za-z]{2})"  # "12 (since 3 x 4 = 12)"
     r"|(?<=\d)\s+[-–—]\s+(?=[A-Za-z]{2}|[\u4e00-\u9fff])",  # "42 - the sum of 40 and 2"
     re.I,
@@ -142,11 +142,17 @@ def _after_marker(text: str, end: int) -> str:
 
 
 def _is_factorial(s: str, i: int, after_digit: bool) -> bool:
-    """Whether the "!" at s[i] reads as a factorial: after ")", "}", "]", a lone letter ("n!"), or (`after_digit`) a
-    digit. After a digit in running text it is an exclamation: "The answer is 42!"."""
+    """Whether the "!" at s[i] reads as a factorial: after ")", "}", "]", a lone letter ("n!"), a number that follows
+    an operator ("/4!"), or (`after_digit`) any number. After a bare number in running text it is an exclamation:
+    "The answer is 42!"."""
     before = s[i - 1] if i else ""
-    if before in ")}]" or (after_digit and before.isdigit()):
+    if before in ")}]":
         return True
+    if before.isdigit():
+        start = i - 1
+        while start > 0 and s[start - 1].isdigit():
+            start -= 1
+        return after_digit or (start > 0 and s[start - 1] in "/*×·^(")
     return before.isascii() and before.isalpha() and not (i > 1 and s[i - 2].isalpha())
 
 
@@ -165,24 +171,27 @@ def _strip_decoration(s: str) -> str:
     return _strip_trailing(s)
 
 
-def _sentence_end(s: str, boxed: bool) -> re.Match | None:
-    """The first sentence end in `s`; a factorial's "!" is none (in a box, also after a digit: \\boxed{5!})."""
+def _sentence_end(s: str) -> re.Match | None:
+    """The first sentence end in `s` outside parentheses ("(x=8, y=2)"); a factorial's "!" is none."""
+    depth, seen = 0, 0
     for m in _SENTENCE_END.finditer(s):
-        if not (m.group() == "!" and _is_factorial(s, m.start(), after_digit=boxed)):
+        depth += s.count("(", seen, m.start()) - s.count(")", seen, m.start())
+        seen = m.start()
+        if depth <= 0 and not (m.group() == "!" and _is_factorial(s, m.start(), after_digit=False)):
             return m
     return None
 
 
 def _math_span(s: str, boxed: bool = False) -> str:
-    """The answer at the start of a marker's text (or a box's content): a whole $...$ / \\(...\\) group, else text up
-    to the sentence end."""
+    """The answer at the start of a marker's text: a whole $...$ / \\(...\\) group, else text up to the sentence end.
+    A box's content is the answer whole ("\\boxed{x=6, y=5}")."""
     s = _strip_decoration(s)
     for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(left):
             close = s.find(right, len(left))
             if close != -1:
                 return s[len(left) : close].strip()
-    cut = _sentence_end(s, boxed)
+    cut = None if boxed else _sentence_end(s)
     return _strip_decoration((s[: cut.start()] if cut else s).strip("$"))
 
 
