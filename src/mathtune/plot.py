@@ -12,8 +12,8 @@ from .jsonl import read_jsonl
 def smoothing_weight(points: int) -> float:
     """EMA weight whose memory is about 5% of the curve, at most 0.9 (TensorBoard's default feel for long runs).
 
-    A fixed 0.9 remembers about ten points: on a run logged 37 times, the smoothed curve trailed the falling loss by
-    a quarter of the run.
+    A fixed 0.9 remembers about ten points, a quarter of a run logged 37 times, so its curve lagged far behind a
+    falling loss.
     """
     return min(0.9, max(0.0, 1 - 20 / points)) if points else 0.0
 

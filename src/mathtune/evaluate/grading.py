@@ -211,7 +211,7 @@ def _final_candidates(text: str) -> list[tuple[int, str, bool]]:
 
 def extract_final(text: str) -> str | None:
     """The last explicitly stated answer (boxed, tagged or after a marker), whole; None when there is none."""
-    for _, raw, _boxed_ in reversed(_final_candidates(text)):
+    for _, raw, _ in reversed(_final_candidates(text)):
         if cleaned := _strip_decoration(raw.replace("$", "")):
             return cleaned
     return None
@@ -272,7 +272,7 @@ def extract_choice(text: str) -> str | None:
     # The letter must stand alone: "A." / "(A) 12" / "A, because" yes, "A train leaves" no.
     after = r"(?=$|[).:,;!。，、！]|\s+(?:[^A-Za-z\s]|(?:because|since|as|is)\b))"
     found: list[tuple[int, str]] = []
-    for pos, raw, _boxed_ in _final_candidates(text):
+    for pos, raw, _ in _final_candidates(text):
         content = _TEXT_CMD.sub(r"\1", _strip_decoration(raw.replace("$", "")))
         if m := re.match(letter + after, content):
             found.append((pos, m.group(1)))
