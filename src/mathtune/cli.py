@@ -64,8 +64,6 @@ def _add_trust_remote_code(p: argparse.ArgumentParser) -> None:
 def _infer(args: argparse.Namespace) -> int:
     from .infer import InferArgs, run_infer
 
-    if args.max_new_tokens < 1 or args.batch_size < 1:
-        raise UserError("--max_new_tokens and --batch_size must be positive")
     if args.static_cache and not args.input:
         raise UserError("--static_cache batches the rows of --input; --query and chat answer one prompt at a time")
     settings = InferArgs(args.max_new_tokens, args.temperature, args.top_p, tuple(args.stop_words), args.system,

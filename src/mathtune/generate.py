@@ -50,15 +50,15 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict[str, str]]]
     eos = end_of_turn_ids(tokenizer, getattr(model, "generation_config", None))
     device = next(model.parameters()).device
     results: list[list[str]] = [[] for _ in prompts]
+    # Static cache: one cache shape for the call, from its longest prompt (the first in `order`).
+    static_width = -(-len(prompts[order[0]]) // 64) * 64 if static_cache and prompts else None
     bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         real = len(chunk)  # rows whose replies are kept
-        width = max(len(prompts[i]) for i in chunk)
-        if static_cache:
-            width = -(-len(prompts[order[0]]) // 64) * 64  # the longest prompt of the call: one cache shape
-            if len(order) > batch_size:
-                chunk = chunk + [chunk[0]] * (batch_size - real)  # one batch shape
+        width = static_width or max(len(prompts[i]) for i in chunk)
+        if static_cache and len(order) > batch_size:
+            chunk = chunk + [chunk[0]] * (batch_size - real)  # one batch shape
         input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, i in enumerate(chunk):

@@ -253,18 +253,10 @@ def evaluate_loaded(model: Any, tokenizer: Any, benchmarks: Sequence[str], *, ou
                     data_seed: int = 42, seed: int = 0, progress: bool = True,
                     static_cache: bool = False) -> dict[str, Any]:
     """Evaluate a model that is already in memory (as `sft --eval_benchmarks` does before and after training)."""
-    from ..generate import generate
-
     settings = EvalSettings(limit, num_samples, temperature, top_p, max_new_tokens, batch_size, data_seed, seed,
                             static_cache=static_cache)
-
-    def generate_fn(conversations: list[list[dict[str, str]]]) -> list[list[str]]:
-        return generate(model, tokenizer, conversations, max_new_tokens=max_new_tokens, temperature=temperature,
-                        top_p=top_p, num_samples=num_samples, batch_size=batch_size, progress=progress,
-                        static_cache=static_cache)
-
-    return evaluate_with(generate_fn, tokenizer, benchmarks, output_dir, settings,
-                         description or _describe(model), progress)
+    return _evaluate_model(model, tokenizer, benchmarks, output_dir, settings, description or _describe(model),
+                           progress)
 
 
 def run_eval(model: str | None, adapter: str | None, benchmarks: Sequence[str], limit: int | None = None,
@@ -322,12 +314,14 @@ def run_baseline_eval(model: str | None, adapter: str | None, benchmarks: Sequen
 
 def _evaluate_model(model: Any, tokenizer: Any, benchmarks: Sequence[str], output_dir: str | Path,
                     settings: EvalSettings, description: str, progress: bool) -> dict[str, Any]:
-    return evaluate_loaded(model, tokenizer, benchmarks, output_dir=output_dir, limit=settings.limit,
-                           description=description, num_samples=settings.num_samples,
-                           temperature=settings.temperature, top_p=settings.top_p,
-                           max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
-                           data_seed=settings.data_seed, seed=settings.seed, progress=progress,
-                           static_cache=settings.static_cache)
+    from ..generate import generate
+
+    def generate_fn(conversations: list[list[dict[str, str]]]) -> list[list[str]]:
+        return generate(model, tokenizer, conversations, max_new_tokens=settings.max_new_tokens,
+                        temperature=settings.temperature, top_p=settings.top_p, num_samples=settings.num_samples,
+                        batch_size=settings.batch_size, progress=progress, static_cache=settings.static_cache)
+
+    return evaluate_with(generate_fn, tokenizer, benchmarks, output_dir, settings, description, progress)
 
 
 def _check_names(benchmarks: Sequence[str], data_seed: int) -> None:
