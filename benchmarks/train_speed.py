@@ -355,8 +355,11 @@ def profiled(enabled: bool, name: str):
 def run_config(bench: Bench, opts, rows) -> dict:
     import torch
 
+    from mathtune import fastpath
+    from mathtune.config import FastArgs
+    from mathtune.fastpath.checkpointing import set_gradient_checkpointing
+    from mathtune.fastpath.liger import liger_available
     from mathtune.model import attach_lora, unwrap
-    from mathtune.speed import apply_fast_path, fast_path_report, liger_available, set_gradient_checkpointing
 
     device = opts.device
     cuda = device.startswith("cuda")
@@ -388,12 +391,14 @@ def run_config(bench: Bench, opts, rows) -> dict:
         report = {"attention": f"{unwrap(model).config._attn_implementation} (transformers, "
                                + ("rows told apart by position ids)" if bench.flat else "padding mask)")}
     else:
-        base_args = type("A", (), {"use_liger_kernel": bench.liger, "fast_lora": bench.fast_lora,
-                                   "torch_compile": bench.compile})()
-        fused = apply_fast_path(model, base_args, device, attn_impl=bench.attn)
-        report = fast_path_report(model)
-        timing = run_mathtune(model, bench, rows, device, opts.steps, opts.warmup, opts.max_length, fused)
-        del fused
+        # checkpointing was set above, as for the hf engine
+        fast = FastArgs(gradient_checkpointing=False, use_liger_kernel=bench.liger, fast_lora=bench.fast_lora,
+                        torch_compile=bench.compile, attn_impl=bench.attn)
+        path = fastpath.apply(model, fast, device)
+        report = path.report
+        timing = run_mathtune(model, bench, rows, device, opts.steps, opts.warmup, opts.max_length,
+                              path.fused_linear_ce)
+        del path
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
     flops = model_flops(opts.model, timing.lengths, bench.sft == "full")
     del model

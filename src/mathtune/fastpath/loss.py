@@ -6,9 +6,9 @@ saves the head's matmul on them and the (tokens x vocab) fp32 logits that would 
 
 from __future__ import annotations
 
-from .data.packing import Batch
-from .data.tokenize import IGNORE_INDEX
-from .model import backbone_of, unwrap
+from ..data.packing import Batch
+from ..data.tokenize import IGNORE_INDEX
+from ..model import backbone_of, unwrap
 
 
 def _inputs(batch: Batch, device) -> dict:

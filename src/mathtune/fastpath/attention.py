@@ -3,23 +3,54 @@
 Packed micro-batches are one long sequence whose position ids restart at every row. transformers turns that into
 a dense (L x L) block-diagonal mask, which SDPA can only run through its slower masked kernels (and which takes
 L^2 bytes: 1 GiB at 32k tokens). Here the row boundaries become `cu_seqlens` offsets and the attention runs in
-PyTorch's own variable-length flash kernel (`aten::_flash_attention_forward` with cumulative lengths, the kernel
-behind `torch.nn.attention.varlen`), which skips the blocks between rows entirely.
+PyTorch's variable-length flash kernel, which skips the blocks between rows entirely: through the public
+`torch.nn.attention.varlen.varlen_attn` where this torch has it, else through the private
+`aten::_flash_attention_forward` it wraps (torch before 2.9).
 
-The implementation is registered with transformers as `mathtune_varlen`. It only takes the flash route where that is
-exact (CUDA, fp16/bf16, no padding mask, no KV cache offset, no attention dropout) and was checked on this GPU by
-`flash_selftest`; everything else (CPU, padded batches, generation) goes to transformers' SDPA attention, with a
-block-diagonal mask where rows are packed, so results never depend on which route ran.
+The attention function is registered with transformers as `mathtune_varlen`; it holds no state of its own. What a
+model runs is a `Kernel` stored on the model's attention layers by `enable` (transformers calls the attention
+function with the layer, not the model), so two models in one process are independent. The kernel is only taken
+where it is exact (its device and dtypes, no padding mask, no KV cache offset, no attention dropout) and after
+`flash_selftest` passed on this GPU; everything else (CPU, padded batches, generation, a model without a kernel)
+goes to transformers' SDPA attention, with a block-diagonal mask where rows are packed, so results never depend on
+which route ran. Row offsets travel with each forward call as keyword arguments (`packed_kwargs`).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from .errors import first_line
+from ..errors import first_line
+from ..model import unwrap
 
 NAME = "mathtune_varlen"
-_state = {"registered": False, "flash_ok": False}
+KERNEL_ATTR = "_mathtune_varlen"
+"""The attribute that holds a model's `Kernel`, on the unwrapped model and on each of its attention layers."""
+PUBLIC = "torch.nn.attention.varlen"
+ATEN = "aten._flash_attention_forward"
+NO_KERNEL = "this torch has neither torch.nn.attention.varlen nor aten::_flash_attention_forward"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A causal variable-length attention kernel and where it applies."""
+
+    name: str
+    call: Callable[..., Any]
+    """(q (T, Hq, D), k and v (T, Hkv, D), int32 row offsets, longest row, scale) -> (T, Hq, D); contiguous inputs."""
+    device_type: str = "cuda"
+    dtypes: tuple[str, ...] = ("float16", "bfloat16")
+    """The flash kernel has no fp32 version; other dtypes go to SDPA."""
+
+    def fits(self, query, key, dropout: float) -> bool:
+        return (query.device.type == self.device_type and str(query.dtype).removeprefix("torch.") in self.dtypes
+                and key.dtype == query.dtype and not dropout and query.shape[-1] % 8 == 0
+                and query.shape[-1] <= 256)
 
 
 def cu_seqlens(position_ids) -> tuple[object, int]:
@@ -56,7 +87,11 @@ def block_causal_mask(cu, length: int, device):
     return ((row[:, None] == row[None, :]) & causal)[None, None]
 
 
-def _flash_autograd():
+# --- the two ways to reach the flash kernel ---------------------------------------------------------------------------
+
+@functools.cache
+def _aten_autograd():
+    """The autograd Function around the private aten ops; built once because its class needs torch imported."""
     import torch
 
     class FlashVarlen(torch.autograd.Function):
@@ -83,16 +118,33 @@ def _flash_autograd():
     return FlashVarlen
 
 
-_FLASH = None
-_flash_call = None  # flash_varlen behind torch.compiler.disable, set by register()
+def aten_varlen(q, k, v, cu, max_len: int, scale: float | None):
+    """The fallback: `aten::_flash_attention_forward` / `_backward` directly."""
+    return _aten_autograd().apply(q.contiguous(), k.contiguous(), v.contiguous(), cu, int(max_len), scale)
 
 
-def flash_varlen(q, k, v, cu, max_len: int, scale: float | None):
-    """q (T, Hq, D), k and v (T, Hkv, D) -> (T, Hq, D); `cu` int32 row offsets on the same device."""
-    global _FLASH
-    if _FLASH is None:
-        _FLASH = _flash_autograd()
-    return _FLASH.apply(q.contiguous(), k.contiguous(), v.contiguous(), cu, int(max_len), scale)
+def public_varlen() -> Callable[..., Any] | None:
+    """`torch.nn.attention.varlen.varlen_attn` as a kernel call, or None where this torch has no version of it that
+    takes a scale, grouped-query heads and a causal mask (it appeared in 2.9; causality moved to `window_size`)."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None
+    params = inspect.signature(varlen_attn).parameters
+    if "scale" not in params or "enable_gqa" not in params:
+        return None
+    if "window_size" in params:
+        causal: dict[str, Any] = {"window_size": (-1, 0)}
+    elif "is_causal" in params:
+        causal = {"is_causal": True}
+    else:
+        return None
+
+    def call(q, k, v, cu, max_len: int, scale: float | None):
+        return varlen_attn(q.contiguous(), k.contiguous(), v.contiguous(), cu, cu, int(max_len), int(max_len),
+                           scale=scale, enable_gqa=q.shape[1] != k.shape[1], **causal)
+
+    return call
 
 
 def _disable_compile(fn):
@@ -103,18 +155,27 @@ def _disable_compile(fn):
     return disable(fn) if disable is not None else fn
 
 
-def _can_flash(query, key, dropout: float) -> bool:
+def candidate_kernels() -> list[Kernel]:
+    """The flash kernels this torch offers, preferred first: the public API, then the private ops it wraps."""
     import torch
 
-    return (_state["flash_ok"] and query.is_cuda and query.dtype in (torch.float16, torch.bfloat16)
-            and key.dtype == query.dtype and not dropout and query.shape[-1] % 8 == 0 and query.shape[-1] <= 256)
+    found = []
+    public = public_varlen()
+    if public is not None:
+        found.append(Kernel(PUBLIC, _disable_compile(public)))
+    if hasattr(torch.ops.aten, "_flash_attention_forward"):
+        found.append(Kernel(ATEN, _disable_compile(aten_varlen)))
+    return found
 
+
+# --- transformers' attention interface --------------------------------------------------------------------------------
 
 def varlen_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """transformers attention interface: query (B, Hq, L, D), key/value (B, Hkv, S, D) -> ((B, L, Hq, D), None)."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    kernel: Kernel | None = getattr(module, KERNEL_ATTR, None)
     packed = attention_mask is None and query.shape[0] == 1 and query.shape[2] == key.shape[2] > 1
     if packed:
         cu, longest = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q")
@@ -123,12 +184,11 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
         if cu is not None:
             if longest is None:
                 longest = int((cu[1:] - cu[:-1]).max())
-            if _can_flash(query, key, dropout):
-                q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))
+            if kernel is not None and kernel.fits(query, key, dropout):
+                q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))
                 cu = cu.to(device=query.device, dtype=torch.int32)
-                out = (_flash_call or flash_varlen)(q, k, v, cu, longest, scaling)
-                return out.unsqueeze(0), None
-            if cu.numel() > 2:  # several rows and no flash kernel: exact, but with a dense mask
+                return kernel.call(q, k, v, cu, longest, scaling).unsqueeze(0), None
+            if cu.numel() > 2:  # several rows and no kernel for them: exact, but with a dense mask
                 mask = block_causal_mask(cu, query.shape[2], query.device)
                 return sdpa_attention_forward(module, query, key, value, mask, scaling=scaling, dropout=dropout,
                                               **_without_packing(kwargs))
@@ -151,21 +211,22 @@ def varlen_mask(*args, **kwargs):
 
 
 def register() -> str:
-    """Register `mathtune_varlen` with transformers (attention and mask); idempotent. Returns the name."""
-    global _flash_call
-    if not _state["registered"]:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface
+    """Register `mathtune_varlen` with transformers (attention and mask); registering again replaces the entry with
+    the same functions. Returns the name. A model set to it without `enable` runs SDPA."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
 
-        AttentionInterface.register(NAME, varlen_attention_forward)
-        AttentionMaskInterface.register(NAME, varlen_mask)
-        _flash_call = _disable_compile(flash_varlen)
-        _state["registered"] = True
+    AttentionInterface.register(NAME, varlen_attention_forward)
+    AttentionMaskInterface.register(NAME, varlen_mask)
     return NAME
 
 
-def flash_selftest(device, heads: int = 4, kv_heads: int = 2, head_dim: int = 64, dtype=None) -> str | None:
-    """Run the varlen kernel forward and backward on a few packed rows and compare with per-row SDPA in fp32.
+# --- per model --------------------------------------------------------------------------------------------------------
+
+def flash_selftest(device, heads: int = 4, kv_heads: int = 2, head_dim: int = 64, dtype=None,
+                   kernel: Kernel | None = None) -> str | None:
+    """Run a varlen kernel (the first of `candidate_kernels` unless given) forward and backward on a few packed rows
+    and compare with per-row SDPA in fp32.
 
     Returns None when it agrees, else the reason (so callers can fall back and say why).
     """
@@ -174,8 +235,11 @@ def flash_selftest(device, heads: int = 4, kv_heads: int = 2, head_dim: int = 64
 
     if not str(device).startswith("cuda") or not torch.cuda.is_available():
         return "not a CUDA device"
-    if not hasattr(torch.ops.aten, "_flash_attention_forward"):
-        return "this torch has no aten::_flash_attention_forward"
+    if kernel is None:
+        kernels = candidate_kernels()
+        if not kernels:
+            return NO_KERNEL
+        kernel = kernels[0]
     dtype = dtype or (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     try:
         gen = torch.Generator(device="cpu").manual_seed(0)
@@ -185,7 +249,7 @@ def flash_selftest(device, heads: int = 4, kv_heads: int = 2, head_dim: int = 64
                    for h in (heads, kv_heads, kv_heads))
         cu = torch.tensor([0, *torch.tensor(sizes).cumsum(0).tolist()], dtype=torch.int32, device=device)
         scale = head_dim**-0.5
-        out = flash_varlen(q, k, v, cu, max(sizes), scale)
+        out = kernel.call(q, k, v, cu, max(sizes), scale)
         grad = torch.randn(out.shape, generator=gen).to(device, dtype)
         dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
         rq, rk, rv = (t.detach().float().requires_grad_() for t in (q, k, v))
@@ -208,27 +272,49 @@ def flash_selftest(device, heads: int = 4, kv_heads: int = 2, head_dim: int = 64
     return None
 
 
-def enable(model, device) -> str | None:
-    """Switch `model` (a transformers model, or a peft model around one) to `mathtune_varlen` when the flash kernel
-    passes its self-test on `device` with the model's head shape. Returns None when enabled, else why not."""
-    from .model import unwrap
-
+def attach(model, kernel: Kernel) -> str | None:
+    """Switch `model` (a transformers model, or a peft model around one) to `mathtune_varlen` running `kernel`; other
+    models are left as they are. Returns None when switched, else why not."""
     base = unwrap(model)
-    config = base.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    reason = flash_selftest(device, config.num_attention_heads, kv_heads, head_dim)
-    if reason is not None:
-        return reason
+    # transformers hands the attention function the layer that calls it, so each attention layer carries the kernel
+    layers = [m for m in base.modules() if hasattr(m, "is_causal") and hasattr(m, "layer_idx")]
+    if not layers:
+        return "no attention layers found"
     register()
-    _state["flash_ok"] = True
     try:
         base.set_attn_implementation(NAME)
     except Exception:  # noqa: BLE001 - older transformers: set it on the config directly
-        config._attn_implementation = NAME
-    if getattr(config, "_attn_implementation", None) != NAME:
-        return f"transformers kept attention '{config._attn_implementation}'"
+        base.config._attn_implementation = NAME
+    if getattr(base.config, "_attn_implementation", None) != NAME:
+        return f"transformers kept attention '{base.config._attn_implementation}'"
+    for layer in (base, *layers):
+        setattr(layer, KERNEL_ATTR, kernel)
     return None
+
+
+def enable(model, device) -> str | None:
+    """Switch `model` to the first varlen kernel that passes its self-test on `device` with the model's head shape.
+    Returns None when enabled, else why not (every kernel's reason)."""
+    config = unwrap(model).config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    if not str(device).startswith("cuda"):
+        return "not a CUDA device"
+    kernels = candidate_kernels()
+    if not kernels:
+        return NO_KERNEL
+    reasons = []
+    for kernel in kernels:
+        reason = flash_selftest(device, config.num_attention_heads, kv_heads, head_dim, kernel=kernel)
+        if reason is None:
+            return attach(model, kernel)
+        reasons.append(f"{kernel.name}: {reason}")
+    return "; ".join(reasons)
+
+
+def kernel_of(model) -> Kernel | None:
+    """The varlen kernel `model` runs, or None."""
+    return getattr(unwrap(model), KERNEL_ATTR, None)
 
 
 def warn_fallback(reason: str) -> None:

@@ -1,17 +1,18 @@
-"""The fast path on the CPU: varlen attention equals SDPA with a block-diagonal mask, the fused LoRA forward equals
-peft's, the loss on trained positions only equals the full-logits loss, and nothing changes without CUDA."""
+"""Varlen attention: on the CPU it equals SDPA with a block-diagonal mask and a model with it equals one without;
+the kernel route in a model equals SDPA (a per-row reference kernel stands in for flash on the CPU); a model's kernel
+is its own. On a GPU: the public torch.nn.attention.varlen and the private aten ops give the same outputs and
+gradients."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from test_train import examples
 
-from mathtune import attention
-from mathtune.config import TrainArgs
 from mathtune.data.packing import collate
-from mathtune.losses import loss_sum
+from mathtune.fastpath import attention
+from mathtune.fastpath.checkpointing import set_gradient_checkpointing
+from mathtune.fastpath.loss import loss_sum
 from mathtune.model import attach_lora, load_model
-from mathtune.speed import apply_fast_path, fast_lora, fast_path_report, set_gradient_checkpointing
 
 
 def test_cu_seqlens_from_restarting_positions():
@@ -87,101 +88,8 @@ def _lora(model_dir, dropout=0.0):
     return model
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_fast_lora_equals_peft_forward_and_gradients(tiny_model_dir, tiny_tokenizer, dropout):
-    data = examples(tiny_tokenizer, 3)
-    batch = collate(data, [0, 1, 2], packing=True, pad_id=tiny_tokenizer.pad_token_id)
-    results = []
-    for fast in (False, True):
-        model = _lora(tiny_model_dir, dropout)
-        model.train()
-        if fast:
-            assert fast_lora(model) == 14  # 7 linear layers x 2 decoder layers
-        torch.manual_seed(11)
-        loss = loss_sum(model, batch, torch.device("cpu"))
-        loss.backward()
-        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
-    (slow_loss, slow_grads), (fast_loss, fast_grads) = results
-    torch.testing.assert_close(fast_loss, slow_loss, rtol=1e-5, atol=1e-5)
-    assert fast_grads.keys() == slow_grads.keys() and len(fast_grads) == 28
-    for name in slow_grads:
-        torch.testing.assert_close(fast_grads[name], slow_grads[name], rtol=1e-4, atol=1e-6)
-
-
-def test_fast_lora_leaves_disabled_and_merged_adapters_alone(tiny_model_dir):
-    model = _lora(tiny_model_dir).eval()
-    ids = torch.tensor([[5, 6, 7, 8]])
-    with torch.no_grad():
-        want = model(input_ids=ids).logits
-        fast_lora(model)
-        torch.testing.assert_close(model(input_ids=ids).logits, want, rtol=1e-5, atol=1e-5)
-        with model.disable_adapter():
-            base = model(input_ids=ids).logits
-        assert not torch.allclose(base, want, atol=1e-4)
-        model.merge_adapter()
-        torch.testing.assert_close(model(input_ids=ids).logits, want, rtol=1e-4, atol=1e-4)
-
-
-def test_loss_on_trained_positions_equals_full_logits_loss(tiny_model_dir, tiny_tokenizer):
-    data = examples(tiny_tokenizer, 3)
-    model = load_model(tiny_model_dir, "fp32", "cpu")
-    for packing in (True, False):
-        batch = collate(data, [0, 1, 2], packing=packing, pad_id=tiny_tokenizer.pad_token_id)
-        inputs = {"input_ids": batch.input_ids, "position_ids": batch.position_ids,
-                  "attention_mask": batch.attention_mask}
-        logits = model(**{k: v for k, v in inputs.items() if v is not None}, use_cache=False).logits
-        want = F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch.labels.reshape(-1), reduction="sum")
-        torch.testing.assert_close(loss_sum(model, batch, torch.device("cpu")), want, rtol=1e-5, atol=1e-5)
-
-
-def test_apply_fast_path_is_a_no_op_on_cpu(tiny_model_dir):
-    model = _lora(tiny_model_dir)
-    before = {n: type(m) for n, m in model.named_modules()}
-    assert apply_fast_path(model, TrainArgs(), "cpu") is None
-    assert {n: type(m) for n, m in model.named_modules()} == before
-    assert not any("forward" in vars(m) for m in model.modules())
-    assert model.get_base_model().config._attn_implementation == "sdpa"
-    assert fast_path_report(model)["attention"] == "sdpa"
-
-
 def test_flash_selftest_declines_without_cuda():
     assert attention.flash_selftest("cpu") == "not a CUDA device"
-
-
-def test_partial_gradient_checkpointing(tiny_model_dir):
-    model = _lora(tiny_model_dir)
-    assert set_gradient_checkpointing(model, 1) == 1
-    layers = model.get_base_model().model.layers
-    assert [layer.gradient_checkpointing for layer in layers] == [True, False]
-    assert set_gradient_checkpointing(model, None) == 2
-    assert set_gradient_checkpointing(model, 0) == 0
-    assert not any(layer.gradient_checkpointing for layer in layers)
-
-
-def test_fast_lora_in_bf16_keeps_fp32_adapter_weights_and_gradients(tiny_model_dir, tiny_tokenizer):
-    data = examples(tiny_tokenizer, 3)
-    batch = collate(data, [0, 1, 2], packing=True, pad_id=tiny_tokenizer.pad_token_id)
-    results = []
-    for fast in (False, True):
-        torch.manual_seed(5)
-        model = attach_lora(load_model(tiny_model_dir, "bf16", "cpu"), rank=4, alpha=16, dropout=0.0,
-                            target_modules="all-linear")
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                torch.nn.init.normal_(p, std=0.1)
-        assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)  # peft upcasts adapters
-        if fast:
-            fast_lora(model)
-        loss = loss_sum(model, batch, torch.device("cpu"))
-        loss.backward()
-        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-        assert all(g.dtype == torch.float32 for g in grads.values())
-        results.append((loss.detach(), grads))
-    (slow_loss, slow_grads), (fast_loss, fast_grads) = results
-    torch.testing.assert_close(fast_loss, slow_loss, rtol=2e-2, atol=0.0)
-    for name in slow_grads:
-        cos = F.cosine_similarity(fast_grads[name].flatten(), slow_grads[name].flatten(), dim=0)
-        assert cos > 0.99, (name, float(cos))
 
 
 def _reference_varlen(q, k, v, cu, max_len, scale):
@@ -197,33 +105,101 @@ def _reference_varlen(q, k, v, cu, max_len, scale):
     return torch.cat(pieces)
 
 
+def _reference_kernel(calls: list) -> attention.Kernel:
+    """A CPU fp32 kernel that records the row offsets it was given and computes what the flash kernel would."""
+
+    def call(q, k, v, cu, max_len, scale):
+        calls.append(cu)
+        return _reference_varlen(q, k, v, cu, max_len, scale)
+
+    return attention.Kernel("reference", call, device_type="cpu", dtypes=("float32",))
+
+
 @pytest.mark.parametrize("checkpointing", [None, 0])
-def test_flash_route_plumbing_in_a_model_equals_sdpa(tiny_model_dir, tiny_tokenizer, monkeypatch, checkpointing):
+def test_flash_route_plumbing_in_a_model_equals_sdpa(tiny_model_dir, tiny_tokenizer, checkpointing):
     """The kernel itself is only checked on a GPU (flash_selftest); this checks everything around it on the CPU:
     layouts, cu_seqlens from loss_sum, gradients through checkpointing, the output shape transformers expects."""
     data = examples(tiny_tokenizer, 4)
     batch = collate(data, [0, 1, 2, 3], packing=True, pad_id=tiny_tokenizer.pad_token_id)
     calls = []
-
-    def fake(q, k, v, cu, max_len, scale):
-        calls.append(cu)
-        return _reference_varlen(q, k, v, cu, max_len, scale)
-
     results = []
     for route in ("sdpa", "varlen"):
         model = _lora(tiny_model_dir)
         model.train()
         set_gradient_checkpointing(model, checkpointing)
         if route == "varlen":
-            model.get_base_model().set_attn_implementation(attention.register())
-            monkeypatch.setattr(attention, "_can_flash", lambda *a: True)
-            monkeypatch.setattr(attention, "_flash_call", fake)
+            assert attention.attach(model, _reference_kernel(calls)) is None
+            assert attention.kernel_of(model).name == "reference"
         torch.manual_seed(3)
         loss = loss_sum(model, batch, torch.device("cpu"))
         loss.backward()
         results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
     assert calls and calls[0].tolist() == [0, *torch.tensor([len(data[i]) for i in range(4)]).cumsum(0).tolist()]
+    assert len(calls) == 2 * (2 if checkpointing is None else 1)  # 2 layers, each run again in the backward
     (want, want_grads), (got, got_grads) = results
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     for name in want_grads:
         torch.testing.assert_close(got_grads[name], want_grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_a_kernel_on_one_model_leaves_another_unchanged(tiny_model_dir, tiny_tokenizer):
+    """The kernel lives on the model it was attached to: a second model, loaded plainly or even switched to
+    mathtune_varlen by name, never runs it (a process-wide switch would send both through it)."""
+    data = examples(tiny_tokenizer, 4)
+    batch = collate(data, [0, 1, 2, 3], packing=True, pad_id=tiny_tokenizer.pad_token_id)
+    cpu = torch.device("cpu")
+    calls = []
+    enabled = load_model(tiny_model_dir, "fp32", "cpu").eval()
+    plain = load_model(tiny_model_dir, "fp32", "cpu").eval()
+    by_name = load_model(tiny_model_dir, "fp32", "cpu").eval()
+    assert attention.attach(enabled, _reference_kernel(calls)) is None
+    by_name.set_attn_implementation(attention.register())
+    assert plain.config._attn_implementation == "sdpa" and by_name.config._attn_implementation == attention.NAME
+    for other in (plain, by_name):
+        assert attention.kernel_of(other) is None
+        assert not any(hasattr(m, attention.KERNEL_ATTR) for m in other.modules())
+    with torch.no_grad():
+        want = loss_sum(plain, batch, cpu)
+        torch.testing.assert_close(loss_sum(by_name, batch, cpu), want, rtol=1e-5, atol=1e-5)
+        assert calls == []
+        torch.testing.assert_close(loss_sum(enabled, batch, cpu), want, rtol=1e-5, atol=1e-5)
+    assert len(calls) == 2  # one per decoder layer of the enabled model only
+
+
+def test_enable_declines_without_cuda(tiny_model_dir):
+    model = load_model(tiny_model_dir, "fp32", "cpu")
+    assert attention.enable(model, "cpu") == "not a CUDA device"
+    assert attention.kernel_of(model) is None and model.config._attn_implementation == "sdpa"
+
+
+def test_kernels_prefer_the_public_api_where_torch_has_it():
+    names = [kernel.name for kernel in attention.candidate_kernels()]
+    assert names == [name for name, present in ((attention.PUBLIC, attention.public_varlen() is not None),
+                                                (attention.ATEN, hasattr(torch.ops.aten, "_flash_attention_forward")))
+                     if present]
+    if torch.__version__ >= (2, 13):  # the installed torch here; its varlen_attn takes window_size and enable_gqa
+        assert names[0] == attention.PUBLIC
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the flash kernel needs CUDA")
+@pytest.mark.parametrize(("heads", "kv_heads", "dtype"), [(4, 2, torch.bfloat16), (8, 8, torch.float16)])
+def test_public_varlen_and_aten_ops_give_the_same_outputs_and_gradients(heads, kv_heads, dtype):
+    public = attention.public_varlen()
+    assert public is not None, f"torch {torch.__version__} has no usable torch.nn.attention.varlen"
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    sizes = [7, 1, 130, 64, 33]
+    total, head_dim = sum(sizes), 64
+    cu = torch.tensor([0, *torch.tensor(sizes).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    q, k, v = (torch.randn(total, h, head_dim, generator=gen).to("cuda", dtype) for h in (heads, kv_heads, kv_heads))
+    grad = torch.randn(total, heads, head_dim, generator=gen).to("cuda", dtype)
+    results = []
+    for kernel in (public, attention.aten_varlen):
+        inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = kernel(*inputs, cu, max(sizes), head_dim**-0.5)
+        results.append((out, *torch.autograd.grad(out, inputs, grad)))
+    for name, got, want in zip(("out", "dq", "dk", "dv"), *results, strict=True):
+        assert got.shape == want.shape, name
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3, msg=lambda m, n=name: f"{n}: {m}")
+    ref = _reference_varlen(*(t.float() for t in (q, k, v)), cu.cpu(), max(sizes), head_dim**-0.5)
+    torch.testing.assert_close(results[0][0].float().cpu(), ref.cpu(), rtol=2e-2, atol=2e-2)
