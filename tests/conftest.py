@@ -99,3 +99,34 @@ def _train_tiny_run(root: Path, model_dir: Path, rows: int = 12) -> Path:
                  "--max_length", "128"]) == 0
     (run_dir,) = (root / "tiny_runs").glob("*/v*")
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def train_in_folder():
+    """A function that trains in a run folder as sft does (see `_train_in_folder`)."""
+    return _train_in_folder
+
+
+def _train_in_folder(run_dir: Path, model, tokenizer, data, val, *, max_length: int = 256, loss_fn=None,
+                     resume: Path | None = None, origins=None, **settings):
+    """mathtune.sft.train_in on `run_dir` (created if missing) with OptimArgs/RunArgs built from `settings`; Ctrl-C
+    and SIGTERM stop it as they stop sft. `loss_fn` defaults to the plain path's on the CPU."""
+    from dataclasses import fields
+
+    import torch
+
+    from mathtune.config import DataArgs, OptimArgs, RunArgs, RunConfig
+    from mathtune.fastpath import FastPath
+    from mathtune.run_dir import RunDir
+    from mathtune.sft import train_in
+    from mathtune.signals import StopOnSignal
+
+    optim = {k: v for k, v in settings.items() if k in {f.name for f in fields(OptimArgs)}}
+    cfg = RunConfig(data=DataArgs(max_length=max_length), optim=OptimArgs(**optim),
+                    run=RunArgs(**{k: v for k, v in settings.items() if k not in optim}))
+    if loss_fn is None:
+        loss_fn = FastPath(torch.device("cpu")).loss_fn
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with RunDir(cfg, run_dir, resume) as run, StopOnSignal() as stop:
+        run.lock()
+        return train_in(run, model, tokenizer, data, val, loss_fn, origins=origins, should_stop=stop, progress=False)

@@ -5,12 +5,10 @@ import json
 import pytest
 import torch
 
-from mathtune.config import TrainArgs
 from mathtune.data.packing import collate, plan_steps
 from mathtune.data.tokenize import encode_conversation
-from mathtune.losses import loss_sum
+from mathtune.fastpath.loss import loss_sum
 from mathtune.model import attach_lora, load_model
-from mathtune.train import train
 
 
 def examples(tokenizer, n=24):
@@ -26,22 +24,20 @@ def lora_model(model_dir, seed=0):
     return attach_lora(model, rank=8, alpha=16, dropout=0.0, target_modules="all-linear")
 
 
-def run(tmp_path, model, tokenizer, data, **overrides):
+def run(tmp_path, model, tokenizer, data, train_in_folder, **overrides):
     settings = dict(learning_rate=5e-3, batch_size=4, gradient_accumulation_steps=2, max_steps=20, logging_steps=1,
                     save_steps=100, eval_steps=100, warmup_ratio=0.0, lr_scheduler_type="constant", seed=7)
     settings.update(overrides)
     run_dir = tmp_path / "run"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    result = train(model, tokenizer, data, data[:4], TrainArgs(**settings), max_length=256, run_dir=run_dir,
-                   progress=False)
+    result = train_in_folder(run_dir, model, tokenizer, data, data[:4], **settings)
     losses = [r["loss"] for r in map(json.loads, (run_dir / "logging.jsonl").read_text().splitlines()) if "loss" in r]
     return result, losses
 
 
-def test_training_lowers_loss_and_moves_only_lora(tmp_path, tiny_model_dir, tiny_tokenizer):
+def test_training_lowers_loss_and_moves_only_lora(tmp_path, tiny_model_dir, tiny_tokenizer, train_in_folder):
     model = lora_model(tiny_model_dir)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    result, losses = run(tmp_path, model, tiny_tokenizer, examples(tiny_tokenizer))
+    result, losses = run(tmp_path, model, tiny_tokenizer, examples(tiny_tokenizer), train_in_folder)
     assert result.global_step == 20 and len(losses) == 20
     assert losses[-1] < 0.9 * losses[0] and sum(losses[-5:]) < sum(losses[:5])
     for name, param in model.named_parameters():
@@ -53,10 +49,10 @@ def test_training_lowers_loss_and_moves_only_lora(tmp_path, tiny_model_dir, tiny
     assert (result.last_checkpoint / "adapter_model.safetensors").is_file()
 
 
-def test_seeded_runs_repeat_exactly(tmp_path, tiny_model_dir, tiny_tokenizer):
+def test_seeded_runs_repeat_exactly(tmp_path, tiny_model_dir, tiny_tokenizer, train_in_folder):
     data = examples(tiny_tokenizer)
-    _, first = run(tmp_path / "a", lora_model(tiny_model_dir), tiny_tokenizer, data)
-    _, second = run(tmp_path / "b", lora_model(tiny_model_dir), tiny_tokenizer, data)
+    _, first = run(tmp_path / "a", lora_model(tiny_model_dir), tiny_tokenizer, data, train_in_folder)
+    _, second = run(tmp_path / "b", lora_model(tiny_model_dir), tiny_tokenizer, data, train_in_folder)
     assert first == second
 
 
@@ -107,44 +103,41 @@ def test_plan_steps_packs_each_step_within_capacity_and_keeps_its_rows():
     assert again == packed and other_epoch != packed
 
 
-def test_packed_training_follows_the_same_loss_curve_as_padded(tmp_path, tiny_model_dir, tiny_tokenizer):
+def test_packed_training_follows_the_same_loss_curve_as_padded(tmp_path, tiny_model_dir, tiny_tokenizer,
+                                                               train_in_folder):
     data = examples(tiny_tokenizer)
-    _, packed = run(tmp_path / "p", lora_model(tiny_model_dir), tiny_tokenizer, data, packing=True, max_steps=6)
-    _, padded = run(tmp_path / "u", lora_model(tiny_model_dir), tiny_tokenizer, data, packing=False, max_steps=6)
+    _, packed = run(tmp_path / "p", lora_model(tiny_model_dir), tiny_tokenizer, data, train_in_folder,
+                    packing=True, max_steps=6)
+    _, padded = run(tmp_path / "u", lora_model(tiny_model_dir), tiny_tokenizer, data, train_in_folder,
+                    packing=False, max_steps=6)
     assert packed == pytest.approx(padded, rel=1e-4)
 
 
 @pytest.mark.parametrize("policy", ["stop", "skip"])
-def test_non_finite_loss_policy(tmp_path, tiny_model_dir, tiny_tokenizer, policy, monkeypatch):
-    from mathtune import train as train_module
+def test_non_finite_loss_policy(tmp_path, tiny_model_dir, tiny_tokenizer, policy, train_in_folder):
     from mathtune.train import NonFiniteLoss
 
-    real = train_module.loss_sum
     calls = {"n": 0}
 
-    def poisoned(model, batch, device, fused=None):
+    def poisoned(model, batch):
         calls["n"] += 1
-        value = real(model, batch, device, fused)
+        value = loss_sum(model, batch, torch.device("cpu"))
         return value * float("nan") if calls["n"] == 3 else value
 
-    monkeypatch.setattr(train_module, "loss_sum", poisoned)
     model = lora_model(tiny_model_dir)
     data = examples(tiny_tokenizer)
     origins = [f"math.jsonl:{i + 1}" for i in range(len(data))]
-    args = TrainArgs(learning_rate=1e-3, batch_size=4, gradient_accumulation_steps=1, max_steps=5, logging_steps=1,
-                     save_steps=1, save_total_limit=None, eval_steps=100, nan_policy=policy)
+    args = dict(learning_rate=1e-3, batch_size=4, gradient_accumulation_steps=1, max_steps=5, logging_steps=1,
+                save_steps=1, save_total_limit=None, eval_steps=100, nan_policy=policy)
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
     if policy == "stop":
         with pytest.raises(NonFiniteLoss, match=r"step 3; rows: math\.jsonl:\d+"):
-            train(model, tiny_tokenizer, data, [], args, max_length=256, run_dir=run_dir, origins=origins,
-                  progress=False)
+            train_in_folder(run_dir, model, tiny_tokenizer, data, [], loss_fn=poisoned, origins=origins, **args)
         # Steps 1 and 2 were saved; the bad step 3 left nothing behind.
         assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(("checkpoint", ".checkpoint"))) == [
             "checkpoint-1", "checkpoint-2"]
     else:
-        result = train(model, tiny_tokenizer, data, [], args, max_length=256, run_dir=run_dir, origins=origins,
-                       progress=False)
+        result = train_in_folder(run_dir, model, tiny_tokenizer, data, [], loss_fn=poisoned, origins=origins, **args)
         assert result.global_step == 5
         for param in model.parameters():
             assert torch.isfinite(param).all()

@@ -112,8 +112,8 @@ def _add_quickstart(p: argparse.ArgumentParser) -> None:
 
 
 def _quickstart(args: argparse.Namespace) -> int:
-    from .checkpoint import check_output_dir
     from .quickstart import run_quickstart
+    from .run_dir import check_output_dir
 
     # Checked here because a bad value would otherwise surface only after minutes of answering and training.
     if args.train_rows is not None and args.train_rows < 1:

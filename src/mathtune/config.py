@@ -16,6 +16,10 @@ from .data.config import DataArgs, add_data_arguments, parse_bool
 from .errors import UserError, first_line
 from .seeding import check_seed
 
+# Field metadata: a resumed run may change this option (where and how often it writes, how long it trains, switches
+# that change the speed only). Any other difference would change the result, so resuming requires the same value.
+MAY_CHANGE_ON_RESUME = {"resume": "may_change"}
+
 
 @dataclass(frozen=True)
 class ModelArgs:
@@ -25,10 +29,7 @@ class ModelArgs:
     """Local folder or hub id; None is the embedded default (SmolLM2-135M-Instruct)."""
     dtype: str = "AUTO"
     """AUTO (bf16 on a GPU that has it, fp16 on other GPUs, fp32 on CPU), bf16, fp16 or fp32."""
-    attn_impl: str | None = None
-    """Attention: None picks (on CUDA, varlen flash attention for packed rows; SDPA elsewhere); "varlen" asks for it;
-    any transformers name (sdpa, eager, flex_attention, flash_attention_2) turns it off and uses that."""
-    trust_remote_code: bool = False
+    trust_remote_code: bool = field(default=False, metadata=MAY_CHANGE_ON_RESUME)
     """Run a model repository's own Python code; off unless asked for."""
 
     def __post_init__(self) -> None:
@@ -59,12 +60,11 @@ class LoraArgs:
 
 
 @dataclass(frozen=True)
-class TrainArgs:
-    """The optimisation loop."""
+class OptimArgs:
+    """What is optimised and how: everything here shapes the result."""
 
-    output_dir: str = "output"
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
+    num_train_epochs: float = field(default=1.0, metadata=MAY_CHANGE_ON_RESUME)
+    max_steps: int = field(default=-1, metadata=MAY_CHANGE_ON_RESUME)
     """Stop after this many optimizer steps; -1 runs num_train_epochs."""
     learning_rate: float = 1e-4
     batch_size: int = 1
@@ -75,37 +75,18 @@ class TrainArgs:
     weight_decay: float = 0.1
     max_grad_norm: float = 1.0
     seed: int = 42
-    logging_steps: int = 5
-    save_steps: int = 500
-    eval_steps: int = 500
-    save_total_limit: int | None = 2
-    """Keep at most this many checkpoints (the newest is always kept); None keeps all."""
-    gradient_checkpointing: bool = True
-    checkpoint_layers: int | None = None
-    """With checkpointing on, recompute only the first N decoder layers (None: all). Each layer left out costs memory
-    and saves time: on an H200, 28 of 32 Yi-6B layers ran 1% faster in 4 GiB more (docs/benchmarks.md)."""
     packing: bool = True
     """Concatenate rows into long sequences with per-row positions; attention never crosses rows. An optimizer step
     still holds batch_size * gradient_accumulation_steps rows, so packing changes speed, not the result."""
     packing_length: int | None = None
     """Tokens per packed micro-batch (default max(batch_size * max_length, 8192)); larger is faster where memory
     allows. An optimizer step's rows go into as few micro-batches of this size as they fit in."""
-    use_liger_kernel: bool | None = None
-    """Fused kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy); None: on where CUDA and liger-kernel are."""
-    fast_lora: bool | None = None
-    """Run LoRA branches in the model dtype with scale and sum fused into one GEMM; None: on with CUDA."""
-    torch_compile: bool = False
-    """torch.compile each decoder layer (slow first steps; measure before relying on it)."""
     nan_policy: str = "stop"
     """On a non-finite loss or gradient: stop (naming the step and rows) or skip the step."""
-    resume_from_checkpoint: str | None = None
-    """auto (newest complete checkpoint of the newest run in output_dir/<model>) or a checkpoint path."""
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps", "eval_steps"):
+        for name in ("batch_size", "gradient_accumulation_steps"):
             _positive(f"--{name}", getattr(self, name))
-        if self.checkpoint_layers is not None and self.checkpoint_layers < 0:
-            raise UserError(f"--checkpoint_layers must be 0 or more, got {self.checkpoint_layers}")
         if self.packing_length is not None:
             _positive("--packing_length", self.packing_length)
         if not math.isfinite(self.num_train_epochs) or (self.num_train_epochs <= 0 and self.max_steps <= 0):
@@ -122,27 +103,45 @@ class TrainArgs:
             raise UserError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.lr_scheduler_type not in ("cosine", "linear", "constant", "constant_with_warmup"):
             raise UserError(f"--lr_scheduler_type '{self.lr_scheduler_type}' is not one of cosine, linear, constant")
-        if self.save_total_limit is not None and self.save_total_limit < 1:
-            raise UserError(f"--save_total_limit must be at least 1, got {self.save_total_limit}")
         if self.nan_policy not in ("stop", "skip"):
             raise UserError(f"--nan_policy '{self.nan_policy}' is not one of stop, skip")
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    """Where the run is written, how often, and which run it continues."""
+
+    output_dir: str = field(default="output", metadata=MAY_CHANGE_ON_RESUME)
+    logging_steps: int = field(default=5, metadata=MAY_CHANGE_ON_RESUME)
+    save_steps: int = field(default=500, metadata=MAY_CHANGE_ON_RESUME)
+    eval_steps: int = field(default=500, metadata=MAY_CHANGE_ON_RESUME)
+    save_total_limit: int | None = field(default=2, metadata=MAY_CHANGE_ON_RESUME)
+    """Keep at most this many checkpoints (the newest is always kept); None keeps all."""
+    resume_from_checkpoint: str | None = field(default=None, metadata=MAY_CHANGE_ON_RESUME)
+    """auto (newest complete checkpoint of the newest run in output_dir/<model>) or a checkpoint path."""
+
+    def __post_init__(self) -> None:
+        for name in ("logging_steps", "save_steps", "eval_steps"):
+            _positive(f"--{name}", getattr(self, name))
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise UserError(f"--save_total_limit must be at least 1, got {self.save_total_limit}")
 
 
 @dataclass(frozen=True)
 class FastArgs:
     """Speed only: none of these changes what is learned (beyond floating-point rounding)."""
 
-    gradient_checkpointing: bool = True
-    checkpoint_layers: int | None = None
+    gradient_checkpointing: bool = field(default=True, metadata=MAY_CHANGE_ON_RESUME)
+    checkpoint_layers: int | None = field(default=None, metadata=MAY_CHANGE_ON_RESUME)
     """With checkpointing on, recompute only the first N decoder layers (None: all). Each layer left out costs memory
     and saves time: on an H200, 28 of 32 Yi-6B layers ran 1% faster in 4 GiB more (docs/benchmarks.md)."""
-    use_liger_kernel: bool | None = None
+    use_liger_kernel: bool | None = field(default=None, metadata=MAY_CHANGE_ON_RESUME)
     """Fused kernels (RMSNorm, SwiGLU, RoPE, linear + cross-entropy); None: on where CUDA and liger-kernel are."""
     fast_lora: bool | None = None
     """Run LoRA branches in the model dtype with scale and sum fused into one GEMM; None: on with CUDA."""
     torch_compile: bool = False
     """torch.compile each decoder layer (slow first steps; measure before relying on it)."""
-    attn_impl: str | None = None
+    attn_impl: str | None = field(default=None, metadata=MAY_CHANGE_ON_RESUME)
     """Attention: None picks (on CUDA, varlen flash attention for packed rows; SDPA elsewhere); "varlen" asks for it;
     any transformers name (sdpa, eager, flex_attention, flash_attention_2) turns it off and uses that."""
 
@@ -158,7 +157,9 @@ class RunConfig:
     model: ModelArgs = field(default_factory=ModelArgs)
     lora: LoraArgs = field(default_factory=LoraArgs)
     data: DataArgs = field(default_factory=DataArgs)
-    train: TrainArgs = field(default_factory=TrainArgs)
+    optim: OptimArgs = field(default_factory=OptimArgs)
+    run: RunArgs = field(default_factory=RunArgs)
+    fast: FastArgs = field(default_factory=FastArgs)
     eval_benchmarks: tuple[str, ...] = ()
     eval_limit: int | None = None
 
@@ -176,7 +177,8 @@ def _positive(flag: str, value: int) -> None:
         raise UserError(f"{flag} must be a positive whole number, got {value!r}")
 
 
-SECTIONS: dict[str, type] = {"model": ModelArgs, "lora": LoraArgs, "data": DataArgs, "train": TrainArgs}
+SECTIONS: dict[str, type] = {"model": ModelArgs, "lora": LoraArgs, "data": DataArgs, "optim": OptimArgs,
+                             "run": RunArgs, "fast": FastArgs}
 TOP_LEVEL = ("eval_benchmarks", "eval_limit")
 ALIASES = {
     "model": "model_id_or_path", "train_type": "sft_type", "per_device_train_batch_size": "batch_size",

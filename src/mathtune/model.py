@@ -9,7 +9,6 @@ and converting a model once to safetensors is cheap. A repository's own Python c
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
@@ -217,24 +216,10 @@ def is_adapter_dir(path: Path) -> bool:
 
 
 def base_of_adapter(adapter: Path) -> str | None:
-    """The base model an adapter checkpoint was trained on: the run's args.json first, then peft's record."""
-    for file, keys in ((adapter.parent / "args.json", ("model", "model_id_or_path")),
-                       (adapter / "adapter_config.json", ("base_model_name_or_path",))):
-        if not file.is_file():
-            continue
-        try:
-            value = json.loads(file.read_text(encoding="utf-8"))
-            for key in keys:
-                value = value[key]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError):
-            raise UserError(f"'{file}' is not valid JSON; cannot tell the base model of adapter '{adapter}'") from None
-        except KeyError:
-            continue
-        if value is not None and not isinstance(value, str):
-            raise UserError(f"'{file}': the base model recorded for adapter '{adapter}' is {value!r}, not a name or "
-                            "path")
-        return value
-    return None
+    """The base model an adapter checkpoint was trained on (see run_dir.base_model_of)."""
+    from .run_dir import base_model_of  # run_dir reads the run's args.json; imported here, not at load time
+
+    return base_model_of(adapter)
 
 
 def load_for_inference(model: str | None, adapter: str | None = None, dtype: str = "AUTO", device: str | None = None,

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .atomic import write_json
-from .checkpoint import (
-    RunLog,
-    check_output_dir,
-    find_resume_checkpoint,
-    latest_checkpoint,
-    new_run_dir,
-    newest_run,
-)
+from . import fastpath
 from .config import RunConfig
+from .data.tokenize import Encoded
 from .data.types import Conversation
 from .errors import UserError
 from .model import (
@@ -30,7 +23,10 @@ from .model import (
     model_name,
     resolve_model_path,
 )
+from .run_dir import RunDir, check_output_dir, load_state
 from .seeding import seed_everything
+from .signals import StopOnSignal
+from .train import LossFn, TrainResult, packing_capacity, train
 
 
 @dataclass
@@ -75,185 +71,105 @@ def _load_weights(model, checkpoint: Path, lora: bool) -> None:
         raise UserError(f"checkpoint '{checkpoint}' does not fit this model: weights differ ({', '.join(names)})")
 
 
-# Options a resumed run may change: where and how often it writes, how long it trains, evaluation, and switches that
-# change the speed only. Any other difference would change the result, so resuming requires the same value.
-MAY_CHANGE = {"output_dir", "resume_from_checkpoint", "logging_steps", "save_steps", "eval_steps", "save_total_limit",
-              "max_steps", "num_train_epochs", "use_liger_kernel", "gradient_checkpointing", "checkpoint_layers",
-              "attn_impl", "trust_remote_code"}
-
-
-def _differences(saved: dict, cfg: RunConfig) -> list[str]:
-    """'option: before -> now' for each option that differs between a run's args.json and `cfg`."""
-    now = _json_config(cfg)
-    found = []
-    for section in ("model", "lora", "data", "train"):
-        old_values, new_values = saved.get(section, {}), now[section]
-        for key, value in new_values.items():
-            old = old_values.get(key, value)
-            if key in MAY_CHANGE or _same(key, old, value):
-                continue
-            found.append(f"{key}: {old!r} -> {value!r}")
-    return found
-
-
-def _same(key: str, old, new) -> bool:
-    if key == "model_id_or_path":
-        return _same_path(old, new)
-    if key == "dataset" and isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return all(_same_path(a[0], b[0]) and a[1] == b[1] for a, b in zip(map(_split_spec, old),
-                                                                           map(_split_spec, new), strict=True))
-    return old == new
-
-
-def _split_spec(spec: str) -> tuple[str, str]:
-    """'SRC#N' -> (SRC, N); 'SRC' -> (SRC, '')."""
-    head, sep, tail = spec.rpartition("#")
-    return (head, tail) if sep else (spec, "")
-
-
-def _same_path(a, b) -> bool:
-    """Equal, or two spellings of one local path."""
-    if a == b:
-        return True
-    if isinstance(a, str) and isinstance(b, str) and Path(a).exists() and Path(b).exists():
-        return Path(a).resolve() == Path(b).resolve()
-    return False
-
-
-def _saved_args(run_dir: Path) -> dict | None:
-    import json
-
-    try:
-        saved = json.loads((run_dir / "args.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return saved if isinstance(saved, dict) else None
-
-
-def _resume_point(cfg: RunConfig, name: str) -> tuple[Path | None, Path | None]:
-    """(checkpoint to resume from, its run folder); (None, run) to restart a run killed before its first checkpoint;
-    (None, None) for a new run. `auto` takes the newest run started with the same options; a checkpoint given by
-    path must come from such a run."""
-    value = cfg.train.resume_from_checkpoint
-    if not value:
-        return None, None
-    if value == "auto":
-        run = newest_run(cfg.train.output_dir, name,
-                         accept=lambda r: (saved := _saved_args(r)) is not None and not _differences(saved, cfg))
-        if run is None:
-            print(f"--resume_from_checkpoint auto: no run with these options under "
-                  f"'{Path(cfg.train.output_dir) / name}' yet; starting a new run", flush=True)
-            return None, None
-        found = latest_checkpoint(run)
-        if found is None:
-            print(f"--resume_from_checkpoint auto: '{run}' has no complete checkpoint yet; restarting it from the "
-                  "beginning", flush=True)
-        return found, run
-    found = find_resume_checkpoint(value)
-    saved = _saved_args(found.parent)
-    if saved is None:
-        raise UserError(f"--resume_from_checkpoint '{value}': its run folder has no readable args.json")
-    if changed := _differences(saved, cfg):
-        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
-        raise UserError(f"--resume_from_checkpoint '{value}': the run was started with other options, "
-                        f"{changed[0]}{more}; pass the same options to resume it, or start a new run")
-    return found, found.parent
-
-
 def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
-    """Fine-tune as `cfg` says. A new run's folder appears once data and model have loaded (and goes again if a
-    later step of the setup fails); a resumed run's folder is left untouched until its checkpoint has loaded."""
-    from .data.mixing import build_dataset
-    from .train import train
-
+    """Fine-tune as `cfg` says: data -> model -> fast path -> run folder -> training -> loss curve (-> evaluation).
+    A new run's folder appears once data and model have loaded (and goes again if a later step of the setup fails);
+    a resumed run's folder is left untouched until its checkpoint has loaded."""
     started = time.perf_counter()
     if not cfg.data.dataset:
         raise UserError(
             "--dataset is required: a file, a folder, rg:TASK or a hub set, e.g. --dataset rg:gsm-symbolic#500")
-    check_output_dir(cfg.train.output_dir)  # before the slow part: data and model
-    seed_everything(cfg.train.seed)
+    check_output_dir(cfg.run.output_dir)  # before the slow part: data and model
+    seed_everything(cfg.optim.seed)
     model_path = resolve_model_path(cfg.model.model_id_or_path)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
+    built = _build_data(cfg, tokenizer)
+    with RunDir.open(cfg, model_name(model_path, cfg.model.model_id_or_path)) as run:
+        model, loss_fn, before = _prepare(cfg, run, model_path, tokenizer, built, progress)
+        with StopOnSignal() as stop:  # Ctrl-C or SIGTERM: checkpoint after this step, then stop
+            result = train_in(run, model, tokenizer, built.train, built.val, loss_fn, origins=built.train_origins,
+                              should_stop=stop, progress=progress)
+        run.finish()
+        plot = _plot(run.path)
+        summary = None
+        if cfg.eval_benchmarks and not result.interrupted:
+            summary = _evaluate_after(model, tokenizer, cfg, run.path, before, progress)
+    if result.interrupted:
+        print(f"Stopped at step {result.global_step}; resume with --resume_from_checkpoint {result.last_checkpoint}")
+    print(f"run dir: {run.path}\nlast checkpoint: {result.last_checkpoint}\nloss curve: {plot}\n"
+          f"time: {time.perf_counter() - started:.0f} s", flush=True)
+    return SftResult(run.path, result.last_checkpoint, result.interrupted, result.final_loss, result.final_eval_loss,
+                     summary)
+
+
+def _build_data(cfg: RunConfig, tokenizer):
+    from .data.mixing import build_dataset
+
     built = build_dataset(cfg.data, tokenizer)
     if not built.train:
         raise UserError("no training rows left after filtering (all longer than --max_length?)")
     if cfg.eval_benchmarks:
         warn_overlap(built.train_rows, cfg.eval_benchmarks, cfg.data.data_seed)
-    name = model_name(model_path, cfg.model.model_id_or_path)
-    resume, run_dir = _resume_point(cfg, name)
-    restart = resume is None and run_dir is not None
+    return built
+
+
+def _prepare(cfg: RunConfig, run: RunDir, model_path, tokenizer, built,
+             progress: bool) -> tuple[Any, LossFn, dict | None]:
+    """(model ready to train, its loss, benchmark results before training); the run folder exists afterwards."""
     device = default_device()
-    # 'varlen' is ours (speed.py registers it for packed rows); transformers loads the model with its default.
-    attn = None if cfg.model.attn_impl == "varlen" else cfg.model.attn_impl
+    # 'varlen' is ours (fastpath registers it for packed rows); transformers loads the model with its default.
+    attn = None if cfg.fast.attn_impl == "varlen" else cfg.fast.attn_impl
     model = load_model(model_path, cfg.model.dtype, device, attn, cfg.model.trust_remote_code)
-    if cfg.lora.sft_type == "lora":
+    lora = cfg.lora.sft_type == "lora"
+    if lora:
         check_target_modules(model, cfg.lora.target_modules)
-
-    output_dir = Path(cfg.train.output_dir)
-    made_by_us = [f for f in (output_dir / name, output_dir) if not f.exists()]  # removed again if setup fails
-
-    def start_run() -> Path:
-        if restart:  # the killed attempt's log lines go; its leftovers are cleaned by the first save
-            RunLog(run_dir / "logging.jsonl", resume_step=0)
-        folder = run_dir if restart else new_run_dir(cfg.train.output_dir, name)
-        write_json(folder / "args.json", _json_config(cfg))
-        write_json(folder / "data_mix.json", built.report.to_dict())
-        return folder
-
-    created = None
-    benchmarks_before = None
-    try:
+    before = None
+    with run.setting_up():
         print(built.report.to_text(), flush=True)
-        if cfg.eval_benchmarks and resume is None:
-            run_dir = created = start_run()
-            benchmarks_before = _evaluate(model, tokenizer, cfg, run_dir / "eval" / "before", progress)
-        if cfg.lora.sft_type == "lora":
+        if cfg.eval_benchmarks and run.resume is None:
+            run.start(built.report.to_dict())
+            before = _evaluate(model, tokenizer, cfg, run.path / "eval" / "before", progress)
+        if lora:
             model = attach_lora(model, cfg.lora.lora_rank, cfg.lora.lora_alpha, cfg.lora.lora_dropout,
                                 list(cfg.lora.target_modules))
-        if resume is not None:
-            _load_weights(model, resume, cfg.lora.sft_type == "lora")
-        from .speed import apply_fast_path, set_gradient_checkpointing
+        if run.resume is not None:
+            _load_weights(model, run.resume, lora)
+        loss_fn = fastpath.apply(model, cfg.fast, device).loss_fn
+        run.start(built.report.to_dict())  # a new run's folder appears only now that everything has loaded
+    return model, loss_fn, before
 
-        if cfg.train.gradient_checkpointing:
-            set_gradient_checkpointing(model, cfg.train.checkpoint_layers)
 
-        fused_ce = apply_fast_path(model, cfg.train, device, attn_impl=cfg.model.attn_impl)
-        if resume is None and created is None:  # a new run's folder appears only now that everything has loaded
-            run_dir = created = start_run()
-    except BaseException:
-        if created is not None and not restart:
-            shutil.rmtree(created, ignore_errors=True)
-            for folder in made_by_us:
-                with contextlib.suppress(OSError):
-                    folder.rmdir()  # only when empty
-        raise
-    result = train(model, tokenizer, built.train, built.val, cfg.train, max_length=cfg.data.max_length,
-                   run_dir=run_dir, origins=built.train_origins, resume=resume, fused_linear_ce=fused_ce,
-                   progress=progress)
-    if resume is not None:  # records what may have changed (a longer --max_steps), once the checkpoint has loaded
-        write_json(run_dir / "args.json", _json_config(cfg))
+def train_in(run: RunDir, model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Encoded],
+             loss_fn: LossFn, *, origins: Sequence[str] | None = None, should_stop: Callable[[], bool] | None = None,
+             progress: bool = True) -> TrainResult:
+    """Train `model` in `run`'s folder with `run.cfg`'s options: its log, its checkpoints, continuing from
+    `run.resume` when set (the weights must already be loaded)."""
+    cfg = run.cfg
+    return train(model, train_set, val_set, cfg.optim, loss_fn=loss_fn,
+                 capacity=packing_capacity(cfg.optim, cfg.data.max_length), pad_id=tokenizer.pad_token_id,
+                 logging_steps=cfg.run.logging_steps, save_steps=cfg.run.save_steps, eval_steps=cfg.run.eval_steps,
+                 state=None if run.resume is None else load_state(run.resume), origins=origins,
+                 on_start=run.begin, on_log=lambda record: run.log.write(record),
+                 on_save=lambda state: run.save(model, tokenizer, state), should_stop=should_stop, progress=progress)
+
+
+def _plot(run_dir: Path) -> str:
     from .plot import plot_run
 
     try:
-        plot = plot_run(run_dir)
+        return str(plot_run(run_dir))
     except (UserError, OSError) as exc:  # the checkpoints are saved; a missing picture must not fail the run
-        plot = f"not drawn ({exc})"
-    summary = None
-    if cfg.eval_benchmarks and not result.interrupted:
-        model.eval()
-        after = _evaluate(model, tokenizer, cfg, run_dir / "eval" / "after", progress)
-        summary = {"before": benchmarks_before, "after": after}
-        if benchmarks_before is not None:
-            from .evaluate.report import compare
+        return f"not drawn ({exc})"
 
-            print(compare(run_dir / "eval" / "before", run_dir / "eval" / "after"), flush=True)
-    elapsed = time.perf_counter() - started
-    if result.interrupted:
-        print(f"Stopped at step {result.global_step}; resume with --resume_from_checkpoint {result.last_checkpoint}")
-    print(f"run dir: {run_dir}\nlast checkpoint: {result.last_checkpoint}\nloss curve: {plot}\n"
-          f"time: {elapsed:.0f} s", flush=True)
-    return SftResult(run_dir, result.last_checkpoint, result.interrupted, result.final_loss, result.final_eval_loss,
-                     summary)
+
+def _evaluate_after(model, tokenizer, cfg: RunConfig, run_dir: Path, before: dict | None, progress: bool) -> dict:
+    model.eval()
+    after = _evaluate(model, tokenizer, cfg, run_dir / "eval" / "after", progress)
+    if before is not None:
+        from .evaluate.report import compare
+
+        print(compare(run_dir / "eval" / "before", run_dir / "eval" / "after"), flush=True)
+    return {"before": before, "after": after}
 
 
 def warn_overlap(train_rows: list[Conversation], benchmarks: tuple[str, ...], data_seed: int) -> list[str]:
@@ -271,14 +187,8 @@ def warn_overlap(train_rows: list[Conversation], benchmarks: tuple[str, ...], da
     return lines
 
 
-def _json_config(cfg: RunConfig) -> dict:
-    import json
-
-    return json.loads(cfg.to_json())
-
-
 def _evaluate(model, tokenizer, cfg: RunConfig, out_dir: Path, progress: bool) -> dict:
-    from .evaluate.runner import evaluate_loaded
+    from .evaluate.runner import EvalSettings, evaluate
 
-    return evaluate_loaded(model, tokenizer, list(cfg.eval_benchmarks), limit=cfg.eval_limit, output_dir=out_dir,
-                           data_seed=cfg.data.data_seed, progress=progress)
+    settings = EvalSettings(limit=cfg.eval_limit, data_seed=cfg.data.data_seed)
+    return evaluate(list(cfg.eval_benchmarks), settings, out_dir, loaded=(model, tokenizer), progress=progress).summary

@@ -1,59 +1,65 @@
-"""The training loop, nothing else: token-weighted loss over accumulation, clipping, schedule, logging, checkpoints,
-resume at the exact position inside the epoch, Ctrl-C that saves, and a policy for non-finite losses."""
+"""The training loop, nothing else: token-weighted loss over accumulation, clipping, schedule, and a policy for
+non-finite losses. It reads and writes no file: where training stands comes in and goes out as a `TrainState`, log
+records go to `on_log` and save points to `on_save` (run_dir.py writes both), and `should_stop` ends it early."""
 
 from __future__ import annotations
 
 import math
 import random
-import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from .checkpoint import STATE_FILE, RunLog, discard_checkpoints_after, save_checkpoint
-from .config import TrainArgs
-from .data.packing import collate, pack_rows, plan_steps
+from .config import OptimArgs
+from .data.packing import Batch, collate, pack_rows, plan_steps
 from .data.tokenize import Encoded
 from .errors import UserError, first_line
-from .losses import loss_sum
+
+LossFn = Callable[[Any, Batch], Any]
+"""loss_fn(model, batch) -> the sum of token losses over the batch's trained tokens (a 0-dim float tensor)."""
 
 
 class NonFiniteLoss(UserError):
     """The loss or the gradients went non-finite under --nan_policy stop."""
 
 
+def _empty_window() -> dict:
+    return {"loss": 0.0, "trained": 0, "tokens": 0}
+
+
+@dataclass
+class TrainState:
+    """Where training stands, enough to continue bit-identically: position in the plan, the sums since the last log
+    line, and the optimizer, scheduler and RNG states (None in a state that starts from scratch)."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    """Optimizer steps already taken in `epoch`."""
+    window: dict = field(default_factory=_empty_window)
+    """Loss, trained tokens and tokens summed since the last log line."""
+    total_steps: int = 0
+    steps_per_epoch: int = 0
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    rng: dict | None = None
+    source: str = ""
+    """Where the state was read from, for messages."""
+
+
 @dataclass
 class TrainResult:
     global_step: int
     last_checkpoint: Path | None
+    """What `on_save` returned last (the checkpoint folder), or the resumed state's source."""
     interrupted: bool
     final_loss: float | None
     final_eval_loss: float | None
 
 
-class _Interrupt:
-    """First Ctrl-C asks the loop to save and stop at the next step; a second one exits at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nInterrupted: saving a checkpoint after this step (Ctrl-C again to quit at once).", flush=True)
-
-    def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGINT, self._previous)
-
-
-def _rng_state() -> dict:
+def rng_state() -> dict:
     """Every RNG as tensors, lists and numbers only, so that it loads back with torch.load(weights_only=True)."""
     import numpy as np
     import torch
@@ -66,7 +72,7 @@ def _rng_state() -> dict:
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict) -> None:
     import numpy as np
     import torch
 
@@ -87,8 +93,8 @@ def _peak_gib(device) -> float:
     return 0.0
 
 
-def evaluate_loss(model, examples: Sequence[Encoded], args: TrainArgs, max_length: int, pad_id: int, device,
-                  fused_linear_ce=None) -> float | None:
+def evaluate_loss(model, examples: Sequence[Encoded], optim: OptimArgs, capacity: int, pad_id: int,
+                  loss_fn: LossFn) -> float | None:
     """Token-weighted mean loss over `examples`."""
     import torch
 
@@ -98,209 +104,172 @@ def evaluate_loss(model, examples: Sequence[Encoded], args: TrainArgs, max_lengt
     model.eval()
     total, count = 0.0, 0
     rows = list(range(len(examples)))
-    if args.packing:
-        plan = pack_rows(rows, [len(e) for e in examples], packing_capacity(args, max_length))
+    if optim.packing:
+        plan = pack_rows(rows, [len(e) for e in examples], capacity)
     else:
-        plan = [rows[i : i + args.batch_size] for i in range(0, len(rows), args.batch_size)]
+        plan = [rows[i : i + optim.batch_size] for i in range(0, len(rows), optim.batch_size)]
     with torch.no_grad():
         for rows in plan:
-            batch = collate(examples, rows, packing=args.packing, pad_id=pad_id)
-            total += float(loss_sum(model, batch, device, fused_linear_ce))
+            batch = collate(examples, rows, packing=optim.packing, pad_id=pad_id)
+            total += float(loss_fn(model, batch))
             count += batch.num_trained
     model.train(was_training)
     return total / max(count, 1)
 
 
-def train(model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Encoded], args: TrainArgs, *,
-          max_length: int, run_dir: Path, origins: Sequence[str] | None = None, resume: Path | None = None,
-          save_extra: Callable[[Path], None] | None = None, fused_linear_ce=None, progress: bool = True) -> TrainResult:
-    """Train the trainable parameters of `model` on `train_set`, writing logs and checkpoints into `run_dir`."""
+def _optimizer_and_schedule(params: list, optim: OptimArgs, total_steps: int, device, state: TrainState | None):
+    """AdamW and the LR schedule, seeded; with `state`, continued from it (optimizer, scheduler and RNG)."""
     import torch
-    from tqdm.auto import tqdm
     from transformers import get_scheduler
 
+    optimizer = torch.optim.AdamW(params, lr=optim.learning_rate, weight_decay=optim.weight_decay,
+                                  fused=device.type == "cuda")
+    scheduler = get_scheduler(optim.lr_scheduler_type, optimizer,
+                              num_warmup_steps=int(optim.warmup_ratio * total_steps), num_training_steps=total_steps)
+    torch.manual_seed(optim.seed)
+    random.seed(optim.seed)
+    if state is not None:
+        try:
+            optimizer.load_state_dict(state.optimizer)
+            scheduler.load_state_dict(state.scheduler)
+            set_rng_state(state.rng)
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+            raise UserError(f"'{state.source}' does not fit this run (optimizer, scheduler or RNG state: "
+                            f"{first_line(exc, 160)})") from None
+    return optimizer, scheduler
+
+
+def _take_step(model, batches: list[Batch], params: list, optimizer, optim: OptimArgs, loss_fn: LossFn, step: int,
+               origins: Sequence[str] | None, window: dict):
+    """Forward and backward over one step's micro-batches, loss weighted by tokens over the whole step, then clip and
+    (unless non-finite under skip) update. Returns the gradient norm, None when the loss was non-finite."""
+    import torch
+
+    step_tokens = sum(b.num_trained for b in batches)
+    step_loss = 0.0
+    for batch in batches:
+        loss = loss_fn(model, batch)
+        if not torch.isfinite(loss) and _non_finite(optim, step, batch.rows, origins, "loss"):
+            return None  # nothing was measured for this step
+        (loss / max(step_tokens, 1)).backward()
+        step_loss += loss.item()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, optim.max_grad_norm)
+    if bool(torch.isfinite(grad_norm)) or not _non_finite(optim, step, group_rows(batches), origins, "gradient"):
+        optimizer.step()
+        window["loss"] += step_loss
+        window["trained"] += step_tokens
+        window["tokens"] += sum(b.num_tokens for b in batches)
+    return grad_norm
+
+
+def train(model, train_set: Sequence[Encoded], val_set: Sequence[Encoded], optim: OptimArgs, *, loss_fn: LossFn,
+          capacity: int, pad_id: int, logging_steps: int, save_steps: int, eval_steps: int,
+          state: TrainState | None = None, origins: Sequence[str] | None = None,
+          on_start: Callable[[TrainState], None] | None = None, on_log: Callable[[dict], None] | None = None,
+          on_save: Callable[[TrainState], Path | None] | None = None, should_stop: Callable[[], bool] | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train the trainable parameters of `model` on `train_set`, continuing from `state` when given.
+
+    `on_start(state)` runs once the state has been taken up (a resumed run may then drop what came after it);
+    `on_log(record)` gets each log and eval line; `on_save(state)` runs every `save_steps`, at the end and when
+    `should_stop()` turns true (the loop then ends after that step)."""
+    from tqdm.auto import tqdm
+
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id
     lengths = [len(e) for e in train_set]
-    capacity = packing_capacity(args, max_length)
 
     def epoch_plan(epoch: int) -> list[list[list[int]]]:
-        return plan_steps(lengths, seed=args.seed, epoch=epoch, packing=args.packing, capacity=capacity,
-                          rows_per_step=args.batch_size * args.gradient_accumulation_steps, batch_size=args.batch_size)
+        return plan_steps(lengths, seed=optim.seed, epoch=epoch, packing=optim.packing, capacity=capacity,
+                          rows_per_step=optim.batch_size * optim.gradient_accumulation_steps,
+                          batch_size=optim.batch_size)
 
     steps_per_epoch = len(epoch_plan(0))
-    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.num_train_epochs)
-
+    total_steps = optim.max_steps if optim.max_steps > 0 else math.ceil(steps_per_epoch * optim.num_train_epochs)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay,
-                                  fused=device.type == "cuda")
-    scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=int(args.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
-    step, epoch, position = 0, 0, 0
-    window = {"loss": 0.0, "trained": 0, "tokens": 0}  # sums since the last log line
-    if resume is not None:
-        state = _load_state(resume, optimizer, scheduler)
-        step, epoch, position = state["global_step"], state["epoch"], state["position"]
-        window.update(state.get("window", {}))
-        window["tokens"] = 0  # the clock restarts now: tokens seen before the crash would inflate tokens/s
-        for dropped in discard_checkpoints_after(run_dir, step):
-            print(f"removed {dropped.name}: newer than the resumed {resume.name}, so no longer part of this run")
-    log = RunLog(run_dir / "logging.jsonl", resume_step=step if resume is not None else None)
-
-    def write_checkpoint(folder: Path) -> None:
-        # Non-finite losses and gradients never reach the optimizer; this makes a NaN in a checkpoint impossible anyway.
-        if not all(bool(torch.isfinite(p).all()) for p in params):
-            raise NonFiniteLoss(f"non-finite weights at step {step}; no checkpoint written (earlier ones are intact)")
-        model.save_pretrained(folder, safe_serialization=True)
-        tokenizer.save_pretrained(folder)
-        _save_torch(optimizer.state_dict(), folder / "optimizer.pt")
-        _save_torch(scheduler.state_dict(), folder / "scheduler.pt")
-        _save_torch(_rng_state(), folder / "rng_state.pt")
-        if save_extra is not None:
-            save_extra(folder)
-        import json
-
-        (folder / STATE_FILE).write_text(json.dumps(
-            {"global_step": step, "epoch": epoch, "position": position, "total_steps": total_steps,
-             "steps_per_epoch": steps_per_epoch, "window": window}, indent=2))
-
-    last_checkpoint = resume
+    optimizer, scheduler = _optimizer_and_schedule(params, optim, total_steps, device, state)
+    now = TrainState(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    if state is not None:
+        now.step, now.epoch, now.position = state.step, state.epoch, state.position
+        now.window.update(state.window)
+        now.window["tokens"] = 0  # the clock restarts now: tokens seen before the crash would inflate tokens/s
+    if on_start is not None:
+        on_start(now)
+    step, epoch, position, window = now.step, now.epoch, now.position, now.window
+    last_checkpoint = Path(state.source) if state is not None and state.source else None
     model.train()
     plan = epoch_plan(epoch)
     window_start = time.perf_counter()
     last_loss = last_eval = grad_norm = None
     interrupted = False
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress)
-    with _Interrupt() as stop, bar:  # the bar ends its line even on an error, so the error stays one clean line
-        while step < total_steps:
+    with tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress) as bar:
+        while step < total_steps:  # the bar ends its line even on an error, so the error stays one clean line
             if position >= len(plan):
                 epoch, position = epoch + 1, 0
                 plan = epoch_plan(epoch)
-            batches = [collate(train_set, rows, packing=args.packing, pad_id=pad_id) for rows in plan[position]]
-            step_tokens = sum(b.num_trained for b in batches)
-            step_loss = 0.0
-            for batch in batches:
-                loss = loss_sum(model, batch, device, fused_linear_ce)
-                if not torch.isfinite(loss):
-                    if _non_finite(args, step + 1, batch.rows, origins, "loss"):
-                        grad_norm = None  # nothing was measured for this step
-                        break
-                (loss / max(step_tokens, 1)).backward()
-                step_loss += loss.item()
-            else:
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-                finite = bool(torch.isfinite(grad_norm))
-                if finite or not _non_finite(args, step + 1, group_rows(batches), origins, "gradient"):
-                    optimizer.step()
-                    window["loss"] += step_loss
-                    window["trained"] += step_tokens
-                    window["tokens"] += sum(b.num_tokens for b in batches)
+            batches = [collate(train_set, rows, packing=optim.packing, pad_id=pad_id) for rows in plan[position]]
+            grad_norm = _take_step(model, batches, params, optimizer, optim, loss_fn, step + 1, origins, window)
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
             position += 1
-            if step % args.logging_steps == 0 or step == total_steps:
+            at = {"step": step, "epoch": round(epoch + position / steps_per_epoch, 4)}
+            if step % logging_steps == 0 or step == total_steps:
                 elapsed = time.perf_counter() - window_start
                 last_loss = window["loss"] / window["trained"] if window["trained"] else float("nan")
-                record = {"step": step, "epoch": round(epoch + position / steps_per_epoch, 4), "loss": last_loss,
-                          "grad_norm": None if grad_norm is None else float(grad_norm),
+                record = {**at, "loss": last_loss, "grad_norm": None if grad_norm is None else float(grad_norm),
                           "learning_rate": scheduler.get_last_lr()[0], "tokens_per_s": window["tokens"] / elapsed,
                           "memory_gib": round(_peak_gib(device), 3)}
-                log.write(record)
+                if on_log is not None:
+                    on_log(record)
                 bar.set_postfix(loss=f"{last_loss:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                window = {"loss": 0.0, "trained": 0, "tokens": 0}
+                window = _empty_window()
                 window_start = time.perf_counter()
-            if step % args.eval_steps == 0 or step == total_steps:
-                last_eval = evaluate_loss(model, val_set, args, max_length, pad_id, device, fused_linear_ce)
-                if last_eval is not None:
-                    log.write({"step": step, "epoch": round(epoch + position / steps_per_epoch, 4),
-                               "eval_loss": last_eval})
+            if step % eval_steps == 0 or step == total_steps:
+                last_eval = evaluate_loss(model, val_set, optim, capacity, pad_id, loss_fn)
+                if last_eval is not None and on_log is not None:
+                    on_log({**at, "eval_loss": last_eval})
                 model.train()
             bar.update(1)
-            if step % args.save_steps == 0 or step == total_steps or stop.requested:
-                last_checkpoint = save_checkpoint(run_dir, step, write_checkpoint, args.save_total_limit)
-            if stop.requested:
-                interrupted = True
+            interrupted = should_stop is not None and should_stop()
+            if on_save is not None and (step % save_steps == 0 or step == total_steps or interrupted):
+                _check_weights(params, step)
+                last_checkpoint = on_save(TrainState(step, epoch, position, window, total_steps, steps_per_epoch,
+                                                     optimizer.state_dict(), scheduler.state_dict(), rng_state()))
+            if interrupted:
                 break
     return TrainResult(step, last_checkpoint, interrupted, last_loss, last_eval)
+
+
+def _check_weights(params: list, step: int) -> None:
+    # Non-finite losses and gradients never reach the optimizer; this makes a NaN in a checkpoint impossible anyway.
+    import torch
+
+    if not all(bool(torch.isfinite(p).all()) for p in params):
+        raise NonFiniteLoss(f"non-finite weights at step {step}; no checkpoint written (earlier ones are intact)")
 
 
 DEFAULT_PACKING_LENGTH = 8192
 
 
-def packing_capacity(args: TrainArgs, max_length: int) -> int:
+def packing_capacity(optim: OptimArgs, max_length: int) -> int:
     """Tokens per packed micro-batch: --packing_length, else max(batch_size * max_length, 8192).
 
     With SWIFT's batch 1 x accumulation 16, batch_size * max_length alone would split each step's 16 rows into about
     five 1024-token forwards; on an H200 that ran at 2,228 tokens/s against 17,299 with 8k-token micro-batches at
     the same 16 rows per step (docs/benchmarks.md; without checkpointing in the second).
     """
-    return args.packing_length or max(args.batch_size * max_length, DEFAULT_PACKING_LENGTH)
+    return optim.packing_length or max(optim.batch_size * max_length, DEFAULT_PACKING_LENGTH)
 
 
 def group_rows(batches) -> tuple[int, ...]:
     return tuple(r for b in batches for r in b.rows)
 
 
-def _non_finite(args: TrainArgs, step: int, rows: Sequence[int], origins: Sequence[str] | None, what: str) -> bool:
+def _non_finite(optim: OptimArgs, step: int, rows: Sequence[int], origins: Sequence[str] | None, what: str) -> bool:
     """Under `stop`, raise naming the step and rows; under `skip`, report and return True (skip this step)."""
     named = [origins[r] for r in rows][:5] if origins else [f"row {r}" for r in rows][:5]
     message = f"non-finite {what} at step {step}; rows: {', '.join(named)}"
-    if args.nan_policy == "stop":
+    if optim.nan_policy == "stop":
         raise NonFiniteLoss(message + " (nothing of this step was saved; use --nan_policy skip to skip such steps)")
     print(f"warning: {message}; step skipped", flush=True)
     return True
-
-
-def _save_torch(obj, path: Path) -> None:
-    # Through a Python file so that a failed write (disk full) keeps its OSError as the context of torch's error.
-    import torch
-
-    with open(path, "wb") as f:
-        torch.save(obj, f)
-
-
-def _load_torch(path: Path):
-    """torch.load of a state file written by _save_torch, refusing anything but tensors and plain containers."""
-    import pickle
-
-    import torch
-
-    if tuple(int(x) for x in torch.__version__.split(".")[:2]) < (2, 6):
-        # Before 2.6, weights_only=True could still be made to run code (CVE-2025-32434).
-        raise UserError(f"resuming needs torch>=2.6 to read '{path}' safely; found torch {torch.__version__}")
-    if not path.is_file():
-        raise UserError(f"checkpoint file '{path}' is missing")
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError:
-        raise UserError(f"refusing '{path}': it holds Python objects beyond tensors and plain data, which could run "
-                        "code when loaded; mathtune writes no such file") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise UserError(f"cannot read '{path}': {first_line(exc, 160)}") from None
-
-
-def _load_state(checkpoint: Path, optimizer, scheduler) -> dict:
-    """Restore optimizer, scheduler and RNG from `checkpoint`; its position in training is returned."""
-    import json
-
-    try:
-        state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
-        position = (state["global_step"], state["epoch"], state["position"])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise UserError(f"'{checkpoint / STATE_FILE}' is unreadable or incomplete ({type(exc).__name__})") from None
-    if not all(isinstance(v, int) and v >= 0 for v in position):
-        raise UserError(f"'{checkpoint / STATE_FILE}': global_step, epoch and position must be whole numbers")
-    optimizer_state = _load_torch(checkpoint / "optimizer.pt")
-    scheduler_state = _load_torch(checkpoint / "scheduler.pt")
-    rng = _load_torch(checkpoint / "rng_state.pt")
-    try:
-        optimizer.load_state_dict(optimizer_state)
-        scheduler.load_state_dict(scheduler_state)
-        _set_rng_state(rng)
-    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
-        raise UserError(f"'{checkpoint}' does not fit this run (optimizer, scheduler or RNG state: "
-                        f"{first_line(exc, 160)})") from None
-    return state
