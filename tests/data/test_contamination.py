@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from mathtune.data import contamination
-from mathtune.data.contamination import ContaminationReport, check, drop, normalize, tokens, write_jsonl
+from mathtune.data.contamination import ContaminationReport, check, drop, tokens, write_jsonl
+from mathtune.data.textmatch import match_text
 from mathtune.data.types import Conversation
 from mathtune.errors import UserError
 
@@ -36,8 +37,8 @@ def chat(user: str, origin: str, answer: str = "The answer is \\boxed{1}.") -> C
         ("Ｆｕｌｌwidth　ＡＢＣ", "fullwidth abc"),
     ],
 )
-def test_normalize(text, normal):
-    assert normalize(text) == normal
+def test_match_text(text, normal):
+    assert match_text(text) == normal
 
 
 def test_cjk_text_is_split_into_characters():

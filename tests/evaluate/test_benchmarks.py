@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mathtune.data import generators
-from mathtune.data.contamination import normalize
+from mathtune.data.textmatch import match_text
 from mathtune.errors import DataError, UserError
 from mathtune.evaluate import benchmarks
 from mathtune.evaluate.benchmarks import BenchItem, champ_golds, champ_latex, get_benchmark, list_benchmarks, rg_score
@@ -19,7 +19,8 @@ RG_NAMES = [f"rg:{task}" for task in generators.list_tasks()]
 
 
 def test_registry_lists_every_set():
-    assert list_benchmarks() == [*RG_NAMES, "champ", "gsm8k", "math500", "cmath", "svamp"]
+    unseen = ["rg:gsm-symbolic-unseen"]  # only gsm-symbolic holds structures (templates) out
+    assert list_benchmarks() == [RG_NAMES[0], *unseen, *RG_NAMES[1:], "champ", "gsm8k", "math500", "cmath", "svamp"]
 
 
 def test_unknown_benchmark_lists_known_ones():
@@ -47,8 +48,8 @@ def test_rg_benchmarks_are_the_held_out_pool(name, checker):
     items = bench.load()
     assert len(items) == generators.EVAL_POOL
     train = generators.generate(name[3:], 200, seed=42)
-    questions = {normalize(item.question) for item in items}
-    assert not any(normalize(row.question().split("\n\nPlease reason")[0]) in questions for row in train)
+    questions = {match_text(item.question) for item in items}
+    assert not any(match_text(row.question().split("\n\nPlease reason")[0]) in questions for row in train)
 
 
 def test_spellings_and_data_seed():
@@ -256,3 +257,60 @@ def test_an_unreachable_hub_fails_at_once_without_the_clients_retries(monkeypatc
     message = str(caught.value)
     assert "\n" not in message and "127.0.0.1 is not reachable" in message and "gsm8k=PATH" in message
     assert capsys.readouterr().err == ""
+
+
+def test_gsm_symbolic_unseen_is_a_benchmark_of_held_out_templates():
+    from mathtune import sets
+
+    seen = get_benchmark("rg:gsm-symbolic").load(limit=200, seed=0)
+    unseen_bench = get_benchmark("RG:gsm_symbolic-unseen")
+    assert (unseen_bench.name, unseen_bench.checker) == ("rg:gsm-symbolic-unseen", "math")
+    unseen = unseen_bench.load()
+    assert len(unseen) == generators.EVAL_POOL and unseen[0].id == "rg:gsm-symbolic-unseen/0"
+    assert {item.meta["structure"] for item in unseen} <= sets.GSM_SYMBOLIC_HELD_OUT
+    assert not {item.meta["structure"] for item in seen} & sets.GSM_SYMBOLIC_HELD_OUT
+    assert not {item.question for item in seen} & {item.question for item in unseen}
+    assert rg_score(unseen[0], unseen[0].gold) == 1.0
+
+
+def test_labelled_local_copies(tmp_path):
+    path = FIXTURES / "gsm8k.jsonl"
+    bench = get_benchmark(f"platinum:gsm8k={path}")
+    assert bench.name == "platinum" and bench.checker == "math"
+    assert bench.load() == get_benchmark(f"gsm8k={path}").load()
+    two = benchmarks.resolve_benchmarks([f"a:gsm8k={path}", f"b:gsm8k={path}", "rg:arithmetic"])
+    assert [b.name for b in two] == ["a", "b", "rg:arithmetic"]
+    with pytest.raises(UserError, match="label before ':' must be letters"):
+        get_benchmark(f"a b:gsm8k={path}")
+    with pytest.raises(UserError, match="built in and takes no local path"):
+        get_benchmark(f"mine:champ={path}")
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["gsm8k=A", "gsm8k=B"],  # two unlabelled copies of one benchmark
+        ["x:gsm8k=A", "x:svamp=B"],  # one label twice
+        ["rg:arithmetic", "rg:basic_arithmetic"],  # two spellings of one set
+        ["rg:arithmetic", "rg_arithmetic:gsm8k=A"],  # a label filed in the folder of another benchmark
+    ],
+)
+def test_benchmarks_that_would_share_results_are_refused(names):
+    names = [n.replace("=A", f"={FIXTURES / 'gsm8k.jsonl'}").replace("=B", f"={FIXTURES / 'svamp.jsonl'}")
+             for n in names]
+    with pytest.raises(UserError) as caught:
+        benchmarks.resolve_benchmarks(names)
+    message = str(caught.value)
+    assert "\n" not in message and "would both be reported as" in message and "LABEL:" in message
+
+
+def test_a_cloned_repository_folder_gives_its_test_split_only(tmp_path):
+    rows = [json.loads(line) for line in (FIXTURES / "gsm8k.jsonl").read_text().splitlines()]
+    for folder, split, chosen in (("main", "train", rows[:1]), ("main", "test", rows[1:]), ("socratic", "test", rows)):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / f"{split}-00000-of-00001.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chosen))
+    items = get_benchmark(f"gsm8k={tmp_path}").load()
+    assert [item.gold for item in items] == ["3", "70000"]
+    (tmp_path / "main" / "test-00000-of-00001.jsonl").unlink()
+    with pytest.raises(UserError, match="holds no files of the 'test' split"):
+        get_benchmark(f"gsm8k={tmp_path / 'main'}").load()

@@ -100,6 +100,30 @@ def test_settings_are_validated(kwargs, message):
 def test_bench_dir_name():
     assert bench_dir_name("rg:gsm-symbolic") == "rg_gsm-symbolic"
     assert bench_dir_name("gsm8k=/data/gsm8k.jsonl") == "gsm8k"
+    assert bench_dir_name("platinum:gsm8k=/data/gsm8k.jsonl") == "platinum"
+    assert bench_dir_name("rg:gsm-symbolic-unseen") == "rg_gsm-symbolic-unseen"
+
+
+def test_two_copies_of_one_benchmark_need_labels_before_any_model_loads():
+    gsm8k = Path(__file__).resolve().parents[1] / "fixtures" / "bench" / "gsm8k.jsonl"
+    with pytest.raises(UserError, match="would both be reported as 'gsm8k'"):
+        runner._check_names([f"gsm8k={gsm8k}", f"gsm8k={gsm8k}x"], data_seed=42)
+    with pytest.raises(UserError, match="would both be reported as 'a'"):
+        runner._check_names([f"a:gsm8k={gsm8k}", f"a:gsm8k={gsm8k}"], data_seed=42)
+    runner._check_names([f"a:gsm8k={gsm8k}", f"b:gsm8k={gsm8k}"], data_seed=42)
+
+
+def test_save_result_never_overwrites_another_benchmarks_results(tmp_path):
+    result = score_outputs(BENCH, ITEMS, [["\\boxed{5}"]] * len(ITEMS))
+    summary = {"model": "m", "benchmarks": {}}
+    runner.save_result(tmp_path, summary, result)
+    assert summary["benchmarks"]["toy"]["dir"] == "toy"
+    before = (tmp_path / "toy" / "predictions.jsonl").read_text()
+    for clash in ("toy", "TOY"):  # the same name, or one filed in the same folder on a case-insensitive disk
+        result.name = clash
+        with pytest.raises(UserError, match="would overwrite the results of 'toy'"):
+            runner.save_result(tmp_path, summary, result)
+    assert (tmp_path / "toy" / "predictions.jsonl").read_text() == before and list(summary["benchmarks"]) == ["toy"]
 
 
 def _answer_yes(conversations):

@@ -15,6 +15,7 @@ from mathtune.data.sources import SourceSpec, list_generator_tasks, load_source,
 from mathtune.data.tokenize import IGNORE_INDEX, Encoded, encode_conversation
 from mathtune.data.types import Conversation
 from mathtune.errors import UserError
+from mathtune.sets import benchmark_names
 
 _GREEN, _RESET = "\x1b[32m", "\x1b[0m"
 _HIST_BINS, _HIST_WIDTH = 10, 40
@@ -53,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _add_loading(check, tokenizer=False)
 
-    sub.add_parser("list", help="built-in generator tasks and named hub sets", description=_doc(_list))
+    sub.add_parser("list", help="built-in generator tasks, named hub sets and benchmarks", description=_doc(_list))
 
 
 def run(args: argparse.Namespace, tokenizer=None) -> int:
@@ -247,7 +248,7 @@ def _check_drop_target(target: str) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    """Print the built-in generator tasks (rg:TASK) and the named hub sets."""
+    """Print the built-in generator tasks (rg:TASK), the named hub sets and the benchmarks."""
     from mathtune.data.hub import NAMED_SETS
 
     try:
@@ -266,6 +267,10 @@ def _list(args: argparse.Namespace) -> int:
         rows.append((hub_set.name, where, hub_set.about))
     print(_table(rows, numeric=False))
     print("any other set: HF::org/name[:subset] or MS::org/name[:subset]")
+    print()
+    print("benchmarks (mathtune eval --benchmarks, data check --against): NAME, or NAME=PATH / LABEL:NAME=PATH")
+    print("  " + ", ".join(benchmark_names()))
+    print("  rg:TASK-unseen: held-out structures (gsm_symbolic templates) never trained on; not a --dataset")
     return 0
 
 

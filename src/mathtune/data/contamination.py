@@ -17,38 +17,15 @@ against 1.3k questions take 1-2 s on one CPU core.
 from __future__ import annotations
 
 import os
-import re
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from mathtune import atomic
+from mathtune.data.textmatch import tokens
 from mathtune.data.types import Conversation
 from mathtune.errors import UserError
-
-# Punctuation that carries meaning in math (minus, division, brackets, powers...) is kept.
-_KEEP = set("-/()[]{}*%#&@\\_")
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
-_TOKEN = re.compile(rf"[{_CJK}]|[^\s{_CJK}]+")
-
-
-@lru_cache(maxsize=1)
-def _punct_table() -> dict[int, str]:
-    # Basic Multilingual Plane only: built once in ~20 ms, and str.translate then runs in C.
-    return {cp: " " for cp in range(0x10000) if unicodedata.category(chr(cp)).startswith("P") and chr(cp) not in _KEEP}
-
-
-def tokens(text: str) -> list[str]:
-    """Normalised tokens: words, or single characters for CJK scripts."""
-    return _TOKEN.findall(unicodedata.normalize("NFKC", text).lower().translate(_punct_table()))
-
-
-def normalize(text: str) -> str:
-    """The normalised form used for exact matching and de-duplication."""
-    return " ".join(tokens(text))
 
 
 def _continues(token: str) -> bool:
@@ -226,14 +203,12 @@ def drop(train: list[Conversation], report: ContaminationReport) -> list[Convers
 
 
 def benchmark_questions(names: Iterable[str], data_seed: int = 42) -> dict[str, list[str]]:
-    """The questions of named benchmarks (``name`` or ``name=path``), for ``check``."""
-    from mathtune.evaluate.benchmarks import get_benchmark  # evaluate depends on data, not the other way round
+    """The questions of named benchmarks (``name``, ``name=path`` or ``label:name=path``), for ``check``."""
+    # The one import from evaluate: resolving benchmark names is its job. A function-level import, and nothing that
+    # evaluate.benchmarks imports comes back here, so it is no cycle (tests/test_imports.py checks).
+    from mathtune.evaluate.benchmarks import resolve_benchmarks
 
-    out: dict[str, list[str]] = {}
-    for name in names:
-        bench = get_benchmark(name, data_seed=data_seed)
-        out[bench.name] = [item.question for item in bench.load()]
-    return out
+    return {bench.name: [item.question for item in bench.load()] for bench in resolve_benchmarks(names, data_seed)}
 
 
 def write_jsonl(conversations: Iterable[Conversation], path: str | os.PathLike[str]) -> None:

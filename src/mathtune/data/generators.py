@@ -12,6 +12,11 @@ Every task has two splits made from one user seed:
   tasks the normalised text with capitalised words (names) masked. Keys are at least as strict as the contamination
   check's exact match.
 
+Tasks with a structural split (``mathtune.sets.RgTask.held_out``; today gsm-symbolic, whose templates 0, 5, ...,
+95 are held out) also keep structures apart: training rows and the ``eval`` pool come only from the other
+structures, and ``eval_items(task, n, seed, unseen=True)`` is a second pool drawn only from the held-out ones
+(benchmark ``rg:TASK-unseen``). A structure id is read before an item is generated, so the filter costs nothing.
+
 reasoning-gym seeds item i with ``Random(seed + i)``, so nearby seeds share items: the two splits' seeds are derived
 by hashing, and the question filter makes the guarantee hold regardless. Different user seeds can still repeat a
 question: train and evaluate with the same seed.
@@ -37,7 +42,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from mathtune.data.contamination import normalize
+from mathtune import sets
+from mathtune.data.textmatch import match_text
 from mathtune.data.types import Conversation
 from mathtune.errors import UserError
 
@@ -149,41 +155,44 @@ def _logic_response(entry: dict[str, Any]) -> str:
 
 def _masked(question: str) -> str:
     """Normalised text with capitalised words (people's names) masked."""
-    return normalize(re.sub(r"\b[A-Z][a-z]+\b", "@", question))
+    return match_text(re.sub(r"\b[A-Z][a-z]+\b", "@", question))
 
 
 @dataclass(frozen=True)
 class _Task:
-    """How one user-facing task maps onto a reasoning-gym dataset."""
+    """How one task's reasoning-gym entries become rows (its name and held-out structures are in mathtune.sets)."""
 
-    rg_name: str
     respond: Callable[[dict[str, Any]], str]
     gold: Callable[[dict[str, Any]], str] = lambda entry: str(entry["answer"])
     key: Callable[[dict[str, Any]], str] = lambda entry: _masked(entry["question"])
     # Items failing this are skipped: propositional_logic's example conclusion is sometimes rejected by its own
     # checker, and simple_equations sometimes cancels the variable out ("0 = 0").
     valid: Callable[[Any, dict[str, Any]], bool] = lambda dataset, entry: True
+    # The structure id of item idx, read without generating the item (gsm_symbolic: its template generator), for
+    # tasks that hold structures out (sets.RgTask.held_out); skipping by it costs nothing.
+    structure: Callable[[Any, int], int] | None = None
 
 
 _TASKS: dict[str, _Task] = {
-    "gsm-symbolic": _Task("gsm_symbolic", _gsm_response, key=lambda e: " ".join(re.findall(r"\d+", e["question"]))),
-    "arithmetic": _Task("basic_arithmetic", _arithmetic_response, key=lambda e: normalize(e["metadata"]["expression"])),
+    "gsm-symbolic": _Task(
+        _gsm_response,
+        key=lambda e: " ".join(re.findall(r"\d+", e["question"])),
+        structure=lambda dataset, idx: int(dataset.task_indices[idx]),
+    ),
+    "arithmetic": _Task(_arithmetic_response, key=lambda e: match_text(e["metadata"]["expression"])),
     "equations": _Task(
-        "simple_equations",
         _equation_response,
-        key=lambda e: normalize(e["metadata"]["equation"].replace(e["metadata"]["variable"], "x")),
+        key=lambda e: match_text(e["metadata"]["equation"].replace(e["metadata"]["variable"], "x")),
         valid=lambda _, e: _equation_terms(e["metadata"]) is not None,
     ),
     "fractions": _Task(
-        "fraction_simplification",
         _fraction_response,
         gold=lambda e: e["answer"].strip("$"),
         key=lambda e: f"{e['metadata']['numerator']}/{e['metadata']['denominator']}",
     ),
-    "knights_knaves": _Task("knights_knaves", _knights_response, gold=lambda e: e["answer"].strip().rstrip(".")),
-    "syllogism": _Task("syllogism", _syllogism_response),
+    "knights_knaves": _Task(_knights_response, gold=lambda e: e["answer"].strip().rstrip(".")),
+    "syllogism": _Task(_syllogism_response),
     "propositional_logic": _Task(
-        "propositional_logic",
         _logic_response,
         gold=lambda e: e["metadata"]["example_answer"],
         valid=lambda dataset, e: dataset.score_answer(e["metadata"]["example_answer"], e) >= 1.0,
@@ -193,16 +202,36 @@ _TASKS: dict[str, _Task] = {
 
 def list_tasks() -> list[str]:
     """The built-in task names, in a stable order."""
-    return list(_TASKS)
+    return list(sets.RG_TASKS)
 
 
 def canonical_task(task: str) -> str:
-    """The registered spelling of a task name or its reasoning-gym name; hyphens and underscores are interchangeable."""
-    wanted = task.strip().lower().replace("-", "_")
-    for name, spec in _TASKS.items():
-        if wanted in (name.replace("-", "_"), spec.rg_name):
-            return name
-    raise UserError(f"unknown task '{task}'; known tasks: {', '.join(_TASKS)}")
+    """The registered spelling of a training task; an unseen split (rg:TASK-unseen) is refused: never trained on."""
+    try:
+        return sets.rg_task(task)
+    except UserError:
+        name, unseen = _benchmark_task(task)
+        if unseen:
+            raise UserError(
+                f"rg:{task} holds {name}'s held-out structures for evaluation only and cannot be trained on; "
+                f"train on rg:{name}"
+            ) from None
+        raise
+
+
+def _benchmark_task(task: str) -> tuple[str, bool]:
+    try:
+        return sets.rg_benchmark(task)
+    except UserError:
+        return task, False
+
+
+def _in_split(name: str, dataset: Any, idx: int, unseen: bool) -> bool:
+    """Whether item idx belongs to the seen structures (training, rg:TASK) or the held-out ones (rg:TASK-unseen)."""
+    structure = _TASKS[name].structure
+    if structure is None:
+        return not unseen
+    return (structure(dataset, idx) in sets.RG_TASKS[name].held_out) == unseen
 
 
 def _derived_seed(task: str, split: str, seed: int) -> int:
@@ -214,7 +243,7 @@ def _derived_seed(task: str, split: str, seed: int) -> int:
 def _dataset(task: str, seed: int) -> Any:
     import reasoning_gym  # slow import (sympy); only when data is made
 
-    return reasoning_gym.create_dataset(_TASKS[task].rg_name, seed=seed, size=_VIRTUAL_SIZE)
+    return reasoning_gym.create_dataset(sets.RG_TASKS[task].rg_name, seed=seed, size=_VIRTUAL_SIZE)
 
 
 def _jsonable(value: Any) -> Any:
@@ -228,19 +257,26 @@ def _jsonable(value: Any) -> Any:
 
 
 @lru_cache(maxsize=32)
-def _eval_pool(task: str, seed: int) -> tuple[str, ...]:
-    """The task's held-out pool as JSON-encoded entries (immutable, so the cache cannot be altered)."""
+def _eval_pool(task: str, seed: int, unseen: bool = False) -> tuple[tuple[int | None, str], ...]:
+    """A held-out pool as (structure id, JSON-encoded entry) pairs (immutable, so the cache cannot be altered).
+
+    Both pools of a task come from one stream and split it by structure, so the seen pool keeps the order it had
+    before structures were held out, minus the held-out items.
+    """
     spec = _TASKS[task]
     dataset = _dataset(task, _derived_seed(task, "eval", seed))
     seen: set[str] = set()
-    pool: list[str] = []
+    pool: list[tuple[int | None, str]] = []
     for idx in range(_VIRTUAL_SIZE):
+        if not _in_split(task, dataset, idx, unseen):
+            continue
         entry = dataset[idx]
         key = spec.key(entry)
         if key in seen or not spec.valid(dataset, entry):
             continue
         seen.add(key)
-        pool.append(json.dumps(entry, default=_jsonable, ensure_ascii=False))
+        structure = spec.structure(dataset, idx) if spec.structure else None
+        pool.append((structure, json.dumps(entry, default=_jsonable, ensure_ascii=False)))
         if len(pool) == EVAL_POOL:
             break
     return tuple(pool)
@@ -253,18 +289,21 @@ def _check_n(n: int, limit: int | None = None) -> None:
         raise UserError(f"at most {limit} held-out evaluation items per task, asked for {n}")
 
 
-def eval_items(task: str, n: int, seed: int) -> list[dict[str, Any]]:
-    """The first n held-out items of a task.
+def eval_items(task: str, n: int, seed: int, unseen: bool = False) -> list[dict[str, Any]]:
+    """The first n held-out items of a task; ``unseen``: of its held-out structures (rg:TASK-unseen) instead.
 
     Each dict: ``index`` (position in the pool), ``question`` (raw reasoning-gym text, no instruction), ``answer``
-    (gold string, as boxed in training responses), ``task`` (canonical name), ``rg_name`` and ``entry`` (the
-    reasoning-gym entry, JSON-safe, for ``score_answer``).
+    (gold string, as boxed in training responses), ``task`` (canonical name), ``rg_name``, ``entry`` (the
+    reasoning-gym entry, JSON-safe, for ``score_answer``) and ``structure`` (the item's structure id, e.g. its
+    gsm_symbolic template; None for tasks without one).
     """
-    name = canonical_task(task)
+    name = sets.rg_task(task)
+    if unseen and not sets.RG_TASKS[name].held_out:
+        raise UserError(f"task '{name}' has no held-out structures, so no unseen split")
     _check_n(n, EVAL_POOL)
     spec = _TASKS[name]
     items = []
-    for index, encoded in enumerate(_eval_pool(name, seed)[:n]):
+    for index, (structure, encoded) in enumerate(_eval_pool(name, seed, unseen)[:n]):
         entry = json.loads(encoded)
         items.append(
             {
@@ -272,8 +311,9 @@ def eval_items(task: str, n: int, seed: int) -> list[dict[str, Any]]:
                 "question": entry["question"],
                 "answer": spec.gold(entry),
                 "task": name,
-                "rg_name": spec.rg_name,
+                "rg_name": sets.RG_TASKS[name].rg_name,
                 "entry": entry,
+                "structure": structure,
             }
         )
     return items
@@ -286,7 +326,10 @@ def _conversation(task: str, entry: dict[str, Any], origin: str) -> Conversation
 
 
 def generate(task: str, n: int, seed: int, split: str = "train") -> list[Conversation]:
-    """n chat rows of a task; ``split`` is "train" (disjoint from the eval pool) or "eval" (the pool itself)."""
+    """n chat rows of a task; ``split`` is "train" (disjoint from the eval pools) or "eval" (the seen pool itself).
+
+    Training rows never come from a held-out structure (sets.RgTask.held_out), for any n and seed.
+    """
     name = canonical_task(task)
     if split == "eval":
         return [
@@ -296,13 +339,17 @@ def generate(task: str, n: int, seed: int, split: str = "train") -> list[Convers
         raise UserError(f"unknown split '{split}'; use 'train' or 'eval'")
     _check_n(n)
     spec = _TASKS[name]
-    taken = {spec.key(json.loads(encoded)) for encoded in _eval_pool(name, seed)}  # held out, then used
+    taken = {spec.key(json.loads(encoded)) for _, encoded in _eval_pool(name, seed)}  # held out, then used
     dataset = _dataset(name, _derived_seed(name, "train", seed))
     rows: list[Conversation] = []
+    tried = 0
     # Repeats and held-out questions are rare; the cap only stops a task whose question space is too small.
-    for idx in range(min(_VIRTUAL_SIZE, 2 * n + 1000)):
-        if len(rows) == n:
+    for idx in range(_VIRTUAL_SIZE):
+        if len(rows) == n or tried == 2 * n + 1000:
             break
+        if not _in_split(name, dataset, idx, unseen=False):
+            continue
+        tried += 1
         entry = dataset[idx]
         key = spec.key(entry)
         if key in taken or not spec.valid(dataset, entry):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from mathtune import sets
 from mathtune.data.formats import BadRows, Messages, Parsed, parse_rows, text_field, to_messages, type_name
 from mathtune.errors import DataError, UserError, first_line
 
@@ -94,58 +95,31 @@ def gsm8k_row(row: Mapping[str, object], where: str, line: int) -> Messages:
     return ({"role": "user", "content": question}, {"role": "assistant", "content": answer})
 
 
-NAMED_SETS: tuple[HubSet, ...] = (
-    HubSet(
-        name="ruozhiba",
-        hf_id=None,
-        ms_id="AI-ModelScope/ruozhiba",
-        subsets=("post-annual", "title-good", "title-norm"),
-        mapper=ruozhiba_row,
-        aliases=("AI-ModelScope/ruozhiba",),
-        about="Chinese joke titles as response-only rows (ModelScope only, as in ms-swift)",
-    ),
-    HubSet(
-        name="LooksJuicy/ruozhiba",
-        hf_id="LooksJuicy/ruozhiba",
-        ms_id=None,
-        mapper=instruction_output_row,
-        aliases=("ruozhiba-qa",),
-        about="ruozhiba questions with answers (instruction, output)",
-    ),
-    HubSet(
-        name="AI-ModelScope/blossom-math-v2",
-        hf_id="Azure99/blossom-math-v2",
-        ms_id="AI-ModelScope/blossom-math-v2",
-        mapper=blossom_math_row,
-        aliases=("blossom-math-zh", "blossom-math-v2", "Azure99/blossom-math-v2"),
-        about="10k Chinese/English math word problems; response = output + Answer line",
-    ),
-    HubSet(
-        name="haijian06/Advanced-Math",
-        hf_id="haijian06/Advanced-Math",
-        ms_id=None,
-        aliases=("HJ_math", "advanced-math"),
-        about="the tutorial's HJ_math.jsonl (advanced math, linear algebra, probability); row shape detected",
-    ),
-    HubSet(
-        name="gsm8k",
-        hf_id="openai/gsm8k",
-        ms_id="modelscope/gsm8k",
-        subsets=("main",),
-        mapper=gsm8k_row,
-        aliases=("openai/gsm8k",),
-        about="GSM8K train split (question, answer with its #### line)",
-    ),
-)
+# The mapping of each named set whose rows are not shaped like a local file; the others detect their shape.
+MAPPERS: dict[str, Mapper] = {
+    "ruozhiba": ruozhiba_row,
+    "LooksJuicy/ruozhiba": instruction_output_row,
+    "AI-ModelScope/blossom-math-v2": blossom_math_row,
+    "gsm8k": gsm8k_row,
+}
+
+
+def _hub_set(named: sets.NamedSet) -> HubSet:
+    assert named.train is not None  # only training sets are hub sources
+    return HubSet(
+        named.name, named.hf_id, named.ms_id, named.subsets, named.train, MAPPERS.get(named.name), named.aliases,
+        named.about,
+    )
+
+
+NAMED_SETS: tuple[HubSet, ...] = tuple(_hub_set(named) for named in sets.training_sets())
+"""The named training sets (registered in mathtune.sets) with their mappings, in `mathtune data list` order."""
 
 
 def find_named(name: str) -> HubSet | None:
-    """The named set called `name` (or one of its aliases), case-insensitively."""
-    key = name.lower()
-    for hub_set in NAMED_SETS:
-        if key == hub_set.name.lower() or key in (a.lower() for a in hub_set.aliases):
-            return hub_set
-    return None
+    """The named training set called `name` (or one of its aliases), case-insensitively."""
+    named = sets.find_set(name, "train")
+    return None if named is None else _hub_set(named)
 
 
 def is_hub_name(name: str) -> bool:
@@ -178,15 +152,16 @@ def load_hub(
 ) -> Parsed:
     """Fetch a hub set and turn its rows into conversations.
 
-    local_path: read the rows from this file or folder (in the hub set's own schema) instead of the hub.
+    local_path: read the rows from this file or folder (in the hub set's own schema) instead of the hub; from a
+    cloned repository, only the files of the set's subsets and training split.
     """
     hub_set = resolve(name)
     options = {"fmt": fmt, "columns": columns, "skip_bad_rows": skip_bad_rows}
     parts: list[Parsed] = []
     if local_path is not None:
-        from mathtune.data.local import find_data_files, read_rows
+        from mathtune.data.local import find_split_files, read_rows
 
-        for file in find_data_files(Path(local_path)):
+        for file in find_split_files(Path(local_path), hub_set.split, hub_set.subsets):
             parts.append(map_rows(hub_set, read_rows(file), str(file), local=True, **options))
     else:
         for subset in hub_set.subsets:

@@ -67,6 +67,33 @@ def find_data_files(path: Path) -> list[Path]:
     return files
 
 
+_SPLIT_WORDS = frozenset({"train", "test", "validation", "valid", "dev", "eval"})
+
+
+def find_split_files(path: Path, split: str, subsets: tuple[str | None, ...] = (None,)) -> list[Path]:
+    """The data files of one split of a local copy: a file itself, or from a folder (a clone of a hub repository)
+    the files of the named subsets (a folder named after one) and the split (a folder or file name word, as in
+    ``main/test-00000-of-00001.parquet`` or ``cmath_test.jsonl``). A folder whose files name no split is all one.
+    """
+    files = find_data_files(path)
+    if path.is_file():
+        return files
+
+    def words(file: Path) -> set[str]:
+        parts = file.relative_to(path).with_suffix("").parts
+        return {word for part in parts for word in re.split(r"[^a-z0-9]+", part.lower())}
+
+    named = [s.lower() for s in subsets if s]
+    in_subset = [f for f in files if any(s in (p.lower() for p in f.relative_to(path).parts[:-1]) for s in named)]
+    files = in_subset or files
+    if not any(words(f) & _SPLIT_WORDS for f in files):
+        return files
+    chosen = [f for f in files if split.lower() in words(f)]
+    if not chosen:
+        raise UserError(f"folder '{path}' holds no files of the '{split}' split (expected e.g. {split}.jsonl)")
+    return chosen
+
+
 def read_rows(path: Path) -> Rows:
     """All rows of one file as `(line, row)`; json and parquet rows are numbered by position (1-based)."""
     suffix = path.suffix.lower()

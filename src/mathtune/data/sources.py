@@ -7,12 +7,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mathtune import sets
 from mathtune.data.formats import BadRows, Parsed
 from mathtune.data.hub import is_hub_name, load_hub
 from mathtune.data.local import SUFFIXES, load_local
 from mathtune.errors import UserError
 
-GENERATOR_PREFIX = "rg:"
+GENERATOR_PREFIX = sets.GENERATOR_PREFIX
 DEFAULT_GENERATED_ROWS = 1000
 """Rows a built-in generator makes when the spec gives no #N."""
 

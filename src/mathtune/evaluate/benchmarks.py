@@ -1,9 +1,11 @@
-"""Benchmark registry: named evaluation sets as lists of ``BenchItem``.
+"""Benchmark registry: named evaluation sets as lists of ``BenchItem``. The names live in ``mathtune.sets``.
 
 Built in, offline:
 
 - ``rg:<task>`` for every task in ``mathtune.data.generators``: the task's held-out pool (1000 items), disjoint from
   the training rows ``generate(task, n, data_seed)`` makes for the same ``data_seed``.
+- ``rg:<task>-unseen`` for a task with held-out structures (``rg:gsm-symbolic-unseen``: only the gsm_symbolic
+  templates training never draws from, listed in ``mathtune.sets``); ``rg:<task>`` then asks seen structures only.
 - ``champ``: the 270 competition problems shipped in PyPI ``champ-dataset``. Its answers are free-form English with
   math in plain text ("2^(n-1)", "C(10, 5), or equivalently 252", "No integer solutions"); they are turned into
   LaTeX golds that math-verify can parse, with ``meta["golds"]`` holding every acceptable form and
@@ -13,26 +15,26 @@ Built in, offline:
 From the Hugging Face hub (``datasets.load_dataset``): ``gsm8k`` (openai/gsm8k main test, 1319), ``math500``
 (HuggingFaceH4/MATH-500 test, 500), ``cmath`` (weitianwen/cmath test, 1098, Chinese), ``svamp`` (ChilleD/SVAMP
 test, 300). Without network pass a local copy: ``get_benchmark("gsm8k", local_path=...)`` or the name syntax
-``"gsm8k=/data/gsm8k_test.jsonl"``. A local copy is a .jsonl/.json/.parquet/.csv file with the hub's columns, or a
-folder holding a clone of the hub repository.
+``"gsm8k=/data/gsm8k_test.jsonl"``; ``"LABEL:gsm8k=PATH"`` also names it LABEL, so several copies can run in one
+evaluation. A local copy is a .jsonl/.json/.parquet/.csv file with the hub's columns, or a folder holding a clone of
+the hub repository (its test split's files are read); both go through ``mathtune.data.local``'s reader.
 
 Checkers: ``math`` (gold is a number or LaTeX; math-verify with fallbacks), ``rg`` (``rg_score``), ``choice``.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from mathtune import sets
 from mathtune.data import generators
 from mathtune.errors import DataError, UserError, first_line
-from mathtune.jsonl import read_jsonl
 
 PROMPT_EN = generators.PROMPT
 PROMPT_ZH = "{question}\n\n请逐步推理，并把最终答案写在 \\boxed{{}} 中。"
@@ -94,15 +96,16 @@ class Benchmark:
 _RG_CHECKER = {"gsm-symbolic": "math", "arithmetic": "math", "equations": "math"}
 
 
-def _rg_items(task: str, data_seed: int) -> list[BenchItem]:
+def _rg_items(task: str, unseen: bool, data_seed: int) -> list[BenchItem]:
+    name = f"rg:{task}{sets.UNSEEN_SUFFIX if unseen else ''}"
     return [
         BenchItem(
-            id=f"rg:{task}/{item['index']}",
+            id=f"{name}/{item['index']}",
             question=item["question"],
             gold=item["answer"],
-            meta={"task": task, "rg_name": item["rg_name"], "entry": item["entry"]},
+            meta={"task": task, "rg_name": item["rg_name"], "entry": item["entry"], "structure": item["structure"]},
         )
-        for item in generators.eval_items(task, generators.EVAL_POOL, data_seed)
+        for item in generators.eval_items(task, generators.EVAL_POOL, data_seed, unseen=unseen)
     ]
 
 
@@ -236,7 +239,7 @@ def _champ_items() -> list[BenchItem]:
 # ---- hub sets ----------------------------------------------------------------------------------------------------
 
 
-def _number(value: Any) -> str:
+def _plain_number(value: Any) -> str:
     """8.0 -> "8", "1,000" -> "1000"; other text unchanged."""
     text = str(value).strip().replace(",", "")
     try:
@@ -258,88 +261,68 @@ def _math500_item(row: dict[str, Any], index: int) -> BenchItem:
 
 def _cmath_item(row: dict[str, Any], index: int) -> BenchItem:
     meta = {k: row[k] for k in ("grade", "reasoning_step", "num_digits") if k in row}
-    return BenchItem(f"cmath/{row.get('id', index)}", row["question"], _number(row["golden"]), meta)
+    return BenchItem(f"cmath/{row.get('id', index)}", row["question"], _plain_number(row["golden"]), meta)
 
 
 def _svamp_item(row: dict[str, Any], index: int) -> BenchItem:
     question = row.get("question_concat") or f"{row['Body'].strip()} {row['Question'].strip()}"
     meta = {k: row[k] for k in ("Equation", "Type") if k in row}
-    return BenchItem(str(row.get("ID", f"svamp/{index}")), question.strip(), _number(row["Answer"]), meta)
+    return BenchItem(str(row.get("ID", f"svamp/{index}")), question.strip(), _plain_number(row["Answer"]), meta)
 
 
-@dataclass(frozen=True)
-class _HubSet:
-    repo: str
-    config: str | None
-    split: str
-    language: str
-    fields: tuple[str, ...]  # columns every row needs
-    to_item: Callable[[dict[str, Any], int], BenchItem]
-
-
-_HUB: dict[str, _HubSet] = {
-    "gsm8k": _HubSet("openai/gsm8k", "main", "test", "en", ("question", "answer"), _gsm8k_item),
-    "math500": _HubSet("HuggingFaceH4/MATH-500", None, "test", "en", ("problem", "answer"), _math500_item),
-    "cmath": _HubSet("weitianwen/cmath", None, "test", "zh", ("question", "golden"), _cmath_item),
-    "svamp": _HubSet("ChilleD/SVAMP", None, "test", "en", ("Body", "Question", "Answer"), _svamp_item),
+_TO_ITEM: dict[str, Callable[[dict[str, Any], int], BenchItem]] = {
+    "gsm8k": _gsm8k_item,
+    "math500": _math500_item,
+    "cmath": _cmath_item,
+    "svamp": _svamp_item,
 }
+"""How a row of each hub test set (mathtune.sets.test_sets) becomes an item."""
 
 
-def _read_json_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a .jsonl file, or of a .json file holding an array of rows (any other .json is read as JSON Lines)."""
-    if path.suffix == ".json":
-        text = path.read_text(encoding="utf-8")
-        if text.lstrip().startswith("["):
-            return [row for row in json.loads(text) if isinstance(row, dict)]
-    return [row for _, row in read_jsonl(path)]
+def _local_rows(name: str, named: sets.NamedSet, path: Path) -> list[tuple[int, object]]:
+    """A local copy's test rows, read like any local data (mathtune.data.local), a cloned repository's test files."""
+    from mathtune.data.local import find_split_files, read_rows
 
-
-def _local_rows(name: str, hub: _HubSet, path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise UserError(f"benchmark '{name}': local copy {path} does not exist")
-    if path.is_file() and path.suffix in (".jsonl", ".json"):
-        return _read_json_rows(path)
-    import datasets
-
-    try:
-        if path.is_dir():
-            return list(datasets.load_dataset(str(path), hub.config, split=hub.split))
-        builder = {".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
-        if builder is None:
-            raise UserError(f"benchmark '{name}': {path} is not .jsonl, .json, .parquet, .csv or a folder")
-        return list(datasets.load_dataset(builder, data_files=str(path), split="train"))
-    except UserError:
-        raise
-    except Exception as exc:  # datasets raises many types for a bad local file or folder
-        raise UserError(f"benchmark '{name}': cannot read {path}: {first_line(exc)}") from None
+    assert named.test is not None
+    # Each row keeps its file for error messages: a folder may hold several.
+    files = find_split_files(path, named.test, named.subsets)
+    return [(line, (str(file), row)) for file in files for line, row in read_rows(file)]
 
 
-def _hub_rows(name: str, hub: _HubSet) -> list[dict[str, Any]]:
+def _hub_rows(name: str, named: sets.NamedSet) -> list[tuple[int, object]]:
     from ..data.hub import load_hf_split
 
+    assert named.hf_id is not None and named.test is not None
     try:
-        return load_hf_split(hub.repo, hub.config, hub.split)
+        rows = load_hf_split(named.hf_id, named.subsets[0], named.test)
     except Exception as exc:  # offline, gated, renamed: all end the same way for the user
         raise UserError(
-            f"benchmark '{name}': cannot load {hub.repo} from the Hugging Face hub ({first_line(exc)}); "
-            f"pass a local copy as {name}=PATH (.jsonl/.parquet of the {hub.split} split, or a clone of the repo)"
+            f"benchmark '{name}': cannot load {named.hf_id} from the Hugging Face hub ({first_line(exc)}); "
+            f"pass a local copy as {name}=PATH (.jsonl/.parquet of the {named.test} split, or a clone of the repo)"
         ) from None
+    return [(index, (named.hf_id, row)) for index, row in enumerate(rows, start=1)]
 
 
 def _hub_items(name: str, local_path: str | None) -> list[BenchItem]:
-    hub = _HUB[name]
-    source = str(local_path) if local_path else hub.repo
-    rows = _local_rows(name, hub, Path(local_path).expanduser()) if local_path else _hub_rows(name, hub)
+    named = sets.find_set(name, "test")
+    assert named is not None
+    rows = _local_rows(name, named, Path(local_path).expanduser()) if local_path else _hub_rows(name, named)
     items = []
-    for index, row in enumerate(rows):
-        missing = [f for f in hub.fields if f not in row]
+    for index, (line, (source, row)) in enumerate(rows):
+        if isinstance(row, DataError):
+            raise row
+        if not isinstance(row, dict):
+            raise DataError(source, line, f"a {name} row must be an object, got {type(row).__name__}")
+        missing = [f for f in named.test_fields if f not in row]
         if missing:
-            need = ", ".join(hub.fields)
-            raise DataError(source, index + 1, f"missing field '{missing[0]}' ({name} rows need {need})")
+            need = ", ".join(named.test_fields)
+            raise DataError(source, line, f"missing field '{missing[0]}' ({name} rows need {need})")
         try:
-            items.append(hub.to_item(row, index))
+            items.append(_TO_ITEM[named.name](row, index))
         except (AttributeError, TypeError, ValueError) as exc:
-            raise DataError(source, index + 1, f"bad {name} row: {exc}") from None
+            raise DataError(source, line, f"bad {name} row: {exc}") from None
     return items
 
 
@@ -347,8 +330,8 @@ def _hub_items(name: str, local_path: str | None) -> list[BenchItem]:
 
 
 def list_benchmarks() -> list[str]:
-    """Every benchmark name: built-in first, then the hub sets."""
-    return [f"rg:{task}" for task in generators.list_tasks()] + ["champ", *_HUB]
+    """Every benchmark name: built-in first (each rg task followed by its unseen split, if any), then the hub sets."""
+    return sets.benchmark_names()
 
 
 def _cached(load: Callable[[], list[BenchItem]]) -> Callable[[], list[BenchItem]]:
@@ -362,31 +345,74 @@ def _cached(load: Callable[[], list[BenchItem]]) -> Callable[[], list[BenchItem]
     return items
 
 
+_LABEL = re.compile(r"[A-Za-z0-9][\w.-]*")
+
+
+def parse_name(name: str) -> tuple[str | None, str, str | None]:
+    """(label, benchmark, local path) of ``name``, ``name=PATH`` or ``LABEL:name=PATH``.
+
+    A label names one local copy in reports and output folders, so two copies of one benchmark can run together.
+    """
+    head, sep, path = name.strip().partition("=")
+    label = None
+    if sep and ":" in head and not head.strip().lower().startswith(sets.GENERATOR_PREFIX):
+        label, _, head = head.partition(":")
+        label = label.strip()
+        if not _LABEL.fullmatch(label):
+            raise UserError(f"benchmark '{name}': the label before ':' must be letters, digits, '_', '.' or '-'")
+    return label, head.strip(), (path.strip() or None) if sep else None
+
+
 def get_benchmark(name: str, data_seed: int = 42, local_path: str | None = None) -> Benchmark:
-    """A benchmark by name; ``name=path`` is the same as passing ``local_path``. Nothing is loaded until ``load``."""
-    raw = name.strip()
-    if "=" in raw:
-        raw, _, path = raw.partition("=")
-        local_path = local_path or path.strip()
-    key = raw.strip().lower()
-    if key.startswith("rg:"):
-        task = _rg_task(key[3:])
-        if task is not None:
+    """A benchmark by name; ``name=PATH`` is the same as passing ``local_path`` and ``LABEL:name=PATH`` also names it
+    LABEL. Nothing is loaded until ``load``."""
+    label, raw, path = parse_name(name)
+    local_path = local_path or path
+    key = raw.lower()
+    if key.startswith(sets.GENERATOR_PREFIX):
+        found = _rg_task(key[len(sets.GENERATOR_PREFIX) :])
+        if found is not None:
             _no_local(raw, local_path)
+            task, unseen = found
+            title = f"rg:{task}{sets.UNSEEN_SUFFIX if unseen else ''}"
             checker = _RG_CHECKER.get(task, "rg")
-            return Benchmark(f"rg:{task}", "en", checker, PROMPT_EN, _cached(lambda: _rg_items(task, data_seed)))
+            return Benchmark(title, "en", checker, PROMPT_EN, _cached(lambda: _rg_items(task, unseen, data_seed)))
     if key == "champ":
         _no_local(raw, local_path)
         return Benchmark("champ", "en", "math", PROMPT_EN, _cached(_champ_items))
-    if key in _HUB:
-        prompt = PROMPT_ZH if _HUB[key].language == "zh" else PROMPT_EN
-        return Benchmark(key, _HUB[key].language, "math", prompt, _cached(lambda: _hub_items(key, local_path)))
+    named = sets.find_set(key, "test")
+    if named is not None:
+        prompt = PROMPT_ZH if named.language == "zh" else PROMPT_EN
+        load = _cached(lambda: _hub_items(named.name, local_path))
+        return Benchmark(label or named.name, named.language, "math", prompt, load)
     raise UserError(f"unknown benchmark '{name}'; known benchmarks: {', '.join(list_benchmarks())}")
 
 
-def _rg_task(name: str) -> str | None:
+def dir_name(name: str) -> str:
+    """The output folder of a benchmark name: 'rg:gsm-symbolic' -> 'rg_gsm-symbolic'."""
+    return re.sub(r"[^\w.-]+", "_", name).strip("_") or "benchmark"
+
+
+def resolve_benchmarks(names: Iterable[str], data_seed: int = 42) -> list[Benchmark]:
+    """Every named benchmark (nothing loaded yet); two that would share a report entry or an output folder (say
+    ``gsm8k=a.jsonl gsm8k=b.jsonl``) are refused, so one never overwrites the other."""
+    given = list(names)
+    resolved = [get_benchmark(name, data_seed=data_seed) for name in given]
+    first: dict[str, str] = {}
+    for name, bench in zip(given, resolved, strict=True):
+        folder = dir_name(bench.name).lower()  # case-insensitive file systems merge 'A' and 'a'
+        if folder in first:
+            raise UserError(
+                f"benchmarks '{first[folder]}' and '{name}' would both be reported as '{bench.name}'; "
+                f"give each local copy its own label, e.g. LABEL:{parse_name(name)[1]}=PATH"
+            )
+        first[folder] = name
+    return resolved
+
+
+def _rg_task(name: str) -> tuple[str, bool] | None:
     try:
-        return generators.canonical_task(name)
+        return sets.rg_benchmark(name)
     except UserError:
         return None
 

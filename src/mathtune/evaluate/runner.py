@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -170,8 +169,12 @@ def _token_counts(tokenizer: Any, texts: list[str]) -> list[int]:
 
 
 def bench_dir_name(name: str) -> str:
-    """A folder name for a benchmark: 'rg:gsm-symbolic' -> 'rg_gsm-symbolic', 'gsm8k=/data/x.jsonl' -> 'gsm8k'."""
-    return re.sub(r"[^\w.-]+", "_", name.split("=", 1)[0]).strip("_") or "benchmark"
+    """A folder name for a benchmark: 'rg:gsm-symbolic' -> 'rg_gsm-symbolic', 'gsm8k=/data/x.jsonl' -> 'gsm8k',
+    'platinum:gsm8k=/data/x.jsonl' -> 'platinum' (a labelled local copy is filed under its label)."""
+    from .benchmarks import dir_name, parse_name
+
+    label, raw, _ = parse_name(name)
+    return dir_name(label or raw)
 
 
 # A failed write ends the run; the files written before it, summary.json of the finished benchmarks included, stay.
@@ -192,6 +195,9 @@ def save_result(output_dir: Path, summary: dict[str, Any], result: BenchResult) 
     summary.json is rewritten after each benchmark, so a crash keeps the benchmarks already finished.
     """
     folder = bench_dir_name(result.name)
+    for other, entry in summary["benchmarks"].items():
+        if other == result.name or str(entry.get("dir", "")).lower() == folder.lower():
+            raise UserError(f"benchmark '{result.name}' would overwrite the results of '{other}' in {output_dir}")
     write_predictions(output_dir / folder / "predictions.jsonl", result.records)
     summary["benchmarks"][result.name] = {**result.summary(), "dir": folder}
     write_summary(output_dir / "summary.json", summary)
@@ -220,9 +226,9 @@ def format_table(summary: dict[str, Any]) -> str:
 def evaluate_with(generate_fn: GenerateFn, tokenizer: Any, benchmarks: Sequence[str], output_dir: str | Path,
                   settings: EvalSettings, description: str, progress: bool = True) -> dict[str, Any]:
     """Evaluate with any generator `generate_fn(conversations) -> outputs`; writes the files, returns the summary."""
-    from .benchmarks import get_benchmark
+    from .benchmarks import resolve_benchmarks
 
-    resolved = [get_benchmark(name, data_seed=settings.data_seed) for name in benchmarks]  # typos fail before work
+    resolved = resolve_benchmarks(benchmarks, data_seed=settings.data_seed)  # typos and clashes fail before work
     out = Path(output_dir)
     summary: dict[str, Any] = {"model": description, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                "settings": asdict(settings), "benchmarks": {}}
@@ -325,13 +331,13 @@ def _evaluate_model(model: Any, tokenizer: Any, benchmarks: Sequence[str], outpu
 
 
 def _check_names(benchmarks: Sequence[str], data_seed: int) -> None:
-    """Resolve every benchmark name now: a typo fails before minutes of model loading."""
-    from .benchmarks import get_benchmark
+    """Resolve every benchmark name now: a typo, or two benchmarks sharing a name or label, fails before minutes of
+    model loading."""
+    from .benchmarks import resolve_benchmarks
 
     if not benchmarks:
         raise UserError("no benchmarks given")
-    for name in benchmarks:
-        get_benchmark(name, data_seed=data_seed)
+    resolve_benchmarks(benchmarks, data_seed=data_seed)
 
 
 # ---------------------------------------------------------------------------------------------------------------
