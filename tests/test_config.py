@@ -31,19 +31,19 @@ def test_yaml_values_take_their_options_types_and_flags_win(tmp_path):
     cfg = parse("--config", str(path), "--lora_rank", "32", "--max_length", "2048")
     assert cfg.model.model_id_or_path == "/models/Yi-1.5-6B-Chat"
     assert cfg.data.dataset == ("ruozhiba#5000", "AI-ModelScope/blossom-math-v2#5000", "/content/HJ_math.jsonl")
-    assert cfg.train.learning_rate == pytest.approx(1e-4)
+    assert cfg.optim.learning_rate == pytest.approx(1e-4)
     assert cfg.lora.target_modules == ("all-linear",)
     assert cfg.eval_benchmarks == ("champ",) and cfg.eval_limit == 50
-    assert cfg.train.gradient_checkpointing is False and cfg.train.use_liger_kernel is True
-    assert cfg.train.save_total_limit is None
+    assert cfg.fast.gradient_checkpointing is False and cfg.fast.use_liger_kernel is True
+    assert cfg.run.save_total_limit is None
     assert cfg.lora.lora_rank == 32 and cfg.data.max_length == 2048
 
 
 def test_defaults_follow_swift_v2():
     cfg = parse("--dataset", "x.jsonl")
     assert (cfg.lora.lora_rank, cfg.lora.lora_alpha, cfg.lora.lora_dropout) == (8, 32, 0.05)
-    assert (cfg.train.learning_rate, cfg.train.batch_size, cfg.train.gradient_accumulation_steps) == (1e-4, 1, 16)
-    assert cfg.train.warmup_ratio == 0.05 and cfg.train.gradient_checkpointing is True
+    assert (cfg.optim.learning_rate, cfg.optim.batch_size, cfg.optim.gradient_accumulation_steps) == (1e-4, 1, 16)
+    assert cfg.optim.warmup_ratio == 0.05 and cfg.fast.gradient_checkpointing is True
     assert cfg.data.split_dataset_ratio == 0.01 and cfg.data.truncation_strategy == "delete"
 
 
@@ -67,7 +67,7 @@ def test_run_dir_name_comes_from_the_hub_id_not_the_snapshot_hash(tmp_path):
 
 
 def test_checkpoint_layers_flag_and_its_bound():
-    assert parse("--dataset", "x.jsonl", "--checkpoint_layers", "28").train.checkpoint_layers == 28
-    assert parse("--dataset", "x.jsonl").train.checkpoint_layers is None
+    assert parse("--dataset", "x.jsonl", "--checkpoint_layers", "28").fast.checkpoint_layers == 28
+    assert parse("--dataset", "x.jsonl").fast.checkpoint_layers is None
     with pytest.raises(UserError, match="--checkpoint_layers must be 0 or more"):
         parse("--dataset", "x.jsonl", "--checkpoint_layers", "-1")

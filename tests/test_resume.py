@@ -118,9 +118,9 @@ def test_killed_and_interrupted_run_resumes_to_the_same_weights_and_losses(tmp_p
 
 
 def test_second_ctrl_c_quits_at_once_without_saving(tmp_path, tiny_model_dir, data, monkeypatch, capsys):
-    from mathtune import train as train_module
+    from mathtune import fastpath, run_dir
 
-    real_loss, real_save, saved = train_module.loss_sum, train_module.save_checkpoint, []
+    real_loss, real_save, saved = fastpath.loss_sum, run_dir.save_checkpoint, []
 
     def counted_save(*args, **kwargs):
         saved.append(real_save(*args, **kwargs))
@@ -134,8 +134,8 @@ def test_second_ctrl_c_quits_at_once_without_saving(tmp_path, tiny_model_dir, da
             os.kill(os.getpid(), signal.SIGINT)
         return real_loss(model, batch, device, fused)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", counted_save)
-    monkeypatch.setattr(train_module, "loss_sum", interrupted_twice)
+    monkeypatch.setattr(run_dir, "save_checkpoint", counted_save)
+    monkeypatch.setattr(fastpath, "loss_sum", interrupted_twice)
     output = tmp_path / "output"
     assert main(sft_argv(tiny_model_dir, data, output)) == 130
     err = capsys.readouterr().err.strip().splitlines()
@@ -146,43 +146,40 @@ def test_second_ctrl_c_quits_at_once_without_saving(tmp_path, tiny_model_dir, da
     assert [s for s, _ in history(run_dir)[0]] == [1, 2, 3, 4]
 
 
-def test_resume_inside_a_logging_window_and_across_an_epoch(tmp_path, tiny_model_dir, tiny_tokenizer, monkeypatch):
+def test_resume_inside_a_logging_window_and_across_an_epoch(tmp_path, tiny_model_dir, tiny_tokenizer,
+                                                           train_in_folder):
     """Loss lines cover 3 steps; the run stops after step 4 (Ctrl-C), so step 4's loss sums must come back from the
     checkpoint for the line at step 6 to be right. 24 rows of 4 a step: step 7 is in the second epoch."""
-    from mathtune import train as train_module
-    from mathtune.config import TrainArgs
     from mathtune.data.tokenize import encode_conversation
+    from mathtune.fastpath import FastPath
     from mathtune.model import attach_lora, load_model
     from mathtune.sft import _load_weights
-    from mathtune.train import train
 
     data = [encode_conversation(tiny_tokenizer, [{"role": "user", "content": f"What is {a} + {b}?"},
                                                  {"role": "assistant", "content": f"{a} + {b} = {a + b}."}])
             for a in range(1, 7) for b in range(1, 5)]
-    args = TrainArgs(learning_rate=5e-3, batch_size=4, gradient_accumulation_steps=1, max_steps=7, logging_steps=3,
-                     save_steps=1, eval_steps=100, warmup_ratio=0.0, seed=7, save_total_limit=None)
+    args = dict(learning_rate=5e-3, batch_size=4, gradient_accumulation_steps=1, max_steps=7, logging_steps=3,
+                save_steps=1, eval_steps=100, warmup_ratio=0.0, seed=7, save_total_limit=None)
+    real = FastPath(torch.device("cpu")).loss_fn
 
     def model(seed):
         torch.manual_seed(seed)
         return attach_lora(load_model(tiny_model_dir, "fp32", "cpu"), 8, 16, 0.05, "all-linear")
 
-    def run(run_dir, m, resume=None):
-        run_dir.mkdir(exist_ok=True)
-        return train(m, tiny_tokenizer, data, [], args, max_length=256, run_dir=run_dir, resume=resume, progress=False)
+    def run(run_dir, m, resume=None, loss_fn=real):
+        return train_in_folder(run_dir, m, tiny_tokenizer, data, [], resume=resume, loss_fn=loss_fn, **args)
 
     whole = run(tmp_path / "whole", model(0))
-    real, calls = train_module.loss_sum, {"n": 0}
+    calls = {"n": 0}
 
-    def interrupt_at_step_4(m, batch, device, fused=None):
+    def interrupt_at_step_4(m, batch):
         calls["n"] += 1  # one micro-batch a step: the rows of a step fit one packed sequence
         if calls["n"] == 4:
             os.kill(os.getpid(), signal.SIGINT)
-        return real(m, batch, device, fused)
+        return real(m, batch)
 
-    monkeypatch.setattr(train_module, "loss_sum", interrupt_at_step_4)
-    first = run(tmp_path / "parts", model(0))
+    first = run(tmp_path / "parts", model(0), loss_fn=interrupt_at_step_4)
     assert first.interrupted and first.global_step == 4 and first.last_checkpoint.name == "checkpoint-4"
-    monkeypatch.setattr(train_module, "loss_sum", real)
     resumed_model = model(1)  # other initial LoRA weights: everything must come from the checkpoint
     _load_weights(resumed_model, first.last_checkpoint, lora=True)
     second = run(tmp_path / "parts", resumed_model, resume=first.last_checkpoint)

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from mathtune.atomic import write_failure
-from mathtune.checkpoint import STATE_FILE, find_resume_checkpoint, latest_checkpoint, newest_run, save_checkpoint
 from mathtune.cli import main
 from mathtune.errors import UserError
+from mathtune.run_dir import STATE_FILE, find_resume_checkpoint, latest_checkpoint, newest_run, save_checkpoint
 
 
 def writer(step: int, seen: list | None = None):
@@ -122,7 +122,7 @@ def test_a_bug_while_saving_is_not_reported_as_a_disk_problem(tmp_path):
 def test_torch_state_files_keep_the_reason_of_a_failed_write(tmp_path, monkeypatch):
     import io
 
-    from mathtune import train as train_module
+    from mathtune import run_dir as run_dir_module
 
     class FullDisk(io.RawIOBase):
         """A file on a disk with 4 KiB free."""
@@ -138,9 +138,9 @@ def test_torch_state_files_keep_the_reason_of_a_failed_write(tmp_path, monkeypat
             self.room -= len(data)
             return len(data)
 
-    monkeypatch.setattr(train_module, "open", lambda path, mode: FullDisk(), raising=False)
+    monkeypatch.setattr(run_dir_module, "open", lambda path, mode: FullDisk(), raising=False)
     with pytest.raises(RuntimeError) as caught:  # torch's own error, the OSError only as its context
-        train_module._save_torch({"exp_avg": torch.zeros(100_000)}, tmp_path / "optimizer.pt")
+        run_dir_module._save_torch({"exp_avg": torch.zeros(100_000)}, tmp_path / "optimizer.pt")
     assert write_failure(caught.value) == "No space left on device"
 
 
@@ -198,7 +198,6 @@ class NanGradient(torch.autograd.Function):
 
 
 def tiny_training(tiny_model_dir, tiny_tokenizer):
-    from mathtune.config import TrainArgs
     from mathtune.data.tokenize import encode_conversation
     from mathtune.model import attach_lora, load_model
 
@@ -206,28 +205,28 @@ def tiny_training(tiny_model_dir, tiny_tokenizer):
     model = attach_lora(load_model(tiny_model_dir, "fp32", "cpu"), 8, 16, 0.0, "all-linear")
     data = [encode_conversation(tiny_tokenizer, [{"role": "user", "content": f"What is {a} + 1?"},
                                                  {"role": "assistant", "content": f"{a + 1}."}]) for a in range(8)]
-    args = TrainArgs(learning_rate=1e-2, batch_size=4, gradient_accumulation_steps=1, max_steps=3, logging_steps=1,
-                     save_steps=1, eval_steps=100, save_total_limit=None, nan_policy="skip", warmup_ratio=0.0)
+    args = dict(learning_rate=1e-2, batch_size=4, gradient_accumulation_steps=1, max_steps=3, logging_steps=1,
+                save_steps=1, eval_steps=100, save_total_limit=None, nan_policy="skip", warmup_ratio=0.0,
+                max_length=128)
     return model, data, args
 
 
 @pytest.mark.parametrize("poison", ["loss", "gradient"])
 def test_checkpoint_after_a_skipped_step_holds_the_last_finite_weights(tmp_path, tiny_model_dir, tiny_tokenizer,
-                                                                        monkeypatch, poison):
-    from mathtune import train as train_module
+                                                                        train_in_folder, poison):
+    from mathtune.fastpath import FastPath
 
-    real, calls = train_module.loss_sum, {"n": 0}
+    real, calls = FastPath(torch.device("cpu")).loss_fn, {"n": 0}
 
-    def poisoned(model, batch, device, fused=None):
+    def poisoned(model, batch):
         calls["n"] += 1
-        value = real(model, batch, device, fused)
+        value = real(model, batch)
         if calls["n"] != 2:  # step 2 (one micro-batch a step)
             return value
         return value * float("nan") if poison == "loss" else NanGradient.apply(value)
 
-    monkeypatch.setattr(train_module, "loss_sum", poisoned)
     model, data, args = tiny_training(tiny_model_dir, tiny_tokenizer)
-    result = train_module.train(model, tiny_tokenizer, data, [], args, max_length=128, run_dir=tmp_path, progress=False)
+    result = train_in_folder(tmp_path, model, tiny_tokenizer, data, [], loss_fn=poisoned, **args)
     assert result.global_step == 3
     weights = [load_file(tmp_path / f"checkpoint-{s}" / "adapter_model.safetensors") for s in (1, 2, 3)]
     for saved in weights:
@@ -237,8 +236,7 @@ def test_checkpoint_after_a_skipped_step_holds_the_last_finite_weights(tmp_path,
     assert json.loads((tmp_path / "checkpoint-2" / STATE_FILE).read_text())["global_step"] == 2
 
 
-def test_non_finite_weights_are_never_saved(tmp_path, tiny_model_dir, tiny_tokenizer, monkeypatch):
-    from mathtune import train as train_module
+def test_non_finite_weights_are_never_saved(tmp_path, tiny_model_dir, tiny_tokenizer, monkeypatch, train_in_folder):
     from mathtune.train import NonFiniteLoss
 
     real_step, calls = torch.optim.AdamW.step, {"n": 0}
@@ -254,20 +252,18 @@ def test_non_finite_weights_are_never_saved(tmp_path, tiny_model_dir, tiny_token
     monkeypatch.setattr(torch.optim.AdamW, "step", corrupting_step)
     model, data, args = tiny_training(tiny_model_dir, tiny_tokenizer)
     with pytest.raises(NonFiniteLoss, match="non-finite weights at step 2; no checkpoint written"):
-        train_module.train(model, tiny_tokenizer, data, [], args, max_length=128, run_dir=tmp_path, progress=False)
+        train_in_folder(tmp_path, model, tiny_tokenizer, data, [], **args)
     assert names(tmp_path) == ["checkpoint-1", "logging.jsonl"]
 
 
 # -- merged exports and answer files ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def adapter(tmp_path_factory, tiny_model_dir, tiny_tokenizer) -> Path:
+def adapter(tmp_path_factory, tiny_model_dir, tiny_tokenizer, train_in_folder) -> Path:
     """A one-step LoRA checkpoint of the tiny model (its adapter_config names the base folder)."""
-    from mathtune.train import train
-
     model, data, args = tiny_training(tiny_model_dir, tiny_tokenizer)
     run_dir = tmp_path_factory.mktemp("adapter")
-    return train(model, tiny_tokenizer, data, [], args, max_length=128, run_dir=run_dir, progress=False).last_checkpoint
+    return train_in_folder(run_dir, model, tiny_tokenizer, data, [], **args).last_checkpoint
 
 
 def test_failed_export_keeps_the_earlier_merged_folder(adapter, monkeypatch, capsys):
@@ -301,28 +297,6 @@ def test_export_never_replaces_a_folder_that_is_not_a_merged_model(adapter, tmp_
         assert needle in capsys.readouterr().err
     assert (precious / "notes.txt").read_text() == "keep me"
     assert (adapter / "adapter_model.safetensors").is_file()
-
-
-def test_answers_file_is_complete_or_untouched(tmp_path, monkeypatch):
-    from mathtune import infer
-
-    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
-    source.write_text(json.dumps({"query": "1 + 1?"}) + "\n" + json.dumps({"query": "2 + 2?"}) + "\n")
-    target.write_text("earlier answers\n")
-    monkeypatch.setattr(infer, "generate", lambda model, tokenizer, conversations, **kw: [["x"] for _ in conversations])
-    settings = infer.InferArgs()
-
-    def failing_replace(src, dst):
-        raise _enospc()
-
-    with monkeypatch.context() as patch:
-        patch.setattr(infer.os, "replace", failing_replace)
-        with pytest.raises(UserError, match="No space left on device"):
-            infer.answer_file(None, None, str(source), str(target), settings, progress=False)
-    assert target.read_text() == "earlier answers\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]
-    assert infer.answer_file(None, None, str(source), str(target), settings, progress=False) == 2
-    assert [json.loads(line)["response"] for line in target.read_text().splitlines()] == ["x", "x"]
 
 
 def test_embedded_conversion_into_an_unwritable_cache_fails_in_one_line_before_reading_the_model(tmp_path):
