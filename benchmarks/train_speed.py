@@ -22,7 +22,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -270,43 +269,24 @@ def run_hf(model, bench: Bench, rows, device: str, steps: int, warmup: int) -> T
     return timing
 
 
-def run_mathtune(model, bench: Bench, rows, device: str, steps: int, warmup: int, max_length: int, fused) -> Timing:
-    """mathtune.train.train itself (plan_steps, collate, loss_sum, token-weighted accumulation, clipping, fused AdamW,
-    logging); only checkpoint writing is switched off. Times come from its per-step log (tokens_per_s)."""
-    import mathtune.train as mt_train
-    from mathtune.config import TrainArgs
+def run_mathtune(model, bench: Bench, rows, device: str, steps: int, warmup: int, max_length: int, loss_fn) -> Timing:
+    """mathtune.train.train itself (plan_steps, collate, the fast path's loss, token-weighted accumulation, clipping,
+    fused AdamW, logging), through its public signature: no on_save, so nothing is written. Times come from its
+    per-step log records (tokens_per_s)."""
+    from mathtune.config import OptimArgs
     from mathtune.data.packing import plan_steps
+    from mathtune.train import packing_capacity, train
 
-    @dataclass(frozen=True)
-    class BenchArgs(TrainArgs):
-        fast_lora: bool | None = None
-        torch_compile: bool = False
-
-    args = BenchArgs(max_steps=warmup + steps, batch_size=bench.batch_size,
-                     gradient_accumulation_steps=bench.accumulation, logging_steps=1, save_steps=10**9,
-                     eval_steps=10**9, packing=True, packing_length=bench.packing_length, use_liger_kernel=bench.liger,
-                     gradient_checkpointing=bench.gc_layers != 0, fast_lora=bench.fast_lora,
-                     torch_compile=bench.compile, seed=42)
-
-    class Tok:
-        pad_token_id = 0
-
-        def save_pretrained(self, *a, **k):
-            pass
-
-    real_save = mt_train.save_checkpoint
-    mt_train.save_checkpoint = lambda *a, **k: None
-    try:
-        with tempfile.TemporaryDirectory() as run_dir:
-            mt_train.train(model, Tok(), rows, [], args, max_length=max_length, run_dir=Path(run_dir),
-                           fused_linear_ce=fused, progress=False)
-            records = [json.loads(x) for x in (Path(run_dir) / "logging.jsonl").read_text().splitlines()]
-    finally:
-        mt_train.save_checkpoint = real_save
+    args = OptimArgs(max_steps=warmup + steps, batch_size=bench.batch_size,
+                     gradient_accumulation_steps=bench.accumulation, packing=True,
+                     packing_length=bench.packing_length, seed=42)
+    records: list[dict] = []
+    train(model, rows, [], args, loss_fn=loss_fn, capacity=packing_capacity(args, max_length), pad_id=0,
+          logging_steps=1, save_steps=10**9, eval_steps=10**9, on_log=records.append, progress=False)
     logs = {r["step"]: r for r in records if "tokens_per_s" in r}
     lengths = [len(r) for r in rows]
     plan = plan_steps(lengths, seed=args.seed, epoch=0, packing=True,
-                      capacity=mt_train.packing_capacity(args, max_length),
+                      capacity=packing_capacity(args, max_length),
                       rows_per_step=args.batch_size * args.gradient_accumulation_steps, batch_size=args.batch_size)
     timing = Timing()
     for step in range(warmup + 1, warmup + steps + 1):
@@ -396,8 +376,7 @@ def run_config(bench: Bench, opts, rows) -> dict:
                         torch_compile=bench.compile, attn_impl=bench.attn)
         path = fastpath.apply(model, fast, device)
         report = path.report
-        timing = run_mathtune(model, bench, rows, device, opts.steps, opts.warmup, opts.max_length,
-                              path.fused_linear_ce)
+        timing = run_mathtune(model, bench, rows, device, opts.steps, opts.warmup, opts.max_length, path.loss_fn)
         del path
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
     flops = model_flops(opts.model, timing.lengths, bench.sft == "full")
