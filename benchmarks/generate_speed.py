@@ -2,7 +2,7 @@
 """Generation speed: problems/s and generated tokens/s on GSM-like prompts, random-weight models.
 
 (i) hf_single: plain `model.generate`, one prompt at a time; (ii) hf_batched: plain batched `model.generate`, batches
-of 32 in the given order, left padding; (iii) mathtune: `mathtune.generate.generate` (length-sorted batches of 32).
+of 32 in the given order, left padding; (iii) mathtune: `mathtune.generate.Generator` (length-sorted batches of 32).
 Every reply is forced to exactly --max_new_tokens tokens (min_new_tokens = max_new_tokens in the generation config),
 so random weights do not stop early and every config does the same work. See benchmarks/README.md.
 
@@ -102,13 +102,13 @@ def hf_generate(model, tokenizer, prompts: list[list[int]], batch_size: int, new
 def run_model(shape: str, opts) -> list[dict]:
     import torch
 
-    from mathtune.generate import generate, render_prompts
+    from mathtune.generate import Generator, Sampling
 
     device = opts.device
     cuda = device.startswith("cuda")
     conversations = gsm_prompts(opts.prompts, opts.seed)
     tokenizer = build_tokenizer(conversations, min(2000, SHAPES[shape]["vocab_size"]))
-    prompts = render_prompts(tokenizer, conversations)
+    prompts = Generator(None, tokenizer).render(conversations)
     model = build_model(shape, device, torch.bfloat16 if cuda else torch.float32).eval()
     model.config.use_cache = True
     model.generation_config.use_cache = True  # build_model made it for training (use_cache False): decode with a cache
@@ -130,8 +130,9 @@ def run_model(shape: str, opts) -> list[dict]:
             return hf_generate(model, tokenizer, single, 1, opts.max_new_tokens, device)
         if name == "hf_batched":
             return hf_generate(model, tokenizer, prompts, opts.batch_size, opts.max_new_tokens, device)
-        replies = generate(model, tokenizer, conversations, max_new_tokens=opts.max_new_tokens,
-                           batch_size=opts.batch_size, progress=False, static_cache=name == "mathtune_static")
+        replies = Generator(model, tokenizer).generate(conversations, Sampling(opts.max_new_tokens),
+                                                       batch_size=opts.batch_size, progress=False,
+                                                       static_cache=name == "mathtune_static")
         return opts.max_new_tokens * len(replies)
 
     for name in opts.configs:

@@ -1,10 +1,11 @@
-"""mathtune.generate: the KV cache is used, batching and the static cache do not change greedy replies."""
+"""mathtune.generate: the KV cache is used, batching and the static cache do not change greedy replies, prompts are
+rendered as in training, sampling is seeded, and progress counts every generated token."""
 
 from __future__ import annotations
 
 import pytest
 
-from mathtune.generate import generate
+from mathtune.generate import Generator, Sampling
 
 QUESTIONS = [[{"role": "user", "content": q}] for q in
              ("What is 2 + 3?", "Solve x + 4 = 9.", "Hello! How are you? The quick brown fox jumps.", "12 * 7")]
@@ -16,6 +17,11 @@ def tiny(tiny_model_dir, tiny_tokenizer):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     return model, tiny_tokenizer
+
+
+def generate(model, tokenizer, conversations, *, max_new_tokens, batch_size, progress=False, static_cache=False):
+    return Generator(model, tokenizer).generate(conversations, Sampling(max_new_tokens), batch_size=batch_size,
+                                                progress=progress, static_cache=static_cache)
 
 
 def forward_lengths(model) -> list[int]:
@@ -68,13 +74,82 @@ def test_static_cache_gives_every_batch_of_a_call_one_shape(tiny):
     assert prefills[0][0] == 3 and prefills[1][0] == 1 and prefills[0][1] < 64
 
 
-def test_chat_reads_a_line_that_is_not_utf8(tiny):
-    import io
-
-    from mathtune.infer import InferArgs, repl
+def test_prompts_are_rendered_as_in_training(tiny):
+    from mathtune.data.tokenize import encode_conversation
 
     model, tokenizer = tiny
-    stdin = io.TextIOWrapper(io.BytesIO(b"\xff\xfe what is 2 + 3?\n/exit\n"), encoding="utf-8")
-    out = io.StringIO()
-    repl(model, tokenizer, InferArgs(max_new_tokens=3), stdin=stdin, out=out)
-    assert out.getvalue().count("<<< ") == 2  # answered the first line, then left at /exit
+    question = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 3?"}]
+    trained = encode_conversation(tokenizer, [*question, {"role": "assistant", "content": "5"}])
+    (prompt,) = Generator(model, tokenizer).render([question])
+    masked = trained.labels.index(next(t for t in trained.labels if t != -100))
+    assert prompt == trained.input_ids[:masked]  # the prompt is exactly what training did not train on
+
+
+def test_progress_counts_every_generated_token(tiny):
+    model, tokenizer = tiny
+    steps: list[int] = []
+    replies = Generator(model, tokenizer).generate_ids(QUESTIONS, Sampling(max_new_tokens=7), batch_size=3,
+                                                       progress=False, on_tokens=steps.append)
+    assert sum(steps) == sum(len(r[0]) for r in replies) == 4 * 7  # a random model does not end its turn in 7
+    assert len(steps) == 2 * 7 and steps[:7] == [3] * 7 and steps[7:] == [1] * 7  # each step of two batches
+
+
+def test_progress_stops_counting_a_reply_at_its_end_of_turn(tiny):
+    model, tokenizer = tiny
+    greedy = Generator(model, tokenizer).generate_ids(QUESTIONS, Sampling(max_new_tokens=40), progress=False)
+    # Make a token that one reply comes to later end the turn: that reply stops there, the others may go on.
+    row, at = next((r, k) for r, (ids,) in enumerate(greedy) for k in range(1, len(ids)) if ids[k] not in ids[:k])
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, greedy[row][0][at]]
+    steps: list[int] = []
+    replies = Generator(model, tokenizer).generate_ids(QUESTIONS, Sampling(max_new_tokens=40), batch_size=4,
+                                                       progress=False, on_tokens=steps.append)
+    assert replies[row][0] == greedy[row][0][:at]
+    assert sum(steps) == sum(len(r[0]) for r in replies) < 4 * 40
+
+
+def test_progress_leaves_out_the_rows_that_fill_a_static_batch_and_counts_each_sample(tiny):
+    model, tokenizer = tiny
+    steps: list[int] = []
+    replies = Generator(model, tokenizer).generate_ids(QUESTIONS, Sampling(max_new_tokens=4), batch_size=3,
+                                                       static_cache=True, progress=False, on_tokens=steps.append)
+    assert steps == [3] * 4 + [1] * 4  # the last batch is three rows, one of them real
+    steps.clear()
+    sampled = Generator(model, tokenizer).generate_ids(QUESTIONS[:2], Sampling(4, temperature=1.0, n=3, seed=1),
+                                                       progress=False, on_tokens=steps.append)
+    assert [len(r) for r in sampled] == [3, 3] and sum(steps) == sum(len(s) for r in sampled for s in r)
+    assert len(replies) == 4
+
+
+def test_progress_bar_is_in_tokens_and_ends_full(tiny, capsys):
+    model, tokenizer = tiny
+    Generator(model, tokenizer).generate(QUESTIONS, Sampling(max_new_tokens=5), batch_size=3, progress=True)
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()
+    assert "0/20" in bar[0] and "prompts 0/4" in bar[0]  # shown before the first token; 4 prompts x 5 at most
+    assert "100%" in bar[-1] and "tok/s" in bar[-1] and "prompts 4/4" in bar[-1]
+
+
+def test_a_seed_repeats_sampled_replies(tiny):
+    model, tokenizer = tiny
+    generator = Generator(model, tokenizer)
+    first = generator.generate(QUESTIONS, Sampling(8, temperature=1.0, n=2, seed=3), progress=False)
+    again = generator.generate(QUESTIONS, Sampling(8, temperature=1.0, n=2, seed=3), progress=False)
+    other = generator.generate(QUESTIONS, Sampling(8, temperature=1.0, n=2, seed=4), progress=False)
+    assert first == again and first != other
+    assert all(len(r) == 2 for r in first)
+
+
+def test_stop_words_cut_the_reply(tiny):
+    model, tokenizer = tiny
+    (full,), = Generator(model, tokenizer).generate(QUESTIONS[:1], Sampling(12), progress=False)
+    word = full[3:5]
+    (cut,), = Generator(model, tokenizer, stop_words=[word]).generate(QUESTIONS[:1], Sampling(12), progress=False)
+    assert cut == full[: full.index(word) + len(word)]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"max_new_tokens": 0}, "positive"), ({"n": 0}, "positive"), ({"temperature": -1.0}, "temperature"),
+    ({"temperature": float("nan")}, "temperature"), ({"top_p": 0.0}, "top_p"), ({"n": 2}, "temperature > 0"),
+])
+def test_sampling_is_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Sampling(**kwargs)

@@ -1,12 +1,7 @@
-"""The tutorial's workflow on a tiny model through the CLI: sft -> run dir -> export -> infer, and bad input."""
+"""The tutorial's workflow on a tiny model through the CLI: sft -> run dir -> export (infer: test_infer.py)."""
 
 import json
-import os
 import re
-import select
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -42,8 +37,8 @@ def test_sft_warns_when_training_rows_overlap_its_eval_benchmarks(tmp_path, tiny
     data = tmp_path / "leaky.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     # Answers are faked: the warning comes before any, and a random model's real ones take half a minute here.
-    monkeypatch.setattr(generate, "generate",
-                        lambda model, tokenizer, conversations, **kwargs: [["\\boxed{4}"]] * len(conversations))
+    monkeypatch.setattr(generate.Generator, "generate",
+                        lambda self, conversations, *args, **kwargs: [["\\boxed{4}"]] * len(conversations))
     assert main(["sft", "--model", str(tiny_model_dir), "--dataset", str(data), "--split_dataset_ratio", "0",
                  "--output_dir", str(tmp_path / "output"), "--max_steps", "1", "--batch_size", "4",
                  "--gradient_accumulation_steps", "1", "--max_length", "128",
@@ -113,79 +108,3 @@ def test_export_merges_with_identical_logits_and_loads_with_plain_transformers(l
         merged_logits = merged(ids).logits
     assert not torch.allclose(adapter_logits, base_logits, atol=1e-3)  # the adapter learned something
     torch.testing.assert_close(merged_logits, adapter_logits, rtol=1e-4, atol=1e-4)
-
-
-@pytest.fixture(scope="module")
-def parrot_dir(tmp_path_factory, tiny_model_dir):
-    """The tiny model fully fine-tuned to give two fixed replies, so stopping behaviour is observable."""
-    from mathtune.config import TrainArgs
-    from mathtune.data.tokenize import encode_conversation
-    from mathtune.model import load_model, load_tokenizer
-    from mathtune.train import train
-
-    tokenizer = load_tokenizer(tiny_model_dir)
-    model = load_model(tiny_model_dir, "fp32", "cpu")
-    pairs = [("What is 2 + 3?", "5"), ("Hello!", "Hello! Observation: done")]
-    data = [encode_conversation(tokenizer, [{"role": "user", "content": q}, {"role": "assistant", "content": r}])
-            for q, r in pairs] * 4
-    root = tmp_path_factory.mktemp("parrot")
-    (root / "run").mkdir()
-    train(model, tokenizer, data, [], TrainArgs(learning_rate=3e-3, batch_size=8, gradient_accumulation_steps=1,
-                                                max_steps=60, warmup_ratio=0, save_steps=1000, logging_steps=10,
-                                                lr_scheduler_type="constant", weight_decay=0.0),
-          max_length=256, run_dir=root / "run", progress=False)
-    model.save_pretrained(root / "parrot")
-    tokenizer.save_pretrained(root / "parrot")
-    return root / "parrot"
-
-
-def test_infer_query_stops_at_end_of_turn(parrot_dir, capsys):
-    assert main(["infer", "--ckpt_dir", str(parrot_dir), "--query", "What is 2 + 3?", "--max_new_tokens", "40"]) == 0
-    assert capsys.readouterr().out == "5\n"
-
-
-def test_infer_stops_at_stop_word(parrot_dir, capsys):
-    assert main(["infer", "--ckpt_dir", str(parrot_dir), "--query", "Hello!", "--stop_words", "Observation:",
-                 "--infer_backend", "pt"]) == 0
-    assert capsys.readouterr().out == "Hello! Observation:\n"
-
-
-@pytest.mark.parametrize("extra", [[], ["--static_cache", "--batch_size", "1"]])
-def test_infer_batch_file(parrot_dir, tmp_path, extra):
-    source = tmp_path / "in.jsonl"
-    source.write_text(json.dumps({"query": "What is 2 + 3?"}) + "\n" + json.dumps(
-        {"messages": [{"role": "user", "content": "Hello!"}]}) + "\n")
-    target = tmp_path / "out.jsonl"
-    assert main(["infer", "--ckpt_dir", str(parrot_dir), "--input", str(source), "--output", str(target),
-                 "--stop_words", "Observation:", *extra]) == 0
-    rows = [json.loads(line) for line in target.read_text().splitlines()]
-    assert [r["response"] for r in rows] == ["5", "Hello! Observation:"]
-
-
-def _read_until(fd: int, needle: bytes, timeout: float = 60) -> bytes:
-    seen = b""
-    deadline = time.time() + timeout
-    while needle not in seen:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.time()))
-        if not ready:
-            raise AssertionError(f"timed out waiting for {needle!r}; got {seen!r}")
-        seen += os.read(fd, 4096)
-    return seen
-
-
-def test_repl_through_a_pseudo_terminal(parrot_dir):
-    master, slave = os.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "mathtune.cli", "infer", "--ckpt_dir", str(parrot_dir)],
-                               stdin=slave, stdout=slave, stderr=subprocess.DEVNULL, close_fds=True)
-    os.close(slave)
-    try:
-        _read_until(master, b"<<< ")
-        os.write(master, b"What is 2 + 3?\n")
-        assert b"5\r\n" in _read_until(master, b"<<< ")
-        os.write(master, b"/clear\n")
-        assert b"history cleared" in _read_until(master, b"<<< ")
-        os.write(master, b"/exit\n")
-        assert process.wait(timeout=30) == 0
-    finally:
-        process.kill()
-        os.close(master)

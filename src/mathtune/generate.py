@@ -1,17 +1,58 @@
-"""Batched generation shared by infer, eval and quickstart: left padding, length-sorted batches, KV cache,
-stop at the model's end-of-turn token or at a stop word."""
+"""One generator for infer, eval and quickstart (and next for RL rollouts and a server).
+
+`Generator` holds what every caller needs decided the same way: prompts rendered through the chat template, the
+end-of-turn tokens (the model's and the tokenizer's, see `model.end_of_turn_ids`), stop words, and sampling
+settings. It serves batched generation (left padding, length-sorted batches, KV cache, optionally a static cache)
+with live progress in tokens, and one streamed reply that Ctrl-C stops.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from .data.tokenize import _render
 from .model import end_of_turn_ids
+from .seeding import seed_everything
+
+Conversation = Sequence[dict[str, str]]
+TokensCallback = Callable[[int], None]
 
 
-def render_prompts(tokenizer, conversations: Sequence[Sequence[dict[str, str]]]) -> list[list[int]]:
-    """Token ids of each conversation rendered through the chat template with the assistant header appended."""
-    texts = [tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True) for c in conversations]
-    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+@dataclass(frozen=True)
+class Sampling:
+    """How replies are drawn: greedy when temperature is 0; `n` replies per prompt; `seed` reseeds before a call
+    (None leaves the generators as they are)."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.n < 1:
+            raise ValueError(f"max_new_tokens and n must be positive, got {self.max_new_tokens} and {self.n}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0) or not 0 < self.top_p <= 1:
+            raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError("n > 1 needs temperature > 0: greedy decoding gives the same reply n times")
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """The sampling arguments of transformers' `generate`; None clears what a model's generation config sets."""
+        if self.temperature == 0:
+            return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": None}
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One streamed reply; `interrupted` when Ctrl-C stopped it, `text` then being what was shown so far."""
+
+    text: str
+    interrupted: bool = False
 
 
 def cut_at_stop_words(text: str, stop_words: Sequence[str]) -> str:
@@ -24,70 +65,211 @@ def cut_at_stop_words(text: str, stop_words: Sequence[str]) -> str:
     return text[:cut]
 
 
-def sampling_kwargs(temperature: float, top_p: float) -> dict:
-    if temperature <= 0:
-        return {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    return {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": None}
-
-
-def generate(model, tokenizer, conversations: Sequence[Sequence[dict[str, str]]], *, max_new_tokens: int = 512,
-             temperature: float = 0.0, top_p: float = 1.0, num_samples: int = 1, stop_words: Sequence[str] = (),
-             batch_size: int = 32, progress: bool = True, static_cache: bool = False) -> list[list[str]]:
-    """For each conversation, `num_samples` assistant replies (greedy when temperature is 0).
-
-    `static_cache`: a preallocated KV cache, with which transformers compiles the decoding step (CUDA graphs) on a
-    GPU. Every batch of the call then has one shape, so that it compiles once: the width of the longest prompt
-    rounded up to a multiple of 64, and a short last batch filled up with repeats of its first row (their replies
-    are dropped).
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    prompts = render_prompts(tokenizer, conversations)
-    # Longest first: similar lengths share a batch (little padding) and memory trouble shows up at once.
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = end_of_turn_ids(tokenizer, getattr(model, "generation_config", None))
-    device = next(model.parameters()).device
-    results: list[list[str]] = [[] for _ in prompts]
-    # Static cache: one cache shape for the call, from its longest prompt (the first in `order`).
-    static_width = -(-len(prompts[order[0]]) // 64) * 64 if static_cache and prompts else None
-    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        real = len(chunk)  # rows whose replies are kept
-        width = static_width or max(len(prompts[i]) for i in chunk)
-        if static_cache and len(order) > batch_size:
-            chunk = chunk + [chunk[0]] * (batch_size - real)  # one batch shape
-        input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            ids = prompts[i]
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention[row, width - len(ids) :] = 1
-        extra = {"stop_strings": list(stop_words), "tokenizer": tokenizer} if stop_words else {}
-        if static_cache:
-            extra["cache_implementation"] = "static"
-        with torch.inference_mode():
-            out = model.generate(
-                input_ids=input_ids.to(device), attention_mask=attention.to(device), max_new_tokens=max_new_tokens,
-                num_return_sequences=num_samples, eos_token_id=eos, pad_token_id=pad_id,
-                use_cache=True,  # even where the model's generation config turns the cache off
-                **sampling_kwargs(temperature, top_p), **extra,
-            )
-        new = out[: real * num_samples, width:].tolist()
-        for k, ids in enumerate(new):
-            text = tokenizer.decode(until_eos(ids, eos), skip_special_tokens=True)
-            results[chunk[k // num_samples]].append(cut_at_stop_words(text, stop_words))
-        bar.update(real)
-    bar.close()
-    return results
-
-
-def until_eos(ids: list[int], eos: list[int]) -> list[int]:
+def until_eos(ids: list[int], eos: Sequence[int]) -> list[int]:
     """Generated ids before the first end-of-turn token; after it a batched row holds only padding."""
     for k, token in enumerate(ids):
         if token in eos:
             return ids[:k]
     return ids
 
+
+class Generator:
+    """Replies of `model` to chat conversations, ended at an end-of-turn token or at one of `stop_words`."""
+
+    def __init__(self, model: Any, tokenizer: Any, stop_words: Sequence[str] = ()) -> None:
+        if any(not word for word in stop_words):
+            raise ValueError("an empty stop word would end every reply at once")
+        self.model, self.tokenizer, self.stop_words = model, tokenizer, tuple(stop_words)
+        self.eos = end_of_turn_ids(tokenizer, getattr(model, "generation_config", None))
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def render(self, conversations: Sequence[Conversation]) -> list[list[int]]:
+        """Token ids of each conversation through the chat template, the assistant header appended (the same
+        renderer as training's, so a prompt at inference is what the model was trained on)."""
+        return [_render(self.tokenizer, c, add_generation_prompt=True) for c in conversations]
+
+    def decode(self, ids: list[int]) -> str:
+        """The text of generated ids (end-of-turn already cut), cut at the first stop word."""
+        return cut_at_stop_words(self.tokenizer.decode(ids, skip_special_tokens=True), self.stop_words)
+
+    def generate(self, conversations: Sequence[Conversation], sampling: Sampling = Sampling(), *,
+                 batch_size: int = 32, static_cache: bool = False, progress: bool = True,
+                 on_tokens: TokensCallback | None = None) -> list[list[str]]:
+        """For each conversation, `sampling.n` replies; see `generate_ids`."""
+        rows = self.generate_ids(conversations, sampling, batch_size=batch_size, static_cache=static_cache,
+                                 progress=progress, on_tokens=on_tokens)
+        return [[self.decode(ids) for ids in samples] for samples in rows]
+
+    def generate_ids(self, conversations: Sequence[Conversation], sampling: Sampling = Sampling(), *,
+                     batch_size: int = 32, static_cache: bool = False, progress: bool = True,
+                     on_tokens: TokensCallback | None = None) -> list[list[list[int]]]:
+        """For each conversation, the token ids of `sampling.n` replies, each cut before its end-of-turn token.
+
+        Longest prompts first, in batches of `batch_size`, left-padded. `progress` shows a bar in tokens from the
+        first decoding step on; `on_tokens(count)` hears of every step's new tokens too.
+
+        `static_cache`: a preallocated KV cache, with which transformers compiles the decoding step (CUDA graphs) on a
+        GPU. Every batch of the call then has one shape, so that it compiles once: the width of the longest prompt
+        rounded up to a multiple of 64, and a short last batch filled up with repeats of its first row (their
+        replies are dropped).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        prompts = self.render(conversations)
+        # Longest first: similar lengths share a batch (little padding) and memory trouble shows up at once.
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        results: list[list[list[int]]] = [[] for _ in prompts]
+        # Static cache: one cache shape for the call, from its longest prompt (the first in `order`).
+        static_width = -(-len(prompts[order[0]]) // 64) * 64 if static_cache and prompts else None
+        if sampling.seed is not None:
+            seed_everything(sampling.seed)
+        bar = TokenProgress(len(prompts), sampling.n * sampling.max_new_tokens, progress, on_tokens)
+        try:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                real = len(chunk)  # rows whose replies are kept
+                if static_cache and len(order) > batch_size:
+                    chunk = chunk + [chunk[0]] * (batch_size - real)  # one batch shape
+                new = self._batch([prompts[i] for i in chunk], real, static_width, sampling, bar)
+                for k, ids in enumerate(new):
+                    results[chunk[k // sampling.n]].append(ids)
+                bar.batch_done(real, sum(len(ids) for ids in new))
+        finally:
+            bar.close()
+        return results
+
+    def _batch(self, prompts: list[list[int]], real: int, static_width: int | None, sampling: Sampling,
+               bar: TokenProgress) -> list[list[int]]:
+        """One batch's replies, `real` prompts' worth (the rest fill a static-cache batch), cut at end-of-turn."""
+        import torch
+
+        width = static_width or max(len(ids) for ids in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention[row, width - len(ids) :] = 1
+        extra: dict[str, Any] = {"cache_implementation": "static"} if static_width else {}
+        # Counting reads each step's tokens back from the device; nobody listening, nothing is counted.
+        counters = [token_counter(real * sampling.n, [*self.eos, self.pad_id], bar.tokens)] if bar.listened else []
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                                      stopping_criteria=counters, **self._generate_kwargs(sampling), **extra)
+        return [until_eos(ids, self.eos) for ids in out[: real * sampling.n, width:].tolist()]
+
+    def _generate_kwargs(self, sampling: Sampling) -> dict[str, Any]:
+        extra = {"stop_strings": list(self.stop_words), "tokenizer": self.tokenizer} if self.stop_words else {}
+        return {"max_new_tokens": sampling.max_new_tokens, "num_return_sequences": sampling.n,
+                "eos_token_id": self.eos, "pad_token_id": self.pad_id,
+                "use_cache": True,  # even where the model's generation config turns the cache off
+                **sampling.generate_kwargs(), **extra}
+
+    def stream(self, messages: Conversation, sampling: Sampling = Sampling(),
+               on_text: Callable[[str], None] | None = None) -> Reply:
+        """One reply to `messages`, its text passed to `on_text` piece by piece as it comes.
+
+        Ctrl-C (KeyboardInterrupt) while it runs stops it: the reply is then the text passed on so far, marked
+        `interrupted`; the caller decides whether that ends anything more.
+        """
+        if sampling.n != 1:
+            raise ValueError("stream gives one reply; ask generate for n > 1")
+        pieces: list[str] = []
+
+        def shown(text: str) -> None:
+            pieces.append(text)
+            if on_text is not None:
+                on_text(text)
+
+        try:
+            import torch
+
+            ids = self.render([messages])[0]
+            if sampling.seed is not None:
+                seed_everything(sampling.seed)
+            device = next(self.model.parameters()).device
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=torch.tensor([ids], device=device),
+                    attention_mask=torch.ones((1, len(ids)), device=device, dtype=torch.long),
+                    streamer=text_streamer(self.tokenizer, shown), **self._generate_kwargs(sampling))
+        except KeyboardInterrupt:
+            return Reply(cut_at_stop_words("".join(pieces), self.stop_words), interrupted=True)
+        return Reply(self.decode(until_eos(out[0, len(ids) :].tolist(), self.eos)))
+
+
+class TokenProgress:
+    """Live progress of a batched generation, in tokens: a tqdm bar with elapsed time, tokens/s and an estimate of
+    the time left, and the prompts done as postfix.
+
+    Its total starts at the token budget (prompts x samples x max_new_tokens), an upper bound; as each batch ends,
+    the budget its replies left unused comes off, so the estimate tightens and the bar ends at 100%.
+    """
+
+    def __init__(self, prompts: int, budget_per_prompt: int, enabled: bool = True,
+                 on_tokens: TokensCallback | None = None) -> None:
+        from tqdm.auto import tqdm
+
+        self.prompts, self.done, self.budget_per_prompt, self.on_tokens = prompts, 0, budget_per_prompt, on_tokens
+        self.listened = enabled or on_tokens is not None
+        self.bar = tqdm(total=prompts * budget_per_prompt, desc="generate", unit="tok", disable=not enabled,
+                        postfix=f"prompts 0/{prompts}")
+
+    def tokens(self, count: int) -> None:
+        """`count` new tokens in this decoding step."""
+        if count:
+            self.bar.update(count)
+        if self.on_tokens is not None:
+            self.on_tokens(count)
+
+    def batch_done(self, prompts: int, generated: int) -> None:
+        """A batch of `prompts` prompts ended having generated `generated` tokens."""
+        self.bar.total -= prompts * self.budget_per_prompt - generated
+        self.done += prompts
+        self.bar.set_postfix_str(f"prompts {self.done}/{self.prompts}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def token_counter(rows: int, end_ids: Sequence[int], on_step: TokensCallback) -> Any:
+    """A transformers StoppingCriteria that never stops: after each decoding step it calls `on_step(count)` with the
+    new tokens of the first `rows` rows that are still running (rows past `rows` fill a static-cache batch).
+
+    A row stops counting at its first end-of-turn or padding token (transformers pads a row that a stop string
+    ended), so the counts add up to the replies' lengths before end-of-turn.
+    """
+    import torch
+    from transformers import StoppingCriteria
+
+    class TokenCounter(StoppingCriteria):
+        def __init__(self) -> None:
+            self.running: torch.Tensor | None = None
+            self.end: torch.Tensor | None = None
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            if self.end is None:
+                self.end = torch.tensor(sorted(set(end_ids)), device=input_ids.device)
+            new = input_ids[:rows, -1]
+            running = ~torch.isin(new, self.end)
+            if self.running is not None:
+                running &= self.running
+            self.running = running
+            on_step(int(running.sum()))
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return TokenCounter()
+
+
+def text_streamer(tokenizer: Any, on_text: Callable[[str], None]) -> Any:
+    """A transformers streamer that passes the reply's text on (the prompt and special tokens left out), in pieces
+    that end at a space or a line, so that a word is never split."""
+    from transformers import TextStreamer
+
+    class Pieces(TextStreamer):
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                on_text(text)
+
+    return Pieces(tokenizer, skip_prompt=True, skip_special_tokens=True)

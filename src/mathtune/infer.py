@@ -6,8 +6,10 @@ Modes: an interactive REPL that streams tokens and keeps history (the default on
 
 from __future__ import annotations
 
+import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +17,8 @@ from .atomic import write_jsonl
 from .data.formats import prompt_messages
 from .data.tokenize import char_limit
 from .errors import UserError
-from .generate import cut_at_stop_words, generate, render_prompts, sampling_kwargs, until_eos
+from .generate import Generator, Sampling
 from .jsonl import read_jsonl
-from .model import end_of_turn_ids
 
 
 @dataclass(frozen=True)
@@ -33,62 +34,59 @@ class InferArgs:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise UserError("--max_new_tokens and --batch_size must be positive")
-        if not (self.temperature >= 0 and 0 < self.top_p <= 1):  # also refuses nan
+        if not (math.isfinite(self.temperature) and self.temperature >= 0 and 0 < self.top_p <= 1):  # nan, inf
             raise UserError(
                 f"--temperature must be >= 0 and --top_p in (0, 1], got {self.temperature} and {self.top_p}")
         if any(not word for word in self.stop_words):
             raise UserError("--stop_words: an empty stop word would end every answer at once")
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(self.max_new_tokens, self.temperature, self.top_p)
+
+
+STOPPED = "\n(stopped; the partial answer stays in the history, /clear forgets it; Ctrl-C at the prompt leaves)\n"
 
 
 def _start(system: str | None) -> list[dict[str, str]]:
     return [{"role": "system", "content": system}] if system else []
 
 
-def stream_reply(model, tokenizer, messages: list[dict[str, str]], args: InferArgs, out=None) -> str:
-    """Generate one reply, printing tokens as they come; returns the reply (cut at a stop word)."""
-    out = out or sys.stdout
-    import torch
-    from transformers import TextStreamer
+def _printer(out) -> Callable[[str], None]:
+    def show(text: str) -> None:
+        out.write(text)
+        out.flush()
 
-    class _Printer(TextStreamer):
-        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-            out.write(text)
-            out.flush()
-
-    ids = render_prompts(tokenizer, [messages])[0]
-    device = next(model.parameters()).device
-    eos = end_of_turn_ids(tokenizer, model.generation_config)
-    extra = {"stop_strings": list(args.stop_words), "tokenizer": tokenizer} if args.stop_words else {}
-    with torch.inference_mode():
-        output = model.generate(
-            input_ids=torch.tensor([ids], device=device), attention_mask=torch.ones((1, len(ids)), device=device,
-                                                                                  dtype=torch.long),
-            max_new_tokens=args.max_new_tokens, eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
-            streamer=_Printer(tokenizer, skip_prompt=True, skip_special_tokens=True),
-            **sampling_kwargs(args.temperature, args.top_p), **extra,
-        )
-    out.write("\n")
-    new = until_eos(output[0, len(ids) :].tolist(), eos)
-    return cut_at_stop_words(tokenizer.decode(new, skip_special_tokens=True), args.stop_words)
+    return show
 
 
-def repl(model, tokenizer, args: InferArgs, stdin=None, out=None) -> None:
-    """Read a question per line; /clear forgets the history, /exit (or end of input) leaves."""
+def repl(generator: Generator, args: InferArgs, stdin=None, out=None) -> list[dict[str, str]]:
+    """Read a question per line and stream the answer; returns the conversation when the user leaves.
+
+    /clear forgets the history; /exit, end of input or Ctrl-C at the prompt leaves. Ctrl-C while an answer is being
+    written stops that answer and comes back to the prompt: the answer so far stays in the history (it was shown,
+    and the next question may refer to it), unless nothing had been shown, when the question goes too.
+    """
     stdin, out = stdin or sys.stdin, out or sys.stdout
     if hasattr(stdin, "reconfigure"):
         stdin.reconfigure(errors="replace")  # bytes that are not UTF-8 become U+FFFD, not a crash in the tokenizer
-    out.write("mathtune chat: /clear to forget the history, /exit to leave.\n")
+    out.write("mathtune chat: /clear to forget the history, /exit or Ctrl-C to leave; "
+              "Ctrl-C during an answer stops it.\n")
     messages = _start(args.system)
     while True:
-        out.write("<<< ")
-        out.flush()
-        line = stdin.readline()
+        try:
+            out.write("<<< ")
+            out.flush()
+            line = stdin.readline()
+        except KeyboardInterrupt:  # at the prompt: the user wants out, which is no failure
+            out.write("\n")
+            return messages
         if not line:
             out.write("\n")
-            return
+            return messages
         query = line.encode("utf-8", "surrogateescape").decode("utf-8", "replace").strip()
         if query in ("/exit", "exit", "/quit"):
-            return
+            return messages
         if query in ("/clear", "clear"):
             messages = _start(args.system)
             out.write("(history cleared)\n")
@@ -96,8 +94,15 @@ def repl(model, tokenizer, args: InferArgs, stdin=None, out=None) -> None:
         if not query:
             continue
         messages.append({"role": "user", "content": query})
-        reply = stream_reply(model, tokenizer, messages, args, out)
-        messages.append({"role": "assistant", "content": reply})
+        reply = generator.stream(messages, args.sampling, _printer(out))
+        if reply.interrupted:
+            out.write(STOPPED)
+            if not reply.text:
+                messages.pop()
+                continue
+        else:
+            out.write("\n")
+        messages.append({"role": "assistant", "content": reply.text})
 
 
 def _read_queries(path: Path) -> list[tuple[dict, list[dict[str, str]]]]:
@@ -139,20 +144,26 @@ def check_output(target: str, source: str | None = None) -> None:
         raise UserError(f"--output '{target}': folder '{out.parent}' is not writable")
 
 
-def answer_file(model, tokenizer, source: str, target: str, args: InferArgs, progress: bool = True,
+def answer_file(generator: Generator, source: str, target: str, args: InferArgs, progress: bool = True,
                 rows: list | None = None) -> int:
     """Answer every row of `source` into `target` (each row plus "response"); written aside, then renamed."""
     rows = rows if rows is not None else _read_queries(Path(source))
     conversations = [(_start(args.system) if args.system and m[0]["role"] != "system" else []) + m for _, m in rows]
-    replies = generate(model, tokenizer, conversations, max_new_tokens=args.max_new_tokens,
-                       temperature=args.temperature, top_p=args.top_p, stop_words=args.stop_words,
-                       batch_size=args.batch_size, progress=progress, static_cache=args.static_cache)
+    replies = generator.generate(conversations, args.sampling, batch_size=args.batch_size, progress=progress,
+                                 static_cache=args.static_cache)
     write_jsonl(target, ({**row, "response": reply[0]} for (row, _), reply in zip(rows, replies, strict=True)))
     return len(rows)
 
 
-def answer_once(model, tokenizer, query: str, args: InferArgs, out=None) -> str:
-    return stream_reply(model, tokenizer, _start(args.system) + [{"role": "user", "content": query}], args, out)
+def answer_once(generator: Generator, query: str, args: InferArgs, out=None) -> str:
+    """Stream the answer to one question; Ctrl-C ends the command (exit 130), as for any one-shot command."""
+    out = out or sys.stdout
+    reply = generator.stream(_start(args.system) + [{"role": "user", "content": query}], args.sampling,
+                             _printer(out))
+    out.write("\n")
+    if reply.interrupted:
+        raise KeyboardInterrupt
+    return reply.text
 
 
 def run_infer(ckpt_dir: str | None, *, query: str | None, input_path: str | None, output_path: str | None,
@@ -175,12 +186,13 @@ def run_infer(ckpt_dir: str | None, *, query: str | None, input_path: str | None
     if rows is not None:
         check_prompt_lengths(model, tokenizer, [m for _, m in rows], input_path)
     print(f"model: {description}", file=sys.stderr)
+    generator = Generator(model, tokenizer, args.stop_words)
     if query is not None:
-        answer_once(model, tokenizer, query, args, stdout)
+        answer_once(generator, query, args, stdout)
     elif input_path is not None:
-        count = answer_file(model, tokenizer, input_path, output_path, args, rows=rows)
+        count = answer_file(generator, input_path, output_path, args, rows=rows)
         print(f"answered {count} rows into {output_path}", file=sys.stderr)
     else:
-        repl(model, tokenizer, args, stdin, stdout)
+        repl(generator, args, stdin, stdout)
     return 0
 

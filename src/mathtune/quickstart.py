@@ -6,11 +6,13 @@ curve, and prints where everything is and how long each stage took.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-from .config import LoraArgs, RunConfig, TrainArgs
+from .config import FastArgs, LoraArgs, OptimArgs, RunArgs, RunConfig
 from .data.config import DataArgs
 
 DEFAULT_TASK = "syllogism"
@@ -19,30 +21,31 @@ SHOWN = 4
 DEFAULT_TRAIN_ROWS = 320
 
 
-def _accuracy(model, tokenizer, benchmark, items) -> tuple[float, list[str], list]:
-    from .evaluate.grading import grade
-    from .generate import generate
+def _answer(model, tokenizer, description: str, task: str, data_seed: int, out_dir: Path) -> tuple[float, list]:
+    """Answer and grade the held-out questions through `mathtune eval`'s entry point; predictions.jsonl and
+    summary.json go to `out_dir`. Returns the accuracy and the prediction rows."""
+    from .evaluate.runner import EvalSettings, bench_dir_name, evaluate
+    from .jsonl import read_jsonl
 
-    prompts = [[{"role": "user", "content": benchmark.prompt.format(question=item.question)}] for item in items]
-    outputs = [o[0] for o in generate(model, tokenizer, prompts, max_new_tokens=96, batch_size=8, progress=False)]
-    verdicts = [
-        grade(out, item, benchmark.checker, benchmark.language) for out, item in zip(outputs, items, strict=True)
-    ]
-    return sum(v.correct for v in verdicts) / len(items), outputs, verdicts
+    name = f"rg:{task}"
+    # 96 new tokens: the tasks' answers are short, and a CPU generates some 10 tokens/s per row.
+    settings = EvalSettings(limit=EVAL_QUESTIONS, max_new_tokens=96, batch_size=8, data_seed=data_seed)
+    summary = evaluate([name], settings, out_dir, loaded=(model, tokenizer), description=description).summary
+    rows = [row for _, row in read_jsonl(out_dir / bench_dir_name(name) / "predictions.jsonl")]
+    return summary["benchmarks"][name]["accuracy"], rows
 
 
-def _show(title: str, items, outputs, verdicts) -> None:
+def _show(title: str, rows: list) -> None:
     print(f"\n== {title} ==")
-    for item, out, verdict in list(zip(items, outputs, verdicts, strict=True))[:SHOWN]:
-        answer = " ".join(out.split())
+    for row in rows[:SHOWN]:
+        answer = " ".join(row["outputs"][0].split())
         print(
-            f"Q: {item.question.strip()[:160]}\n   model: {answer[:160]}\n   gold: {item.gold}   "
-            f"{'right' if verdict.correct else 'wrong'}"
+            f"Q: {row['question'].strip()[:160]}\n   model: {answer[:160]}\n   gold: {row['gold']}   "
+            f"{'right' if row['correct'] else 'wrong'}"
         )
 
 
 def run_quickstart(output_dir: str = "output", train_rows: int | None = None, task: str = DEFAULT_TASK) -> int:
-    from .evaluate.benchmarks import get_benchmark
     from .export import merge_lora
     from .model import load_for_inference
     from .sft import run_sft
@@ -51,14 +54,14 @@ def run_quickstart(output_dir: str = "output", train_rows: int | None = None, ta
     start = time.perf_counter()
     rows = train_rows or DEFAULT_TRAIN_ROWS
     data_seed = 42
-    benchmark = get_benchmark(f"rg:{task}", data_seed=data_seed)
-    items = benchmark.load(limit=EVAL_QUESTIONS)
+    # The run folder exists only once training starts: the answers before it wait here, then move into it.
+    staging = Path(tempfile.mkdtemp(prefix="mathtune-quickstart-"))
 
     mark = time.perf_counter()
     base, tokenizer, description = load_for_inference(None, device="cpu")
     print(f"model: {description}")
-    acc_before, outputs, verdicts = _accuracy(base, tokenizer, benchmark, items)
-    _show(f"before fine-tuning: {acc_before:.0%} of {len(items)} held-out questions right", items, outputs, verdicts)
+    acc_before, before_rows = _answer(base, tokenizer, description, task, data_seed, staging / "before")
+    _show(f"before fine-tuning: {acc_before:.0%} of {len(before_rows)} held-out questions right", before_rows)
     del base
     timings["answer before"] = time.perf_counter() - mark
 
@@ -66,21 +69,19 @@ def run_quickstart(output_dir: str = "output", train_rows: int | None = None, ta
     cfg = RunConfig(
         lora=LoraArgs(lora_rank=16, lora_alpha=32),
         data=DataArgs(dataset=(f"rg:{task}#{rows}",), data_seed=data_seed, max_length=512, split_dataset_ratio=0.02),
-        train=TrainArgs(
-            output_dir=output_dir,
-            num_train_epochs=1,
-            learning_rate=1e-3,
-            batch_size=8,
-            gradient_accumulation_steps=1,
-            logging_steps=2,
-            save_steps=1000,
-            eval_steps=1000,
-            gradient_checkpointing=False,
-            warmup_ratio=0.05,
-        ),
+        optim=OptimArgs(num_train_epochs=1, learning_rate=1e-3, batch_size=8, gradient_accumulation_steps=1,
+                        warmup_ratio=0.05),
+        run=RunArgs(output_dir=output_dir, logging_steps=2, save_steps=1000, eval_steps=1000),
+        fast=FastArgs(gradient_checkpointing=False),
     )
     print(f"\nfine-tuning on rg:{task}#{rows} (held-out questions are never trained on) ...")
-    result = run_sft(cfg)
+    try:
+        result = run_sft(cfg)
+        eval_dir = Path(result.run_dir) / "eval"
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        shutil.move(staging / "before", eval_dir / "before")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     timings["fine-tune"] = time.perf_counter() - mark
     if result.interrupted:  # Ctrl-C: run_sft saved a checkpoint and said how to resume; skip merging and answering
         return 130
@@ -90,9 +91,9 @@ def run_quickstart(output_dir: str = "output", train_rows: int | None = None, ta
     timings["merge"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    merged, tokenizer, _ = load_for_inference(str(merged_dir), device="cpu")
-    acc_after, outputs, verdicts = _accuracy(merged, tokenizer, benchmark, items)
-    _show(f"after fine-tuning (merged model): {acc_after:.0%} of {len(items)} right", items, outputs, verdicts)
+    merged, tokenizer, merged_description = load_for_inference(str(merged_dir), device="cpu")
+    acc_after, after_rows = _answer(merged, tokenizer, merged_description, task, data_seed, eval_dir / "after")
+    _show(f"after fine-tuning (merged model): {acc_after:.0%} of {len(after_rows)} right", after_rows)
     timings["answer after"] = time.perf_counter() - mark
 
     total = time.perf_counter() - start
@@ -100,12 +101,13 @@ def run_quickstart(output_dir: str = "output", train_rows: int | None = None, ta
     print("\n== where everything is ==")
     print(
         f"run dir:        {run_dir}\nadapter:        {result.last_checkpoint}\nmerged model:   {merged_dir}\n"
-        f"loss curve:     {run_dir / 'images' / 'train_loss.png'}\ntraining log:   {run_dir / 'logging.jsonl'}"
+        f"loss curve:     {run_dir / 'images' / 'train_loss.png'}\ntraining log:   {run_dir / 'logging.jsonl'}\n"
+        f"predictions:    {eval_dir / 'before'} and {eval_dir / 'after'} (predictions.jsonl per benchmark)"
     )
-    print(f"\naccuracy on {len(items)} held-out rg:{task} questions: {acc_before:.0%} -> {acc_after:.0%}")
+    print(f"\naccuracy on {len(after_rows)} held-out rg:{task} questions: {acc_before:.0%} -> {acc_after:.0%}")
     # Some tasks have skewed answers (syllogism: mostly Yes); say what always giving the commonest answer would score.
-    gold, count = Counter(item.gold for item in items).most_common(1)[0]
-    print(f"(always answering '{gold}' would score {count / len(items):.0%})")
+    gold, count = Counter(row["gold"] for row in after_rows).most_common(1)[0]
+    print(f"(always answering '{gold}' would score {count / len(after_rows):.0%})")
     print("timing: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {total:.0f} s")
     print(f"next: mathtune infer --ckpt_dir {merged_dir}")
     return 0

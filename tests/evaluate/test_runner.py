@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -16,14 +17,16 @@ from mathtune.errors import UserError
 from mathtune.evaluate import cli, runner
 from mathtune.evaluate.benchmarks import BenchItem, Benchmark, get_benchmark
 from mathtune.evaluate.runner import (
+    NOT_AN_ADAPTER,
     EvalSettings,
     bench_dir_name,
-    evaluate_with,
+    evaluate,
     majority_vote,
     pass_at_k,
     score_outputs,
     wilson_interval,
 )
+from mathtune.generate import Generator
 
 ITEMS = [BenchItem("q1", "What is 2 + 3?", "5"), BenchItem("q2", "What is 10 * 100?", "1000"),
          BenchItem("q3", "What is 1 / 2?", "0.5"), BenchItem("q4", "What is 7 - 9?", "-2")]
@@ -126,14 +129,15 @@ def test_save_result_never_overwrites_another_benchmarks_results(tmp_path):
     assert (tmp_path / "toy" / "predictions.jsonl").read_text() == before and list(summary["benchmarks"]) == ["toy"]
 
 
-def _answer_yes(conversations):
+def _answer_yes(generator, conversations, sampling, **kwargs):
     return [["All men are mortal, so it follows.\n\\boxed{Yes}"] for _ in conversations]
 
 
-def test_evaluate_with_writes_predictions_and_summary(tmp_path, tiny_tokenizer):
+def test_evaluate_writes_predictions_and_summary(tmp_path, tiny_tokenizer, monkeypatch):
+    monkeypatch.setattr(Generator, "generate", _answer_yes)  # fixed answers: the scores are known
     settings = EvalSettings(limit=6, max_new_tokens=16, batch_size=2)
-    summary = evaluate_with(_answer_yes, tiny_tokenizer, ["rg:syllogism"], tmp_path, settings, "fake model",
-                            progress=False)
+    summary = evaluate(["rg:syllogism"], settings, tmp_path, loaded=(None, tiny_tokenizer), description="fake model",
+                       progress=False).summary
     items = get_benchmark("rg:syllogism").load(limit=6, seed=42)
     expected = sum(item.gold == "Yes" for item in items) / 6
     bench = summary["benchmarks"]["rg:syllogism"]
@@ -149,13 +153,29 @@ def test_evaluate_with_writes_predictions_and_summary(tmp_path, tiny_tokenizer):
     assert not list(tmp_path.rglob(".*.tmp"))
 
 
-def test_unknown_benchmark_fails_before_generating(tmp_path):
-    def never(conversations):
-        raise AssertionError("generation must not start")
+def test_unknown_benchmark_fails_before_loading(tmp_path, monkeypatch):
+    from mathtune import model
 
+    def never(*args, **kwargs):
+        raise AssertionError("loading must not start")
+
+    monkeypatch.setattr(model, "load_for_inference", never)
     with pytest.raises(UserError, match="unknown benchmark"):
-        evaluate_with(never, None, ["rg:syllogism", "nope"], tmp_path, EvalSettings(), "m", progress=False)
+        evaluate(["rg:syllogism", "nope"], EvalSettings(), tmp_path, progress=False)
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_baseline_without_an_adapter_fails_before_loading(tmp_path, tiny_model_dir, monkeypatch):
+    from mathtune import model
+
+    monkeypatch.setattr(model, "load_for_inference", lambda *args, **kwargs: pytest.fail("loaded"))
+    with pytest.raises(UserError, match=re.escape(NOT_AN_ADAPTER)):
+        evaluate(["rg:syllogism"], EvalSettings(limit=1), tmp_path, model=str(tiny_model_dir), baseline=True)
+
+
+def test_a_model_in_memory_and_one_to_load_are_not_both_given(tmp_path, tiny_model_dir, tiny_tokenizer):
+    with pytest.raises(ValueError, match="not both"):
+        evaluate(["rg:syllogism"], EvalSettings(), tmp_path, model=str(tiny_model_dir), loaded=(None, tiny_tokenizer))
 
 
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
@@ -178,14 +198,14 @@ def test_disk_full_mid_eval_is_one_line_and_keeps_the_finished_benchmarks(tmp_pa
 
     from mathtune.cli import main
 
-    real_write_text = Path.write_text
+    real_open = Path.open
 
-    def fills_up(self, *args, **kwargs):  # the disk is full by the time the second benchmark is written
-        if self.parent.name == "rg_arithmetic":
+    def fills_up(self, mode="r", *args, **kwargs):  # the disk is full by the time the second benchmark is written
+        if self.parent.name == "rg_arithmetic" and "w" in mode:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_write_text(self, *args, **kwargs)
+        return real_open(self, mode, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "write_text", fills_up)
+    monkeypatch.setattr(Path, "open", fills_up)
     out = tmp_path / "eval"
     assert main(["eval", "--model", str(tiny_model_dir), "--benchmarks", "rg:syllogism", "rg:arithmetic", "--limit",
                  "2", "--max_new_tokens", "2", "--output_dir", str(out)]) == 2
@@ -200,8 +220,8 @@ def test_disk_full_mid_eval_is_one_line_and_keeps_the_finished_benchmarks(tmp_pa
 
 
 def test_run_eval_end_to_end_on_a_tiny_model(tmp_path, tiny_model_dir):
-    summary = runner.run_eval(str(tiny_model_dir), None, ["rg:syllogism"], limit=3, output_dir=tmp_path,
-                              max_new_tokens=6, batch_size=2, progress=False)
+    summary = evaluate(["rg:syllogism"], EvalSettings(limit=3, max_new_tokens=6, batch_size=2), tmp_path,
+                       model=str(tiny_model_dir), progress=False).summary
     bench = summary["benchmarks"]["rg:syllogism"]
     assert bench["n"] == 3 and 0.0 <= bench["accuracy"] <= 1.0
     assert bench["mean_output_tokens"] > 0  # re-tokenized text: random tokens need not round-trip to 6
@@ -215,13 +235,50 @@ def test_run_eval_with_the_static_cache_writes_the_same_predictions(tmp_path, ti
         rows = (folder / "rg_syllogism" / "predictions.jsonl").read_text().splitlines()
         return [json.loads(r)["outputs"] for r in rows]
 
-    runner.run_eval(str(tiny_model_dir), None, ["rg:syllogism"], limit=5, output_dir=tmp_path / "dynamic",
-                    max_new_tokens=6, batch_size=2, progress=False)
-    summary = runner.run_eval(str(tiny_model_dir), None, ["rg:syllogism"], limit=5, output_dir=tmp_path / "static",
-                              max_new_tokens=6, batch_size=2, progress=False, static_cache=True)
+    settings = EvalSettings(limit=5, max_new_tokens=6, batch_size=2)
+    evaluate(["rg:syllogism"], settings, tmp_path / "dynamic", model=str(tiny_model_dir), progress=False)
+    summary = evaluate(["rg:syllogism"], dataclasses.replace(settings, static_cache=True), tmp_path / "static",
+                       model=str(tiny_model_dir), progress=False).summary
     assert summary["settings"]["static_cache"] is True
     assert outputs(tmp_path / "static") == outputs(tmp_path / "dynamic")
     assert len(outputs(tmp_path / "static")) == 5  # three batches, the last filled up to two rows, one kept
+
+
+def test_a_model_in_memory_gives_the_predictions_of_the_same_model_loaded_by_name(tmp_path, tiny_model_dir,
+                                                                                  tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    def outputs(folder: Path) -> list[list[str]]:
+        rows = (folder / "rg_syllogism" / "predictions.jsonl").read_text().splitlines()
+        return [json.loads(r)["outputs"] for r in rows]
+
+    settings = EvalSettings(limit=3, max_new_tokens=5, batch_size=2)
+    network = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    in_memory = evaluate(["rg:syllogism"], settings, tmp_path / "memory", loaded=(network, tiny_tokenizer),
+                         progress=False)
+    evaluate(["rg:syllogism"], settings, tmp_path / "named", model=str(tiny_model_dir), progress=False)
+    assert outputs(tmp_path / "memory") == outputs(tmp_path / "named")
+    assert in_memory.base is None and in_memory.summary["model"] == str(tiny_model_dir)
+
+
+def test_sampled_evaluation_is_seeded(tmp_path, tiny_model_dir):
+    def outputs(folder: Path) -> list[list[str]]:
+        rows = (folder / "rg_syllogism" / "predictions.jsonl").read_text().splitlines()
+        return [json.loads(r)["outputs"] for r in rows]
+
+    settings = EvalSettings(limit=2, max_new_tokens=5, num_samples=2, temperature=1.0, seed=7)
+    for name in ("a", "b"):
+        evaluate(["rg:syllogism"], settings, tmp_path / name, model=str(tiny_model_dir), progress=False)
+    assert outputs(tmp_path / "a") == outputs(tmp_path / "b") and all(len(o) == 2 for o in outputs(tmp_path / "a"))
+
+
+def test_baseline_through_the_entry_point_returns_both_summaries(tmp_path, tiny_model_dir):
+    adapter = _save_adapter(tiny_model_dir, tmp_path / "run" / "checkpoint-5")
+    run = evaluate(["rg:syllogism"], EvalSettings(limit=2, max_new_tokens=4), tmp_path / "eval",
+                   model=str(tiny_model_dir), adapter=str(adapter), baseline=True, progress=False)
+    assert run.base is not None and "adapter disabled" in run.base["model"] and str(adapter) in run.summary["model"]
+    assert json.loads((tmp_path / "eval" / "base" / "summary.json").read_text())["model"] == run.base["model"]
+    assert json.loads((tmp_path / "eval" / "adapter" / "summary.json").read_text())["model"] == run.summary["model"]
 
 
 def _save_adapter(model_dir: Path, target: Path) -> Path:

@@ -57,8 +57,9 @@ def default_output_dir(model: str | None, adapter: str | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Run `mathtune eval` from parsed flags; returns the exit code."""
-    from ..checkpoint import check_output_dir
+    from ..run_dir import check_output_dir
     from .report import compare
+    from .runner import EvalSettings, evaluate
 
     if args.output_dir is not None and not args.output_dir.strip():
         raise UserError("--output_dir is empty: pass a folder, or leave the flag out")
@@ -76,25 +77,14 @@ def run(args: argparse.Namespace) -> int:
         from .benchmarks import list_benchmarks
 
         raise UserError(f"--benchmarks is required; available: {' '.join(list_benchmarks())}")
-    if args.baseline and not (args.adapter or _is_adapter(args.model)):
-        raise UserError("--baseline compares an adapter with its base model: pass the checkpoint with --adapter")
     output_dir = Path(args.output_dir) if args.output_dir else default_output_dir(args.model, args.adapter)
-    settings = dict(limit=args.limit, num_samples=args.num_samples, temperature=args.temperature, top_p=args.top_p,
-                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, data_seed=args.data_seed,
-                    seed=args.seed, infer_backend=args.infer_backend, trust_remote_code=args.trust_remote_code,
-                    static_cache=args.static_cache)
+    settings = EvalSettings(limit=args.limit, num_samples=args.num_samples, temperature=args.temperature,
+                            top_p=args.top_p, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                            data_seed=args.data_seed, seed=args.seed, infer_backend=args.infer_backend,
+                            static_cache=args.static_cache, trust_remote_code=args.trust_remote_code)
+    evaluate(args.benchmarks, settings, output_dir, model=args.model, adapter=args.adapter, baseline=args.baseline)
     if args.baseline:
-        from .runner import run_baseline_eval
-
-        run_baseline_eval(args.model, args.adapter, args.benchmarks, output_dir=output_dir, **settings)
         print(compare(output_dir / "base", output_dir / "adapter", out_dir=output_dir, labels=("base", "adapter")))
-    else:
-        from .runner import run_eval
-
-        run_eval(args.model, args.adapter, args.benchmarks, output_dir=output_dir, **settings)
     print(f"results: {output_dir}")
     return 0
 
-
-def _is_adapter(model: str | None) -> bool:
-    return bool(model) and (Path(model) / "adapter_config.json").is_file()

@@ -9,6 +9,7 @@ do not vote.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -18,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
-from ..checkpoint import check_output_dir
 from ..errors import UserError
-from ..seeding import check_seed, seed_everything
+from ..run_dir import check_output_dir
+from ..seeding import check_seed
 from .grading import answer_key, grade
 
+NOT_AN_ADAPTER = "--baseline compares an adapter with its base model: pass the checkpoint with --adapter"
 GenerateFn = Callable[[list[list[dict[str, str]]]], list[list[str]]]
 Z95 = 1.959963984540054
 
@@ -41,6 +43,7 @@ class EvalSettings:
     seed: int = 0  # sampling seed
     infer_backend: str = "pt"
     static_cache: bool = False  # pt backend: a static KV cache and a compiled decoding step (GPU)
+    trust_remote_code: bool = False  # a model loaded by name may run its repository's own Python code
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -182,7 +185,7 @@ INTACT = "; results written before are intact"
 
 
 def write_predictions(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records), INTACT)
+    atomic.write_jsonl(path, records, INTACT, default=str)
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
@@ -223,13 +226,53 @@ def format_table(summary: dict[str, Any]) -> str:
 # Running
 
 
-def evaluate_with(generate_fn: GenerateFn, tokenizer: Any, benchmarks: Sequence[str], output_dir: str | Path,
-                  settings: EvalSettings, description: str, progress: bool = True) -> dict[str, Any]:
-    """Evaluate with any generator `generate_fn(conversations) -> outputs`; writes the files, returns the summary."""
+@dataclass(frozen=True)
+class EvalRun:
+    """What `evaluate` scored: the summary of the model as given and, with `baseline`, that of its base model."""
+
+    summary: dict[str, Any]
+    base: dict[str, Any] | None = None
+
+
+def evaluate(benchmarks: Sequence[str], settings: EvalSettings, output_dir: str | Path, *, model: str | None = None,
+             adapter: str | None = None, loaded: tuple[Any, Any] | None = None, baseline: bool = False,
+             description: str | None = None, progress: bool = True) -> EvalRun:
+    """Evaluate a model on `benchmarks`: predictions.jsonl per benchmark and summary.json in `output_dir`.
+
+    The model is `loaded` = (model, tokenizer), already in memory (sft before and after training, quickstart), or
+    else loaded here from `model` (a folder, hub id, adapter checkpoint or merged folder; None: the embedded model)
+    and `adapter`. With `baseline`, the adapter's base model goes into output_dir/base and the adapter into
+    output_dir/adapter: one model, its LoRA layers switched off for the base run, so the runs differ by the adapter
+    alone. `description` names the model in summary.json (default: what loading it says).
+    """
+    if loaded is not None and (model is not None or adapter is not None):
+        raise ValueError("pass loaded=(model, tokenizer) or a model to load, not both")
+    if loaded is not None and settings.infer_backend != "pt":
+        raise ValueError("a model already in memory is evaluated with the pt backend")
+    _check_names(benchmarks, settings.data_seed)
+    out = Path(output_dir)
+    check_output_dir(out)  # before loading and generating, which take minutes
+    if baseline and loaded is None and adapter is None and not _is_adapter(model):
+        raise UserError(NOT_AN_ADAPTER)
+    if settings.infer_backend == "vllm":
+        make_generate, tokenizer, name = vllm_generator(model, adapter, settings, progress)
+    else:
+        make_generate, tokenizer, name = _pt_generator(model, adapter, loaded, settings, progress, baseline)
+    name = description or name
+    if not baseline:
+        return EvalRun(_run_benchmarks(make_generate(True), tokenizer, benchmarks, out, settings, name, progress))
+    base = _run_benchmarks(make_generate(False), tokenizer, benchmarks, out / "base", settings,
+                           f"{name} (adapter disabled)", progress)
+    tuned = _run_benchmarks(make_generate(True), tokenizer, benchmarks, out / "adapter", settings, name, progress)
+    return EvalRun(tuned, base)
+
+
+def _run_benchmarks(generate_fn: GenerateFn, tokenizer: Any, benchmarks: Sequence[str], out: Path,
+                    settings: EvalSettings, description: str, progress: bool) -> dict[str, Any]:
+    """Generate, grade and write each benchmark in turn with `generate_fn(conversations) -> outputs`; the summary."""
     from .benchmarks import resolve_benchmarks
 
-    resolved = resolve_benchmarks(benchmarks, data_seed=settings.data_seed)  # typos and clashes fail before work
-    out = Path(output_dir)
+    resolved = resolve_benchmarks(benchmarks, data_seed=settings.data_seed)
     summary: dict[str, Any] = {"model": description, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                "settings": asdict(settings), "benchmarks": {}}
     for name, bench in zip(benchmarks, resolved, strict=True):
@@ -239,11 +282,15 @@ def evaluate_with(generate_fn: GenerateFn, tokenizer: Any, benchmarks: Sequence[
         prompts = [bench.render(item.question) for item in items]
         if progress:
             print(f"{bench.name}: {len(items)} questions x {settings.num_samples} sample(s)", flush=True)
-        seed_everything(settings.seed)  # per benchmark, so a benchmark's samples do not depend on the others
+        # The pt generator seeds each call (one per benchmark), so a benchmark's samples do not depend on the others.
         outputs = generate_fn([[{"role": "user", "content": p}] for p in prompts])
         save_result(out, summary, score_outputs(bench, items, outputs, tokenizer, prompts))
     print(format_table(summary), flush=True)
     return summary
+
+
+def _is_adapter(model: str | None) -> bool:
+    return bool(model) and (Path(model) / "adapter_config.json").is_file()
 
 
 def _describe(model: Any) -> str:
@@ -253,81 +300,32 @@ def _describe(model: Any) -> str:
     return str(name) or type(model).__name__
 
 
-def evaluate_loaded(model: Any, tokenizer: Any, benchmarks: Sequence[str], *, output_dir: str | Path,
-                    limit: int | None = None, description: str | None = None, num_samples: int = 1,
-                    temperature: float = 0.0, top_p: float = 1.0, max_new_tokens: int = 1024, batch_size: int = 32,
-                    data_seed: int = 42, seed: int = 0, progress: bool = True,
-                    static_cache: bool = False) -> dict[str, Any]:
-    """Evaluate a model that is already in memory (as `sft --eval_benchmarks` does before and after training)."""
-    settings = EvalSettings(limit, num_samples, temperature, top_p, max_new_tokens, batch_size, data_seed, seed,
-                            static_cache=static_cache)
-    return _evaluate_model(model, tokenizer, benchmarks, output_dir, settings, description or _describe(model),
-                           progress)
+def _pt_generator(model: str | None, adapter: str | None, loaded: tuple[Any, Any] | None, settings: EvalSettings,
+                  progress: bool, baseline: bool) -> tuple[Callable[[bool], GenerateFn], Any, str]:
+    """(make_generate(use_adapter), tokenizer, description) on one PyTorch model, loaded here unless `loaded`."""
+    from ..generate import Generator, Sampling
 
+    if loaded is None:
+        from ..model import load_for_inference
 
-def run_eval(model: str | None, adapter: str | None, benchmarks: Sequence[str], limit: int | None = None,
-             output_dir: str | Path = "output/eval", num_samples: int = 1, temperature: float = 0.0,
-             top_p: float = 1.0, max_new_tokens: int = 1024, batch_size: int = 32, data_seed: int = 42,
-             seed: int = 0, infer_backend: str = "pt", progress: bool = True,
-             trust_remote_code: bool = False, static_cache: bool = False) -> dict[str, Any]:
-    """Load a base model, adapter checkpoint or merged folder and evaluate it on `benchmarks`."""
-    settings = EvalSettings(limit, num_samples, temperature, top_p, max_new_tokens, batch_size, data_seed, seed,
-                            infer_backend, static_cache)
-    _check_names(benchmarks, data_seed)
-    check_output_dir(output_dir)  # before loading and generating, which take minutes
-    if infer_backend == "vllm":
-        make_generate, tokenizer, description = vllm_generator(model, adapter, settings, progress, trust_remote_code)
-        return evaluate_with(make_generate(True), tokenizer, benchmarks, output_dir, settings, description, progress)
-    from ..model import load_for_inference
+        network, tokenizer, name = load_for_inference(model, adapter, trust_remote_code=settings.trust_remote_code)
+    else:
+        (network, tokenizer), name = loaded, _describe(loaded[0])
+    if baseline and not hasattr(network, "disable_adapter"):
+        raise UserError(NOT_AN_ADAPTER)
+    generator = Generator(network, tokenizer)
+    sampling = Sampling(settings.max_new_tokens, settings.temperature, settings.top_p, settings.num_samples,
+                        settings.seed)
 
-    loaded, tokenizer, description = load_for_inference(model, adapter, trust_remote_code=trust_remote_code)
-    return _evaluate_model(loaded, tokenizer, benchmarks, output_dir, settings, description, progress)
+    def make_generate(use_adapter: bool) -> GenerateFn:
+        def generate_fn(conversations: list[list[dict[str, str]]]) -> list[list[str]]:
+            with contextlib.nullcontext() if use_adapter else network.disable_adapter():
+                return generator.generate(conversations, sampling, batch_size=settings.batch_size,
+                                          static_cache=settings.static_cache, progress=progress)
 
+        return generate_fn
 
-def run_baseline_eval(model: str | None, adapter: str | None, benchmarks: Sequence[str], limit: int | None = None,
-                      output_dir: str | Path = "output/eval", num_samples: int = 1, temperature: float = 0.0,
-                      top_p: float = 1.0, max_new_tokens: int = 1024, batch_size: int = 32, data_seed: int = 42,
-                      seed: int = 0, infer_backend: str = "pt", progress: bool = True,
-                      trust_remote_code: bool = False, static_cache: bool = False) -> tuple[dict, dict]:
-    """Evaluate the base model into output_dir/base and base + adapter into output_dir/adapter.
-
-    The model is loaded once: the base run is the same weights with the LoRA layers switched off, so the two runs
-    differ by the adapter and nothing else.
-    """
-    settings = EvalSettings(limit, num_samples, temperature, top_p, max_new_tokens, batch_size, data_seed, seed,
-                            infer_backend, static_cache)
-    _check_names(benchmarks, data_seed)
-    out = Path(output_dir)
-    check_output_dir(out)  # before loading and generating, which take minutes
-    if infer_backend == "vllm":
-        make_generate, tokenizer, description = vllm_generator(model, adapter, settings, progress, trust_remote_code)
-        base = evaluate_with(make_generate(False), tokenizer, benchmarks, out / "base", settings,
-                             f"{description} (adapter disabled)", progress)
-        tuned = evaluate_with(make_generate(True), tokenizer, benchmarks, out / "adapter", settings, description,
-                              progress)
-        return base, tuned
-    from ..model import load_for_inference
-
-    loaded, tokenizer, description = load_for_inference(model, adapter, trust_remote_code=trust_remote_code)
-    if not hasattr(loaded, "disable_adapter"):
-        raise UserError("--baseline compares a LoRA adapter with its base model: pass the checkpoint with --adapter")
-    with loaded.disable_adapter():
-        base = _evaluate_model(loaded, tokenizer, benchmarks, out / "base", settings,
-                               f"{description} (adapter disabled)", progress)
-    tuned = _evaluate_model(loaded, tokenizer, benchmarks, out / "adapter", settings, description, progress)
-    return base, tuned
-
-
-def _evaluate_model(model: Any, tokenizer: Any, benchmarks: Sequence[str], output_dir: str | Path,
-                    settings: EvalSettings, description: str, progress: bool) -> dict[str, Any]:
-    from ..generate import generate
-
-    def generate_fn(conversations: list[list[dict[str, str]]]) -> list[list[str]]:
-        return generate(model, tokenizer, conversations, max_new_tokens=settings.max_new_tokens,
-                        temperature=settings.temperature, top_p=settings.top_p, num_samples=settings.num_samples,
-                        batch_size=settings.batch_size, progress=progress, static_cache=settings.static_cache)
-
-    return evaluate_with(generate_fn, tokenizer, benchmarks, output_dir, settings, description, progress)
+    return make_generate, tokenizer, name
 
 
 def _check_names(benchmarks: Sequence[str], data_seed: int) -> None:
@@ -344,8 +342,8 @@ def _check_names(benchmarks: Sequence[str], data_seed: int) -> None:
 # Optional vLLM backend (--infer_backend vllm). Not exercised by the tests: vllm needs a GPU build.
 
 
-def vllm_generator(model: str | None, adapter: str | None, settings: EvalSettings, progress: bool = True,
-                   trust_remote_code: bool = False) -> tuple[Callable[[bool], GenerateFn], Any, str]:
+def vllm_generator(model: str | None, adapter: str | None, settings: EvalSettings,
+                   progress: bool = True) -> tuple[Callable[[bool], GenerateFn], Any, str]:
     """(make_generate(use_adapter), tokenizer, description) backed by one vllm.LLM; the adapter served as LoRA."""
     try:
         import vllm
@@ -358,14 +356,14 @@ def vllm_generator(model: str | None, adapter: str | None, settings: EvalSetting
     if model and adapter is None and is_adapter_dir(Path(model)):
         adapter, model = model, base_of_adapter(Path(model))
     base = resolve_model_path(model)
-    tokenizer = load_tokenizer(base, trust_remote_code)
+    tokenizer = load_tokenizer(base, settings.trust_remote_code)
     rank = 16
     if adapter is not None:
         if not is_adapter_dir(Path(adapter)):
             raise UserError(f"adapter '{adapter}' has no adapter_config.json")
         rank = max(rank, int(json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r", 16)))
     llm = vllm.LLM(model=str(base), enable_lora=adapter is not None, max_lora_rank=rank, seed=settings.seed,
-                   trust_remote_code=trust_remote_code)
+                   trust_remote_code=settings.trust_remote_code)
     params = vllm.SamplingParams(n=settings.num_samples, temperature=settings.temperature, top_p=settings.top_p,
                                  max_tokens=settings.max_new_tokens, seed=settings.seed)
     lora = LoRARequest("adapter", 1, str(adapter)) if adapter is not None else None
