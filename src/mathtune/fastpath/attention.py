@@ -125,13 +125,14 @@ def aten_varlen(q, k, v, cu, max_len: int, scale: float | None):
 
 def public_varlen() -> Callable[..., Any] | None:
     """`torch.nn.attention.varlen.varlen_attn` as a kernel call, or None where this torch has no version of it that
-    takes a scale, grouped-query heads and a causal mask (it appeared in 2.9; causality moved to `window_size`)."""
+    takes a scale and a causal mask (it appeared in 2.9; causality later moved to `window_size`). Where it has no
+    `enable_gqa`, a call with fewer k/v heads raises, so the self-test with the model's heads falls back to aten."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
         return None
     params = inspect.signature(varlen_attn).parameters
-    if "scale" not in params or "enable_gqa" not in params:
+    if "scale" not in params:
         return None
     if "window_size" in params:
         causal: dict[str, Any] = {"window_size": (-1, 0)}
@@ -139,10 +140,15 @@ def public_varlen() -> Callable[..., Any] | None:
         causal = {"is_causal": True}
     else:
         return None
+    takes_gqa = "enable_gqa" in params
 
     def call(q, k, v, cu, max_len: int, scale: float | None):
+        grouped = q.shape[1] != k.shape[1]
+        if grouped and not takes_gqa:
+            raise ValueError("this torch's varlen_attn has no enable_gqa")
+        gqa = {"enable_gqa": grouped} if takes_gqa else {}
         return varlen_attn(q.contiguous(), k.contiguous(), v.contiguous(), cu, cu, int(max_len), int(max_len),
-                           scale=scale, enable_gqa=q.shape[1] != k.shape[1], **causal)
+                           scale=scale, **causal, **gqa)
 
     return call
 
