@@ -1,7 +1,8 @@
 """`mathtune infer`: chat with a base model, an adapter checkpoint or a merged folder.
 
-Modes: an interactive REPL that streams tokens and keeps history (the default on a terminal), one `--query`, or
-`--input FILE.jsonl --output FILE.jsonl` answered in batches.
+Modes: an interactive REPL that streams tokens and keeps history (the default on a terminal; Ctrl-C stops an answer,
+Ctrl-C at the prompt leaves), one `--query`, or `--input FILE.jsonl --output FILE.jsonl` answered in batches. All
+three go through `generate.Generator`.
 """
 
 from __future__ import annotations
