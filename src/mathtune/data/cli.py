@@ -239,7 +239,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _check_drop_target(target: str) -> None:
     """--drop names a file to write: not a folder, and somewhere a folder can be created (or is)."""
-    from mathtune.checkpoint import check_output_dir
+    from mathtune.run_dir import check_output_dir
 
     path = Path(target)
     if path.is_dir():
