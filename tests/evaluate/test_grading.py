@@ -9,7 +9,17 @@ import pytest
 
 from mathtune.evaluate import grading
 from mathtune.evaluate.benchmarks import BenchItem
-from mathtune.evaluate.grading import Verdict, extract_answer, extract_choice, grade, normalize, verify
+from mathtune.evaluate.grading import (
+    Verdict,
+    extract_answer,
+    extract_answers,
+    extract_choice,
+    format_ok,
+    grade,
+    normalize,
+    strict_answer,
+    verify,
+)
 
 # (model output, gold, expected verdict)
 MATH_EN = [
@@ -156,6 +166,57 @@ MATH_EN = [
     # a multiple-choice gold, the model adding the value
     ("\\boxed{\\text{(C)}\\ 12}", "\\text{(C)}", True),
     ("\\boxed{\\text{(B)}\\ 12}", "\\text{(C)}", False),
+    # one answer only: several different final answers are wrong whichever the gold is (module docstring)
+    ("\\boxed{3} or \\boxed{5}", "5", False),
+    ("\\boxed{3} or \\boxed{5}", "3", False),
+    ("\\boxed{3}, \\boxed{5}, \\boxed{7}", "7", False),
+    ("The answer is 3. The answer is 5.", "5", False),
+    ("<answer>3</answer> <answer>5</answer>", "5", False),
+    ("So \\boxed{5}. Indeed, the answer is \\boxed{5}.", "5", True),  # the same answer twice is one
+    ("\\boxed{\\frac{1}{2}}, that is \\boxed{0.5}", "0.5", True),
+    ("\\boxed{2\\sqrt{2}} = \\boxed{\\sqrt{8}}", "\\sqrt{8}", True),
+    ("\\boxed{3 \\lor 5}", "5", False),  # math_verify alone accepts this, "3 \\\\ 5" and "1, 2, \\ldots, 100"
+    ("\\boxed{x=3 \\lor x=5}", "5", False),
+    ("\\boxed{3 \\\\ 5}", "5", False),
+    ("\\boxed{5 \\text{ or } 7}", "5", False),
+    ("The answer is 5 or six.", "5", False),
+    # a list of every number is no answer
+    (" ".join(str(i) for i in range(1, 101)), "100", False),
+    (", ".join(str(i) for i in range(1, 101)), "100", False),
+    ("The possible totals are 1, 2, ..., 100", "100", False),
+    ("\\boxed{1, 2, \\ldots, 100}", "100", False),
+    ("The answer is 1, 2, 3, ..., 100.", "100", False),
+    ("The answer is 1 2 3 ... 100", "100", False),
+    # a negated answer is no answer
+    ("The answer is not 5.", "5", False),
+    ("The final answer is not 5.", "5", False),
+    ("The answer is definitely not 5.", "5", False),
+    ("The answer isn't 5.", "5", False),
+    ("5 is not the answer.", "5", False),
+    ("It cannot be 5.", "5", False),
+    ("The answer is not \\boxed{5}.", "5", False),
+    ("So it is 8, not 5.", "8", True),
+    ("So it is 8, not 5.", "5", False),
+    # an answer taken back, with or without a new one
+    ("The answer is 5. Actually, it's 7.", "5", False),
+    ("The answer is 5. Actually, it's 7.", "7", True),
+    ("The answer is 5. Wait, no.", "5", False),
+    ("\\boxed{5}. Hmm, that's wrong.", "5", False),
+    ("The answer is 5. Scratch that: 3 + 4 = 7.", "5", False),
+    ("The answer is 5. Scratch that: 3 + 4 = 7.", "7", True),
+    ("The answer is 5. On second thought, it is 6.", "5", False),
+    ("The answer is 5... no, wait, it is 6.", "5", False),
+    # numbers in words
+    ("The answer is five.", "5", True),
+    ("five", "5", True),
+    ("Five.", "5", True),
+    ("\\boxed{\\text{five}}", "5", True),
+    ("\\boxed{twenty-one}", "21", True),
+    ("The answer is one hundred and five apples.", "105", True),
+    ("The answer is negative three.", "-3", True),
+    ("The answer is five.", "6", False),
+    ("The answer is five six.", "56", False),
+    ("The answer is one more than 4.", "1", False),
 ]
 
 MATH_ZH = [
@@ -185,6 +246,10 @@ MATH_ZH = [
     ("答案是负五", "5", False),
     ("答案是百分之五十", "0.5", True),
     ("答案是3万元", "30000", True),
+    ("答案不是5", "5", False),
+    ("答案是5。不对，答案是6。", "5", False),
+    ("答案是5。不对，答案是6。", "6", True),
+    ("答案是5，不对。", "5", False),
 ]
 
 CHOICE = [
@@ -216,6 +281,46 @@ RG = [  # (reasoning-gym task, output with {gold} filled in, expected)
     ("knights_knaves", "\\boxed{{Nobody is anything}}", False),
     ("fraction_simplification", "Divide by the gcd: \\boxed{{{gold}}}", True),
     ("fraction_simplification", "\\boxed{{\\frac{{2000}}{{3}}}}", False),
+    ("knights_knaves", "\\boxed{{Nobody is anything}} or \\boxed{{{gold}}}", False),
+    ("syllogism", "\\boxed{{{gold}}}. Wait, no: that's wrong.", False),
+]
+
+
+# Strict mode (an RL reward): exactly one distinct non-empty box, not taken back, whose content verifies.
+STRICT = [
+    ("\\boxed{5}", "5", True),
+    ("So the answer is $\\boxed{5}$.", "5", True),
+    ("So \\boxed{5}. Indeed, \\boxed{5}.", "5", True),  # the same box twice is one answer
+    ("\\boxed{\\frac{1}{2}} = \\boxed{0.5}", "0.5", True),
+    ("\\boxed{\\text{five}}", "5", True),
+    ("\\boxed{6}", "5", False),
+    ("The answer is 5.", "5", False),  # no box: markers, tags and bare numbers do not count
+    ("#### 5", "5", False),
+    ("<answer>5</answer>", "5", False),
+    ("5", "5", False),
+    ("\\boxed{}", "5", False),
+    ("\\boxed{3} or \\boxed{5}", "5", False),  # several different boxed answers
+    ("\\boxed{3} or \\boxed{5}", "3", False),
+    ("We get \\boxed{3}. Wait, recomputing: \\boxed{5}.", "5", False),  # lenient takes 5; a reward wants one box
+    ("\\boxed{5}. Wait, no: 2 + 4 = 6.", "5", False),  # a retracted answer
+    ("\\boxed{5}. Actually, it's 7.", "5", False),
+    ("The answer is not \\boxed{5}.", "5", False),
+    (" ".join(str(i) for i in range(1, 101)), "100", False),  # a list of every number
+    ("\\boxed{1, 2, \\ldots, 100}", "100", False),
+    ("\\boxed{1 2 3 4 5 6 7 8 9 10}", "10", False),
+    ("\\boxed{3 \\lor 5}", "5", False),
+]
+STRICT_CHOICE = [("\\boxed{B}", "B", True), ("The answer is B.", "B", False), ("\\boxed{A} or \\boxed{B}", "B", False)]
+
+# The output restates the question, which holds the gold: it states nothing (both modes).
+QUESTION = "Which of these numbers is prime: 4, 6, 9 or 7?"
+RESTATED = [
+    (QUESTION, "7", "lenient", False),
+    (f"Let me restate the problem. {QUESTION}", "7", "lenient", False),
+    (f"{QUESTION}\n4 = 2*2, 6 = 2*3, 9 = 3*3, so the prime is 7.", "7", "lenient", True),
+    (f"{QUESTION}\nThe answer is 7.", "7", "lenient", True),
+    (QUESTION, "7", "strict", False),
+    (f"{QUESTION} \\boxed{{7}}", "7", "strict", True),
 ]
 
 
@@ -235,6 +340,43 @@ def test_table_is_large_enough():
 def test_table(output, gold, expected, checker, language):
     verdict = grade(output, BenchItem("q", "question", gold), checker, language)
     assert verdict.correct is expected, f"extracted {verdict.extracted!r}"
+
+
+@pytest.mark.parametrize(("output", "gold", "expected"), STRICT, ids=[f"strict-{i}" for i in range(len(STRICT))])
+def test_strict_table(output, gold, expected):
+    verdict = grade(output, BenchItem("q", "question", gold), "math", mode="strict")
+    assert verdict.correct is expected, f"extracted {verdict.extracted!r}"
+
+
+@pytest.mark.parametrize(("output", "gold", "expected"), STRICT_CHOICE)
+def test_strict_choice_table(output, gold, expected):
+    assert grade(output, BenchItem("q", "question", gold), "choice", mode="strict").correct is expected
+
+
+@pytest.mark.parametrize(("output", "gold", "mode", "expected"), RESTATED)
+def test_a_restated_question_states_no_answer(output, gold, mode, expected):
+    assert grade(output, BenchItem("q", QUESTION, gold), "math", mode=mode).correct is expected
+
+
+@pytest.mark.parametrize(("output", "expected"), [
+    ("So \\boxed{5}.", True), ("The answer is 5.", False), ("\\boxed{3} and \\boxed{5}", False),
+    ("\\boxed{5} ... \\boxed{5}", True), ("\\boxed{}", False), ("\\boxed{5}. Wait, no.", False), ("", False),
+])
+def test_format_ok(output, expected):
+    assert format_ok(output) is expected
+    assert (strict_answer(output) is not None) is expected
+
+
+def test_extract_answers_lists_every_committed_answer_final_last():
+    assert extract_answers("\\boxed{3} or \\boxed{5}") == ["3", "5"]
+    assert extract_answers("\\boxed{5}, i.e. \\boxed{5.0}") == ["5.0"]
+    assert extract_answers("We get \\boxed{3}. Wait, recomputing: \\boxed{5}.") == ["5"]
+    assert extract_answers("The answer is 5. Wait, no.") == []
+
+
+def test_unknown_mode():
+    with pytest.raises(ValueError, match="unknown grading mode"):
+        grade("\\boxed{1}", BenchItem("q", "question", "1"), "math", mode="reward")
 
 
 @lru_cache(maxsize=8)
@@ -266,6 +408,14 @@ def test_rg_integer_gold_accepts_separators_that_reasoning_gym_rejects(monkeypat
     assert grade("\\boxed{1,000}", item, "rg").correct
     assert grade("so 1,000 in all", item, "rg") == Verdict("1,000", True, True)
     assert not grade("\\boxed{100}", item, "rg").correct
+
+
+def test_rg_strict_takes_only_the_single_box():
+    item = _rg_item("syllogism")
+    gold = item.gold.strip("$").rstrip(".")
+    assert grade(f"\\boxed{{{gold}}}", item, "rg", mode="strict").correct
+    assert not grade(f"Final answer: {gold}.", item, "rg", mode="strict").correct
+    assert not grade(f"\\boxed{{Maybe}} \\boxed{{{gold}}}", item, "rg", mode="strict").correct
 
 
 def test_rg_without_an_answer_is_unparsed():
