@@ -163,6 +163,8 @@ class RgTask:
     """The reasoning-gym dataset name."""
     held_out: frozenset[int] = frozenset()
     """Structure ids (gsm_symbolic: template ids) kept for rg:NAME-unseen; empty: the task has no unseen split."""
+    config: tuple[tuple[str, int], ...] = ()
+    """reasoning-gym config overrides, as (name, value) pairs (hashable)."""
 
 
 GSM_SYMBOLIC_HELD_OUT = frozenset(range(0, 100, 5))
@@ -178,6 +180,11 @@ RG_TASKS: dict[str, RgTask] = {
         RgTask("knights_knaves", "knights_knaves"),
         RgTask("syllogism", "syllogism"),
         RgTask("propositional_logic", "propositional_logic"),
+        # Short-answer tasks a 135M model learns in CPU minutes (the quickstart's task and its untrained-task check;
+        # docs/results.md, "Quickstart task"): next term of a number sequence, and sums of 2-3 one-digit numbers.
+        RgTask("number_sequence", "number_sequence"),
+        RgTask("chain_sum", "chain_sum",
+               config=(("min_terms", 2), ("max_terms", 3), ("min_digits", 1), ("max_digits", 1))),
     )
 }
 

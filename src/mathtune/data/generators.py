@@ -197,6 +197,9 @@ _TASKS: dict[str, _Task] = {
         gold=lambda e: e["metadata"]["example_answer"],
         valid=lambda dataset, e: dataset.score_answer(e["metadata"]["example_answer"], e) >= 1.0,
     ),
+    # The answer alone: what the quickstart's CPU budget can teach (a worked reply would triple its tokens).
+    "number_sequence": _Task(lambda e: final_line(e["answer"]), key=lambda e: match_text(e["question"])),
+    "chain_sum": _Task(lambda e: final_line(e["answer"]), key=lambda e: match_text(e["question"])),
 }
 
 
@@ -243,7 +246,8 @@ def _derived_seed(task: str, split: str, seed: int) -> int:
 def _dataset(task: str, seed: int) -> Any:
     import reasoning_gym  # slow import (sympy); only when data is made
 
-    return reasoning_gym.create_dataset(sets.RG_TASKS[task].rg_name, seed=seed, size=_VIRTUAL_SIZE)
+    spec = sets.RG_TASKS[task]
+    return reasoning_gym.create_dataset(spec.rg_name, seed=seed, size=_VIRTUAL_SIZE, **dict(spec.config))
 
 
 def _jsonable(value: Any) -> Any:

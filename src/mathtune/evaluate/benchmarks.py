@@ -35,6 +35,7 @@ from typing import Any
 from mathtune import sets
 from mathtune.data import generators
 from mathtune.errors import DataError, UserError, first_line
+from mathtune.suggest import did_you_mean
 
 PROMPT_EN = generators.PROMPT
 PROMPT_ZH = "{question}\n\n请逐步推理，并把最终答案写在 \\boxed{{}} 中。"
@@ -93,7 +94,8 @@ class Benchmark:
 
 # Numeric tasks go through math-verify (robust to "-4.0", "1,000"); fractions need rg's exact lowest-terms check
 # (math-verify would accept an unsimplified equal fraction) and the logic tasks have text answers.
-_RG_CHECKER = {"gsm-symbolic": "math", "arithmetic": "math", "equations": "math"}
+_RG_CHECKER = {"gsm-symbolic": "math", "arithmetic": "math", "equations": "math", "number_sequence": "math",
+               "chain_sum": "math"}
 
 
 def _rg_items(task: str, unseen: bool, data_seed: int) -> list[BenchItem]:
@@ -385,7 +387,8 @@ def get_benchmark(name: str, data_seed: int = 42, local_path: str | None = None)
         prompt = PROMPT_ZH if named.language == "zh" else PROMPT_EN
         load = _cached(lambda: _hub_items(named.name, local_path))
         return Benchmark(label or named.name, named.language, "math", prompt, load)
-    raise UserError(f"unknown benchmark '{name}'; known benchmarks: {', '.join(list_benchmarks())}")
+    known = list_benchmarks()
+    raise UserError(f"unknown benchmark '{name}'; known benchmarks: {', '.join(known)}{did_you_mean(raw, known)}")
 
 
 def dir_name(name: str) -> str:
