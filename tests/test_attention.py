@@ -192,6 +192,13 @@ def test_public_varlen_and_aten_ops_give_the_same_outputs_and_gradients(heads, k
     total, head_dim = sum(sizes), 64
     cu = torch.tensor([0, *torch.tensor(sizes).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
     q, k, v = (torch.randn(total, h, head_dim, generator=gen).to("cuda", dtype) for h in (heads, kv_heads, kv_heads))
+    if heads != kv_heads and not attention.public_takes_gqa():
+        # torch 2.9-2.12: varlen_attn has no enable_gqa; the call refuses, so enable() falls back to the aten ops
+        with pytest.raises(ValueError, match="enable_gqa"):
+            public(q, k, v, cu, max(sizes), head_dim**-0.5)
+        kernel, reason = attention.choose_kernel("cuda", heads, kv_heads, head_dim)
+        assert reason is None and kernel.name == attention.ATEN
+        return
     grad = torch.randn(total, heads, head_dim, generator=gen).to("cuda", dtype)
     results = []
     for kernel in (public, attention.aten_varlen):

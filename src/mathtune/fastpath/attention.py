@@ -140,7 +140,7 @@ def public_varlen() -> Callable[..., Any] | None:
         causal = {"is_causal": True}
     else:
         return None
-    takes_gqa = "enable_gqa" in params
+    takes_gqa = public_takes_gqa()
 
     def call(q, k, v, cu, max_len: int, scale: float | None):
         grouped = q.shape[1] != k.shape[1]
@@ -151,6 +151,15 @@ def public_varlen() -> Callable[..., Any] | None:
                            scale=scale, **causal, **gqa)
 
     return call
+
+
+def public_takes_gqa() -> bool:
+    """Whether this torch's varlen_attn takes grouped-query heads (`enable_gqa`; not in torch 2.11)."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return False
+    return "enable_gqa" in inspect.signature(varlen_attn).parameters
 
 
 def _disable_compile(fn):
@@ -298,24 +307,31 @@ def attach(model, kernel: Kernel) -> str | None:
     return None
 
 
+def choose_kernel(device, heads: int, kv_heads: int, head_dim: int) -> tuple[Kernel | None, str | None]:
+    """(the first of `candidate_kernels` that passes its self-test on `device` with these head shapes, None), or
+    (None, why none did: every kernel's reason)."""
+    if not str(device).startswith("cuda"):
+        return None, "not a CUDA device"
+    kernels = candidate_kernels()
+    if not kernels:
+        return None, NO_KERNEL
+    reasons = []
+    for kernel in kernels:
+        reason = flash_selftest(device, heads, kv_heads, head_dim, kernel=kernel)
+        if reason is None:
+            return kernel, None
+        reasons.append(f"{kernel.name}: {reason}")
+    return None, "; ".join(reasons)
+
+
 def enable(model, device) -> str | None:
     """Switch `model` to the first varlen kernel that passes its self-test on `device` with the model's head shape.
-    Returns None when enabled, else why not (every kernel's reason)."""
+    Returns None when enabled, else why not."""
     config = unwrap(model).config
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    if not str(device).startswith("cuda"):
-        return "not a CUDA device"
-    kernels = candidate_kernels()
-    if not kernels:
-        return NO_KERNEL
-    reasons = []
-    for kernel in kernels:
-        reason = flash_selftest(device, config.num_attention_heads, kv_heads, head_dim, kernel=kernel)
-        if reason is None:
-            return attach(model, kernel)
-        reasons.append(f"{kernel.name}: {reason}")
-    return "; ".join(reasons)
+    kernel, reason = choose_kernel(device, config.num_attention_heads, kv_heads, head_dim)
+    return reason if kernel is None else attach(model, kernel)
 
 
 def kernel_of(model) -> Kernel | None:
