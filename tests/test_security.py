@@ -149,3 +149,63 @@ def test_the_package_unpickles_only_with_weights_only_and_trusts_no_code_by_defa
     loads = [(p.name, call) for p, text in source.items() for call in re.findall(r"torch\.load\([^)]*\)", text)]
     assert loads and all("weights_only=True" in call for _, call in loads), loads
     assert not [p for p, text in source.items() if re.search(r"\bpickle\.loads?\(|trust_remote_code=True", text)]
+
+
+# -- chat templates, config files and hub names: bounded, one line ---------------------------------------------------
+
+NESTED_LOOP = ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+               "{{ messages[0]['content'] }}")
+HUGE_STRING = "{{ 'x' * 20000000 }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+BLOCKED_READ = "{{ messages.__class__.__mro__[1].__subclasses__() }}"
+
+
+def with_template(tiny_model_dir: Path, tmp_path: Path, template: str) -> Path:
+    folder = Path(shutil.copytree(tiny_model_dir, tmp_path / "templated"))
+    (folder / "chat_template.jinja").write_text(template)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("template, needle", [(NESTED_LOOP, "did not finish within 5 s"),
+                                              (HUGE_STRING, "rendered 20,000,"),
+                                              (BLOCKED_READ, "SecurityError")], ids=["loop", "huge", "blocked"])
+def test_a_hostile_chat_template_is_one_line_in_bounded_time(tiny_model_dir, tmp_path, capsys, template, needle,
+                                                             math_jsonl):
+    import time
+
+    from transformers import AutoTokenizer
+
+    folder = with_template(tiny_model_dir, tmp_path, template)
+    assert AutoTokenizer.from_pretrained(folder).chat_template == template
+    for argv in (["infer", "--ckpt_dir", str(folder), "--query", "hi", "--max_new_tokens", "2"],
+                 ["sft", "--model", str(folder), "--dataset", str(math_jsonl), "--output_dir", str(tmp_path / "o")]):
+        start = time.perf_counter()
+        assert main(argv) == 2
+        err = [x for x in capsys.readouterr().err.splitlines() if not x.startswith("model: ")]  # infer's banner
+        assert len(err) == 1 and needle in err[0] and err[0].startswith(f"mathtune {argv[0]}"), err
+        assert time.perf_counter() - start < 60
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, capsys):
+    import time
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(lines) + "\nlearning_rate: *a8\n")
+    start = time.perf_counter()
+    assert main(["sft", "--config", str(tmp_path / "bomb.yaml"), "--dataset", "x.jsonl"]) == 2
+    assert time.perf_counter() - start < 5
+    assert "aliases (*name) are not supported in a config" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("name", ["HF::../dir", "HF::./dir", "HF::dir", "MS::../dir", "HF::org/.."])
+def test_a_hub_name_must_be_org_slash_name(tmp_path, capsys, monkeypatch, name):
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "train.jsonl").write_text(json.dumps({"query": "q", "response": "r"}) + "\n")
+    monkeypatch.chdir(tmp_path / "dir")
+    assert main(["data", "preview", name]) == 2
+    line = one_error_line(capsys)
+    assert f"dataset '{name}': expected {name[:4]}org/name" in line, line

@@ -92,3 +92,13 @@ def write_json(path: str | os.PathLike[str], data: Any, note: str = "", **dumps:
 def write_jsonl(path: str | os.PathLike[str], records: Iterable[Any], note: str = "", **dumps: Any) -> None:
     """One JSON value per line, non-ASCII text kept as it is; `dumps` go to json.dumps."""
     write_lines(path, (json.dumps(r, ensure_ascii=False, **dumps) for r in records), note)
+
+
+def follow_umask(folder: Path) -> None:
+    """Give every file in `folder` the mode the umask gives new files: safetensors writes its files 0600 whatever
+    the umask, so a merged model or a checkpoint would be unreadable to the group that reads the rest of it."""
+    mask = os.umask(0)
+    os.umask(mask)  # reading the umask means setting it; it is set back at once
+    for file in Path(folder).rglob("*"):
+        if file.is_file() and not file.is_symlink():
+            file.chmod(0o666 & ~mask)

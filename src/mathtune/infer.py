@@ -11,7 +11,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .atomic import write_jsonl
@@ -132,6 +132,25 @@ def check_prompt_lengths(model, tokenizer, conversations, where: str) -> None:
                             f"{context:,} tokens")
 
 
+def check_text(text: str, where: str) -> None:
+    """Refuse a lone surrogate (from bytes that were not UTF-8, or a JSON "\\ud800"): no tokenizer can encode it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UserError(f"{where}: holds a lone surrogate ({text[exc.start]!r} at character {exc.start}), which is "
+                        "not text; pass UTF-8") from None
+
+
+def cap_new_tokens(model, args: InferArgs) -> InferArgs:
+    """--max_new_tokens no larger than the model's context: beyond it generation runs on until killed."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if not context or args.max_new_tokens <= context:
+        return args
+    print(f"--max_new_tokens {args.max_new_tokens:,} is beyond the model's context of {context:,} tokens; "
+          f"using {context:,}", file=sys.stderr, flush=True)
+    return replace(args, max_new_tokens=context)
+
+
 def check_output(target: str, source: str | None = None) -> None:
     """Fail before the model loads, not after the answers are generated; never write over the input."""
     out = Path(target)
@@ -180,8 +199,11 @@ def run_infer(ckpt_dir: str | None, *, query: str | None, input_path: str | None
         check_output(output_path, input_path)
     elif query is None and eval_human is False:
         raise UserError("nothing to do: pass --query, --input/--output, or --eval_human true")
+    if query is not None:
+        check_text(query, "--query")
     model, tokenizer, description = load_for_inference(ckpt_dir, adapter=adapter, dtype=dtype,
                                                       trust_remote_code=trust_remote_code)
+    args = cap_new_tokens(model, args)
     if query is not None:
         check_prompt_lengths(model, tokenizer, [_start(args.system) + [{"role": "user", "content": query}]], "--query")
     if rows is not None:

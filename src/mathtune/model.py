@@ -34,11 +34,24 @@ def resolve_model_path(model: str | None) -> Path:
         if not path.is_dir():
             raise UserError(f"model path '{model}' is a file; pass the folder that holds config.json")
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-            raise UserError(f"model folder '{model}' has no config.json")
+            raise UserError(run_folder_hint(path, f"model folder '{model}'") or
+                            f"model folder '{model}' has no config.json")
         return path
     if not HUB_ID.match(model) or model.startswith((".", "/", "~")):
         raise UserError(f"model path '{model}' does not exist")
     return _download(model)
+
+
+def run_folder_hint(path: Path, label: str) -> str | None:
+    """For a run folder passed where a checkpoint is expected: a line naming its checkpoints and the newest one."""
+    found = sorted((int(p.name.split("-", 1)[1]), p.name) for p in path.glob("checkpoint-*")
+                   if p.is_dir() and p.name.split("-", 1)[1].isdigit()) if path.is_dir() else []
+    if not found:
+        return None
+    names = [name for _, name in found]
+    shown = ", ".join(names[:5]) + (f" (and {len(names) - 5} more)" if len(names) > 5 else "")
+    return (f"{label} is a run folder, not a checkpoint; its checkpoints: {shown}; the newest is "
+            f"'{path / names[-1]}'")
 
 
 def _download(model_id: str) -> Path:
@@ -181,12 +194,22 @@ def attach_lora(model, rank: int, alpha: int, dropout: float, target_modules: st
     from peft import LoraConfig, get_peft_model
 
     targets = "all-linear" if target_modules in ("all-linear", "all", ["all-linear"], ["all"]) else target_modules
+    check_rank(model, rank)
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM")
     try:
         with quiet_peft():
             return get_peft_model(model, config)
     except ValueError as exc:
         raise UserError(f"--target_modules {target_modules}: {first_line(exc)}") from None
+
+
+def check_rank(model, rank: int) -> None:
+    """Refuse a LoRA rank beyond the model's hidden size before any adapter is allocated: such a rank adapts nothing a
+    full fine-tune would not, and 100,000 would allocate gigabytes before failing."""
+    hidden = getattr(getattr(model, "config", None), "hidden_size", None)
+    if rank < 1 or (hidden and rank > hidden):
+        raise UserError(f"--lora_rank {rank}: must be between 1 and the model's hidden size {hidden:,}"
+                        if hidden else f"--lora_rank {rank}: must be a positive whole number")
 
 
 def check_target_modules(model, target_modules: str | list[str] | tuple[str, ...]) -> None:
@@ -208,6 +231,8 @@ def quiet_peft():
     adapter says nothing to a user and would break the promise of one line on stderr for an error."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        # Loading an adapter onto its base by another spelling of the path: the fingerprint, not the name, decides.
+        warnings.filterwarnings("ignore", message=".*base_model_name_or_path.*was renamed.*", category=UserWarning)
         yield
 
 
@@ -216,10 +241,12 @@ def is_adapter_dir(path: Path) -> bool:
 
 
 def base_of_adapter(adapter: Path) -> str | None:
-    """The base model an adapter checkpoint was trained on (see run_dir.base_model_of)."""
+    """The base model an adapter checkpoint was trained on: its own record first (adapters.recorded_base), then the
+    run's (run_dir.base_model_of)."""
+    from .adapters import recorded_base
     from .run_dir import base_model_of  # run_dir reads the run's args.json; imported here, not at load time
 
-    return base_model_of(adapter)
+    return recorded_base(adapter) or base_model_of(adapter)
 
 
 def load_for_inference(model: str | None, adapter: str | None = None, dtype: str = "AUTO", device: str | None = None,
@@ -236,7 +263,8 @@ def load_for_inference(model: str | None, adapter: str | None = None, dtype: str
                             f"base model: --ckpt_dir BASE --adapter {adapter}")
     if adapter is not None:
         if not is_adapter_dir(Path(adapter)):
-            raise UserError(f"adapter '{adapter}' has no adapter_config.json")
+            raise UserError(run_folder_hint(Path(adapter), f"adapter '{adapter}'") or
+                            f"adapter '{adapter}' has no adapter_config.json")
         if not (Path(adapter) / "adapter_model.safetensors").is_file():
             require_safetensors(Path(adapter), "adapter")
             raise UserError(f"adapter '{adapter}' has no adapter_model.safetensors")
@@ -245,15 +273,9 @@ def load_for_inference(model: str | None, adapter: str | None = None, dtype: str
     loaded = load_model(base_path, dtype, device, trust_remote_code=trust_remote_code)
     description = str(base_path)
     if adapter is not None:
-        from peft import PeftModel
-        from safetensors import SafetensorError
+        from .adapters import load_adapter
 
-        adapter_path = Path(adapter)
-        try:
-            with quiet_peft():
-                loaded = PeftModel.from_pretrained(loaded, adapter_path)
-        except (RuntimeError, ValueError, KeyError, TypeError, SafetensorError) as exc:
-            raise UserError(f"adapter '{adapter}' does not fit base model '{base_path}': {first_reason(exc)}") from None
-        description = f"{base_path} + {adapter_path}"
+        loaded = load_adapter(loaded, Path(adapter), base_path)
+        description = f"{base_path} + {adapter}"
     loaded.eval()
     return loaded, tokenizer, description

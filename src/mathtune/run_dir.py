@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
 
-from .atomic import staging_folder, write_json, write_lines
+from .atomic import follow_umask, staging_folder, write_json, write_lines
 from .config import SECTIONS, RunConfig
 from .errors import UserError, first_line
 from .train import TrainState
@@ -359,6 +359,23 @@ def _load_torch(path: Path):
         raise UserError(f"cannot read '{path}': {first_line(exc, 160)}") from None
 
 
+def lock_folder(path: Path, what: str) -> int:
+    """An exclusive lock on folder `path` for this process, as an open descriptor (closing it lets go). The kernel
+    drops the lock when the process ends however it ends, so a killed writer never leaves a stale lock behind; a
+    live second writer is refused in one line naming `what` ("run folder", "--output_dir")."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise UserError(f"cannot open {what} '{path}': {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise UserError(f"{what} '{path}' is in use by another mathtune process; wait for it to end or "
+                        "stop it first") from None
+    return fd
+
+
 # -- the run folder ----------------------------------------------------------------------------------------------------
 
 class RunDir:
@@ -376,6 +393,7 @@ class RunDir:
         output_dir = Path(cfg.run.output_dir)
         self._made_by_us = [f for f in (output_dir / name, output_dir) if not f.exists()]  # removed if setup fails
         self._lock: int | None = None
+        self._base: tuple[Path, str | None] | None = None  # the base model's folder and fingerprint, once known
 
     @classmethod
     def open(cls, cfg: RunConfig, name: str) -> RunDir:
@@ -389,17 +407,7 @@ class RunDir:
     def lock(self) -> None:
         """Take the run folder for this process alone. The kernel drops the lock when the process ends however it
         ends, so a killed run never leaves a stale lock behind; a live second writer is refused."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError as exc:
-            raise UserError(f"cannot open run folder '{self.path}': {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise UserError(f"run folder '{self.path}' is in use by another mathtune process; wait for it to end or "
-                            "stop it first") from None
-        self._lock = fd
+        self._lock = lock_folder(self.path, "run folder")
 
     def close(self) -> None:
         if self._lock is not None:
@@ -437,7 +445,7 @@ class RunDir:
             self.lock()
         self.started = True
         if self.resume is None:
-            write_json(self.path / "args.json", json.loads(self.cfg.to_json()))
+            write_json(self.path / "args.json", self._args())
             write_json(self.path / "data_mix.json", data_mix)
         return self.path
 
@@ -454,11 +462,34 @@ class RunDir:
         def write(folder: Path) -> None:
             model.save_pretrained(folder, safe_serialization=True)
             tokenizer.save_pretrained(folder)
+            if (folder / "adapter_config.json").is_file():
+                self._record_base(folder)
             save_state(folder, state)
+            follow_umask(folder)
 
         return save_checkpoint(self.path, state.step, write, self.cfg.run.save_total_limit)
+
+    def _record_base(self, folder: Path) -> None:
+        """An adapter checkpoint names its base by absolute folder and fingerprint (computed once per run), so export
+        from anywhere finds this base and refuses another model of the same name."""
+        from .adapters import fingerprint, write_base_record
+        from .model import resolve_model_path
+
+        if self._base is None:
+            base = resolve_model_path(self.cfg.model.model_id_or_path)
+            self._base = (base, fingerprint(base))
+        write_base_record(folder, self._base[0], self.cfg.model.model_id_or_path, self._base[1])
+
+    def _args(self) -> dict:
+        """args.json's content: the options, a local base model as an absolute path (as typed, a relative path would
+        name another folder, or a hub id, once export runs elsewhere)."""
+        args = json.loads(self.cfg.to_json())
+        typed = args.get("model", {}).get("model_id_or_path")
+        if typed and Path(typed).expanduser().is_dir():
+            args["model"]["model_id_or_path"] = str(Path(typed).expanduser().resolve())
+        return args
 
     def finish(self) -> None:
         """A resumed run records what may have changed (a longer --max_steps), once its checkpoint has loaded."""
         if self.resume is not None:
-            write_json(self.path / "args.json", json.loads(self.cfg.to_json()))
+            write_json(self.path / "args.json", self._args())

@@ -12,13 +12,14 @@ from pathlib import Path
 from mathtune.data.config import DATASET_FORMATS, columns_flag, parse_bool
 from mathtune.data.formats import with_default_system
 from mathtune.data.sources import SourceSpec, list_generator_tasks, load_source, parse_spec
-from mathtune.data.tokenize import IGNORE_INDEX, Encoded, encode_conversation
+from mathtune.data.tokenize import IGNORE_INDEX, Encoded, char_limit, encode_conversation
 from mathtune.data.types import Conversation
 from mathtune.errors import UserError
 from mathtune.sets import benchmark_names
 
 _GREEN, _RESET = "\x1b[32m", "\x1b[0m"
 _HIST_BINS, _HIST_WIDTH = 10, 40
+STATS_TOKENIZE_LIMIT = 200_000  # tokens: rows past this many characters-worth are measured, not tokenized
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,14 +145,27 @@ def _stats(args: argparse.Namespace, tokenizer) -> int:
         raise UserError(f"--max_length: must be a positive whole number of tokens, got {args.max_length}")
     rows = [("source", "rows", "mean", "p50", "p90", "p99", "max", f"> {args.max_length}")]
     everything: list[int] = []
+    limit = char_limit(tokenizer, max(args.max_length, STATS_TOKENIZE_LIMIT))
+    longest = max(1, char_limit(tokenizer, 1))
+    estimated = 0
     for text in args.sources:
         _, conversations = _load(text, args)
-        lengths = [len(_encode(tokenizer, c, args.system)) for c in conversations]
+        lengths = []
+        for conversation in conversations:
+            chars = sum(len(m["content"]) for m in conversation.messages)
+            if chars > limit:  # tokenizing 50 MB takes gigabytes; its length is known to be at least chars / longest
+                lengths.append(chars // longest)
+                estimated += 1
+            else:
+                lengths.append(len(_encode(tokenizer, conversation, args.system)))
         everything += lengths
         rows.append(_stat_row(text, lengths, args.max_length))
     if len(args.sources) > 1:
         rows.append(_stat_row("all", everything, args.max_length))
     print(_table(rows))
+    if estimated:
+        print(f"{estimated:,} row(s) of over {limit:,} characters were not tokenized; their lengths are lower bounds "
+              "(characters / the longest token)")
     print()
     print(histogram(everything))
     return 0

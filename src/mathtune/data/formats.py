@@ -192,7 +192,19 @@ def text_field(
         raise DataError(where, line, f"field '{key}' must be a string, got {type_name(value)}")
     if required and not value.strip():
         raise DataError(where, line, f"field '{key}' is empty")
+    check_text(value, key, where, line)
     return value
+
+
+def check_text(value: str, key: str, where: str, line: int | None) -> None:
+    """Refuse a lone surrogate (JSON allows "\\ud800"): it is not text, and no tokenizer can encode it."""
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(where, line, f"field '{key}' holds a lone surrogate ({value[exc.start]!r} at character "
+                                     f"{exc.start}), which is not text") from None
 
 
 def _system(row: Mapping[str, object], where: str, line: int | None) -> list[dict[str, str]]:
@@ -270,6 +282,7 @@ def _chat(row: Mapping[str, object], key: str, where: str, line: int | None, ans
             )
         if not isinstance(content, str):
             raise DataError(where, line, f"field '{name}.{ck}' must be a string, got {type_name(content)}")
+        check_text(content, f"{name}.{ck}", where, line)
         role = _ROLES[role.lower()]
         if role == "system" and i > 0:
             raise DataError(where, line, f"field '{name}': a system message may only come first")

@@ -135,7 +135,8 @@ def resolve(name: str) -> HubSet:
     for prefix, hub in ((HF_PREFIX, "hf"), (MS_PREFIX, "ms")):
         if name.startswith(prefix):
             repo, _, subset = name[len(prefix) :].partition(":")
-            if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", repo) or (_ and not subset):
+            # org/name, each part starting with a letter or digit: '../dir' or '.' would reach a local folder.
+            if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo) or ".." in repo or (_ and not subset):
                 raise UserError(f"dataset '{name}': expected {prefix}org/name or {prefix}org/name:subset")
             ids = {"hf_id": repo, "ms_id": None} if hub == "hf" else {"hf_id": None, "ms_id": repo}
             return HubSet(name=name, subsets=(subset or None,), **ids)

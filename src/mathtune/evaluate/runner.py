@@ -12,15 +12,16 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import atomic
 from ..errors import UserError
-from ..run_dir import check_output_dir
+from ..run_dir import check_output_dir, lock_folder
 from ..seeding import check_seed
 from .grading import answer_key, grade
 
@@ -259,12 +260,29 @@ def evaluate(benchmarks: Sequence[str], settings: EvalSettings, output_dir: str 
     else:
         make_generate, tokenizer, name = _pt_generator(model, adapter, loaded, settings, progress, baseline)
     name = description or name
-    if not baseline:
-        return EvalRun(_run_benchmarks(make_generate(True), tokenizer, benchmarks, out, settings, name, progress))
-    base = _run_benchmarks(make_generate(False), tokenizer, benchmarks, out / "base", settings,
-                           f"{name} (adapter disabled)", progress)
-    tuned = _run_benchmarks(make_generate(True), tokenizer, benchmarks, out / "adapter", settings, name, progress)
-    return EvalRun(tuned, base)
+    with _writer_of(out):
+        if not baseline:
+            return EvalRun(_run_benchmarks(make_generate(True), tokenizer, benchmarks, out, settings, name, progress))
+        base = _run_benchmarks(make_generate(False), tokenizer, benchmarks, out / "base", settings,
+                               f"{name} (adapter disabled)", progress)
+        tuned = _run_benchmarks(make_generate(True), tokenizer, benchmarks, out / "adapter", settings, name,
+                                progress)
+        return EvalRun(tuned, base)
+
+
+@contextlib.contextmanager
+def _writer_of(out: Path) -> Iterator[None]:
+    """Hold `out` for this evaluation alone: two evaluations into one folder would mix one model's summary with
+    the other's predictions. The lock is run_dir's (the kernel drops it when the process ends)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create --output_dir '{out}': {exc.strerror or exc}") from None
+    fd = lock_folder(out, "--output_dir")
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def _run_benchmarks(generate_fn: GenerateFn, tokenizer: Any, benchmarks: Sequence[str], out: Path,
