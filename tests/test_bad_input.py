@@ -36,6 +36,8 @@ def world(tmp_path_factory, tiny_model_dir, tiny_tokenizer, train_tiny_run) -> d
         # A 20 MB line: refused before it is tokenized (tokenizing alone would take a minute).
         "huge.jsonl": json.dumps({"query": "7 " * 10_000_000}) + "\n",
         "huge_row.jsonl": json.dumps({"query": "7 " * 10_000_000, "response": "14"}) + "\n",
+        "surrogate.jsonl": '{"query": "caf\\ud800", "response": "r"}\n',
+        "alias.yaml": "a: &x 1\nlearning_rate: *x\n",
     }
     for name, text in texts.items():
         (tmp / name).write_text(text)
@@ -59,6 +61,7 @@ def world(tmp_path_factory, tiny_model_dir, tiny_tokenizer, train_tiny_run) -> d
         """A copy of the checkpoint in a run whose args.json names `base` as the base model."""
         folder = tmp / name / "v0-20260101-000000"
         shutil.copytree(run / "checkpoint-2", folder / "checkpoint-2")
+        (folder / "checkpoint-2" / "mathtune_base.json").unlink()  # as written before checkpoints recorded their base
         args = json.loads((run / "args.json").read_text())
         args["model"]["model_id_or_path"] = base
         (folder / "args.json").write_text(json.dumps(args))
@@ -291,6 +294,11 @@ CASES = [
     ("infer: output is the input", [*INF, "--input", "{tmp}/good.jsonl", "--output", "{tmp}/good.jsonl"],
      "is the --input file"),
     ("infer: empty stop word", [*INF, "--query", "hi", "--stop_words", ""], "--stop_words"),
+    ("sft: lone surrogate in a row", [*SM, "--dataset", "{tmp}/surrogate.jsonl"],
+     "surrogate.jsonl:1: field 'query' holds a lone surrogate ('\\ud800' at character 3)"),
+    ("infer: lone surrogate in a row", [*INO, "{tmp}/surrogate.jsonl"], "field 'query' holds a lone surrogate"),
+    ("infer: lone surrogate in --query", [*INF, "--query", "caf\ud800"], "--query: holds a lone surrogate"),
+    ("sft: yaml alias", [*SG, "--config", "{tmp}/alias.yaml"], "aliases (*name) are not supported"),
     ("export: base model recorded as a number", ["export", "--ckpt_dir", "{numbered}", "--merge_lora", "true"],
      "is 5, not a name or path"),
 ]
@@ -364,3 +372,53 @@ def test_output_paths_are_checked_before_the_slow_work(world, capsys, monkeypatc
                  str(world["ckpt"]), "--output_dir", f"{tmp}/good.jsonl"]) == 2
     assert [line.split(":")[0] for line in capsys.readouterr().err.splitlines()] == ["mathtune data", "mathtune eval",
                                                                                      "mathtune eval"]
+
+
+def test_data_stats_measures_a_50_mb_row_without_tokenizing_it(world, tmp_path, capsys):
+    import resource
+    import time
+
+    huge = tmp_path / "huge50.jsonl"
+    huge.write_text(json.dumps({"query": "7 " * 25_000_000, "response": "14"}) + "\n"
+                    + json.dumps({"query": "What is 1 + 1?", "response": "2"}) + "\n")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    assert main(["data", "stats", str(huge), "--model", str(world["model"])]) == 0
+    assert time.perf_counter() - start < 30
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 2_000_000  # KiB: under 2 GB more
+    out = capsys.readouterr().out
+    assert "1 row(s) of over" in out and "were not tokenized; their lengths are lower bounds" in out
+
+
+def test_max_new_tokens_beyond_the_context_is_capped_with_one_line(world, capsys):
+    from mathtune.infer import InferArgs, cap_new_tokens
+    from mathtune.model import load_model
+
+    model = load_model(world["model"], "fp32", "cpu")
+    assert cap_new_tokens(model, InferArgs(max_new_tokens=10**9)).max_new_tokens == 512
+    assert capsys.readouterr().err.strip() == ("--max_new_tokens 1,000,000,000 is beyond the model's context of 512 "
+                                               "tokens; using 512")
+    assert cap_new_tokens(model, InferArgs(max_new_tokens=100)).max_new_tokens == 100
+    assert main(["infer", "--ckpt_dir", str(world["model"]), "--query", "hi", "--max_new_tokens", "100000"]) == 0
+    assert "using 512" in capsys.readouterr().err
+
+
+def test_a_second_eval_into_the_same_output_dir_is_refused(world, tmp_path, capsys):
+    import fcntl
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a running eval holds (run_dir.lock_folder)
+    try:
+        assert main(["eval", "--model", str(world["model"]), "--benchmarks", "rg:arithmetic", "--limit", "1",
+                     "--max_new_tokens", "2", "--output_dir", str(out)]) == 2
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"mathtune eval: error: --output_dir '{out}' is in use by another mathtune process; wait for "
+                       "it to end or stop it first"), err
+    assert not list(out.iterdir())
+    assert main(["eval", "--model", str(world["model"]), "--benchmarks", "rg:arithmetic", "--limit", "1",
+                 "--max_new_tokens", "2", "--output_dir", str(out)]) == 0
+    assert (out / "summary.json").is_file()

@@ -127,15 +127,15 @@ def read_adapter_config(adapter: Path, base_config: Any):
 
 
 def load_adapter(model, adapter: Path, base_dir: Path):
-    """`model` wrapped with the LoRA adapter in `adapter`, for inference; every check above first, then the weights
-    as resume loads them: each tensor the config implies present with its shape, nothing else."""
+    """`model` wrapped with the LoRA adapter in `adapter`, for inference: its config checked first, then the weights
+    loaded as resume loads them (each tensor the config implies present with its shape, nothing else), then the
+    base's fingerprint compared with the one recorded at save time."""
     from peft import get_peft_model, set_peft_model_state_dict
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from .model import first_reason, quiet_peft
 
-    check_base(adapter, base_dir)
     config = read_adapter_config(adapter, model.config)
     config.inference_mode = True
     weights_file = adapter / "adapter_model.safetensors"
@@ -154,4 +154,5 @@ def load_adapter(model, adapter: Path, base_dir: Path):
         names = (list(result.unexpected_keys) + missing)[:2]
         raise UserError(f"adapter '{adapter}' does not fit base model '{base_dir}': it holds {len(state)} tensors, "
                         f"the config implies {expected} ({', '.join(names)})")
+    check_base(adapter, base_dir)  # after the shapes: another shape says 'size mismatch', the same shape this
     return wrapped
