@@ -125,6 +125,8 @@ def test_a_models_own_code_runs_only_with_trust_remote_code(run, tiny_model_dir,
     (model_dir / "config.json").write_text(json.dumps(config))
     adapter_run = tmp_path / "run" / "v0-20260101-000000"  # an adapter trained on the custom model
     adapter = Path(shutil.copytree(run / "checkpoint-2", adapter_run / "checkpoint-2"))
+    record = json.loads((adapter / "mathtune_base.json").read_text())
+    (adapter / "mathtune_base.json").write_text(json.dumps({**record, "path": str(model_dir), "fingerprint": None}))
     args = json.loads((run / "args.json").read_text())
     args["model"]["model_id_or_path"] = str(model_dir)
     (adapter_run / "args.json").write_text(json.dumps(args))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -134,20 +135,19 @@ def load_adapter(model, adapter: Path, base_dir: Path):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .model import first_reason, quiet_peft
-
     config = read_adapter_config(adapter, model.config)
     config.inference_mode = True
     weights_file = adapter / "adapter_model.safetensors"
     try:
-        with quiet_peft():
+        with warnings.catch_warnings():  # peft's deprecation and renamed-base notes say nothing to a user
+            warnings.simplefilter("ignore")
             wrapped = get_peft_model(model, config)
         state = load_file(weights_file)
         result = set_peft_model_state_dict(wrapped, state)
     except (FileNotFoundError, SafetensorError) as exc:
-        raise UserError(f"adapter '{adapter}' has no readable weights ({first_reason(exc)})") from None
+        raise UserError(f"adapter '{adapter}' has no readable weights ({_reason(exc)})") from None
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"adapter '{adapter}' does not fit base model '{base_dir}': {first_reason(exc)}") from None
+        raise UserError(f"adapter '{adapter}' does not fit base model '{base_dir}': {_reason(exc)}") from None
     missing = [k for k in result.missing_keys if "lora_" in k]
     if result.unexpected_keys or missing:
         expected = len([k for k in wrapped.state_dict() if "lora_" in k])
@@ -156,3 +156,8 @@ def load_adapter(model, adapter: Path, base_dir: Path):
                         f"the config implies {expected} ({', '.join(names)})")
     check_base(adapter, base_dir)  # after the shapes: another shape says 'size mismatch', the same shape this
     return wrapped
+
+
+def _reason(exc: BaseException) -> str:
+    """A 'size mismatch' line where torch gives one (it lists missing keys first, which say less), else the first."""
+    return first_line(exc, 240, prefer="size mismatch")

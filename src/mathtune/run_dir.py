@@ -376,6 +376,17 @@ def lock_folder(path: Path, what: str) -> int:
     return fd
 
 
+def _base_folder(typed: str | None) -> Path | None:
+    """The local folder of the base model as typed (the embedded one for none), None for a hub id. Not through
+    model.resolve_model_path: model reads run_dir, so run_dir does not import it."""
+    if typed is None or typed in ("", "default", "embedded"):
+        from .embedded import embedded_model_dir
+
+        return embedded_model_dir()
+    path = Path(typed).expanduser()
+    return path if path.is_dir() else None
+
+
 # -- the run folder ----------------------------------------------------------------------------------------------------
 
 class RunDir:
@@ -473,11 +484,12 @@ class RunDir:
         """An adapter checkpoint names its base by absolute folder and fingerprint (computed once per run), so export
         from anywhere finds this base and refuses another model of the same name."""
         from .adapters import fingerprint, write_base_record
-        from .model import resolve_model_path
 
         if self._base is None:
-            base = resolve_model_path(self.cfg.model.model_id_or_path)
-            self._base = (base, fingerprint(base))
+            base = _base_folder(self.cfg.model.model_id_or_path)
+            self._base = (base, fingerprint(base) if base is not None else None)
+        if self._base[0] is None:  # a hub model: its id is what names it
+            return
         write_base_record(folder, self._base[0], self.cfg.model.model_id_or_path, self._base[1])
 
     def _args(self) -> dict:
