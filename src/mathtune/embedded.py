@@ -85,8 +85,12 @@ def _dequantize(gguf: Path):
     config.eos_token_id = end_of_turn
     config.pad_token_id = end_of_turn
     config.bos_token_id = tokenizer.convert_tokens_to_ids("<|im_start|>")
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    model.load_state_dict(loaded.state_dict(), strict=False)
+    # Built on the meta device and given the loaded tensors themselves (assign): a second bf16 copy of the weights,
+    # randomly initialised and then overwritten, put 1.0 GB at the peak of the conversion; this way 0.8 GB.
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.load_state_dict(loaded.state_dict(), strict=False, assign=True)
+    del loaded
     if config.tie_word_embeddings:
         model.tie_weights()
     model.generation_config = GenerationConfig(

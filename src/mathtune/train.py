@@ -86,11 +86,26 @@ def set_rng_state(state: dict) -> None:
 
 
 def _peak_gib(device) -> float:
+    """Peak memory so far: the GPU's allocated tensors on CUDA, else the process's peak resident set (on a CPU the
+    model, activations and optimizer all live in it, so it is the figure that decides whether a run fits)."""
     import torch
 
     if str(device).startswith("cuda"):
         return torch.cuda.max_memory_allocated(device) / 2**30
-    return 0.0
+    return peak_rss_gib()
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory in GiB (ru_maxrss counts KiB on Linux, bytes on macOS); 0.0 where the
+    platform has no getrusage."""
+    import sys
+
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
 
 
 def evaluate_loss(model, examples: Sequence[Encoded], optim: OptimArgs, capacity: int, pad_id: int,

@@ -146,3 +146,20 @@ def test_errors_are_user_errors(chatml):
         _run([])
     with pytest.raises(UserError, match="dataset 'x#0'"):
         _run(["preview", "x#0"], chatml)
+
+
+def test_preview_takes_several_sources_as_stats_does(fixtures, chatml, capsys):
+    messages, response = fixtures / "messages.jsonl", fixtures / "response.jsonl"
+    assert _run(["preview", str(messages), str(response), "-n", "1", "--color", "never"], chatml) == 0
+    out = capsys.readouterr().out
+    first, second = out.index(f"== {messages} =="), out.index(f"== {response} ==")
+    assert first < second
+    assert f"── row 1 · {messages}:1 · " in out[first:second] and f"── row 1 · {response}:1 · " in out[second:]
+    assert out[first:second].strip().endswith("1 of 2 rows shown; [[ ]] marks trained tokens")
+    assert "row 2" not in out  # -n counts per source
+
+
+def test_preview_checks_every_name_before_loading_any(fixtures, chatml, capsys):
+    with pytest.raises(UserError, match="did you mean 'AI-ModelScope/blossom-math-v2'"):
+        _run(["preview", str(fixtures / "messages.jsonl"), "blossom-math"], chatml)
+    assert "row 1" not in capsys.readouterr().out

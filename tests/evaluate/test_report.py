@@ -132,3 +132,18 @@ def test_cli_compare(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "+10.0" in printed and str(tmp_path / "out" / "comparison.png") in printed
     assert json.loads((b / "summary.json").read_text())["benchmarks"]["toy"]["n"] == 10
+
+
+def test_a_zero_percent_bar_still_shows_its_colour(tmp_path):
+    from matplotlib.colors import to_rgb
+    from matplotlib.image import imread
+
+    from mathtune.evaluate.report import Comparison, draw_chart
+
+    rows = [Comparison("rg:syllogism", 40, 0.0, 0.125, 0.125, 0.0, 0.3, 5, 0, 0)]
+    image = imread(draw_chart(rows, "before", "after", tmp_path / "comparison.png"))[:, :, :3]
+    first = to_rgb("C0")  # the first series' colour, the one whose bar has no height
+    matches = (abs(image - first) < 0.02).all(axis=2)
+    rows_hit = matches.nonzero()[0]
+    # The legend sits at the top left; the 0% bar's mark and value are below the middle of the picture.
+    assert (rows_hit > image.shape[0] / 2).sum() > 20

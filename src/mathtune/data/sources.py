@@ -12,6 +12,7 @@ from mathtune.data.formats import BadRows, Parsed
 from mathtune.data.hub import is_hub_name, load_hub
 from mathtune.data.local import SUFFIXES, load_local
 from mathtune.errors import UserError
+from mathtune.suggest import did_you_mean
 
 GENERATOR_PREFIX = sets.GENERATOR_PREFIX
 DEFAULT_GENERATED_ROWS = 1000
@@ -80,7 +81,29 @@ def source_kind(name: str) -> str:
         raise UserError(f"dataset path '{name}' does not exist")
     raise UserError(
         f"dataset '{name}' is neither a file, a folder, a built-in set (rg:TASK, see `mathtune data list`) "
-        "nor a known hub set (for any other Hugging Face set write HF::org/name)"
+        f"nor a known hub set (for any other Hugging Face set write HF::org/name){did_you_mean(name, known_names())}"
+    )
+
+
+def known_names() -> dict[str, str]:
+    """Every spelling a --dataset name may take (aliases included), mapped to the name to suggest."""
+    names = {f"{GENERATOR_PREFIX}{task}": f"{GENERATOR_PREFIX}{task}" for task in sets.RG_TASKS}
+    for named in sets.training_sets():
+        names.update(dict.fromkeys((named.name, *named.aliases), named.name))
+    return names
+
+
+def _check_task(spec: SourceSpec, task: str) -> None:
+    """An unknown rg task fails here with the closest names; an unseen split is left to the generators to refuse."""
+    for lookup in (sets.rg_task, sets.rg_benchmark):
+        try:
+            lookup(task)
+            return
+        except UserError:
+            pass
+    raise UserError(
+        f"dataset '{spec.text}': unknown task '{task}'"
+        f"{did_you_mean(spec.name, known_names()) or '; see `mathtune data list`'}"
     )
 
 
@@ -102,6 +125,7 @@ def load_source(
     task = spec.name[len(GENERATOR_PREFIX) :]
     if not task:
         raise UserError(f"dataset '{spec.text}': name a task after rg:, e.g. rg:basic_arithmetic")
+    _check_task(spec, task)
     generators = _generators()
     n = (spec.n or DEFAULT_GENERATED_ROWS) + extra_rows
     return Parsed(list(generators.generate(task, n, seed, "train")), BadRows())

@@ -159,9 +159,14 @@ def draw_chart(rows: list[Comparison], label_a: str, label_b: str, path: str | P
         # clamped: at 0% or 100% float rounding can put the bound a hair past the estimate
         err = [[max(0.0, 100 * (a - lo)) for a, (lo, _) in zip(accs, intervals, strict=True)],
                [max(0.0, 100 * (hi - a)) for a, (_, hi) in zip(accs, intervals, strict=True)]]
-        ax.bar(xs, [100 * a for a in accs], width, yerr=err, capsize=3, label=label)
+        bars = ax.bar(xs, [100 * a for a in accs], width, yerr=err, capsize=3, label=label)
+        colour = bars.patches[0].get_facecolor()
+        # A 0% bar has no height, so nothing in the plot showed whose it was: a line in its colour marks its base
+        # (drawn over the axis) and its value is written in that colour too.
+        ax.hlines([0.0] * len(xs), [x - width / 2 for x in xs], [x + width / 2 for x in xs], colors=[colour],
+                  linewidth=3, zorder=3, clip_on=False)
         for x, a, (_, hi) in zip(xs, accs, intervals, strict=True):  # above the error bar, not through it
-            ax.text(x, 100 * max(a, hi) + 1.5, f"{100 * a:.1f}", ha="center", fontsize=8)
+            ax.text(x, 100 * max(a, hi) + 1.5, f"{100 * a:.1f}", ha="center", fontsize=8, color=colour)
     ax.set_xticks(range(len(rows)), [f"{c.benchmark}\n{100 * c.diff:+.1f} pts (n={c.n})" for c in rows], fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 112)

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,11 @@ Z95 = 1.959963984540054
 class EvalSettings:
     """How a benchmark run generates; saved in summary.json."""
 
-    limit: int | None = None  # questions per benchmark (a seeded subset); None: all
+    limit: int | None = None  # questions per benchmark (a seeded subset); None: by device (see resolve_for_device)
     num_samples: int = 1  # outputs per question; >1 gives pass@k and majority vote and needs temperature > 0
     temperature: float = 0.0  # 0 is greedy
     top_p: float = 1.0
-    max_new_tokens: int = 1024  # step-by-step math needs room; a cut-off answer is graded as written
+    max_new_tokens: int | None = None  # None: by device (see resolve_for_device); a cut-off answer is graded as written
     batch_size: int = 32
     data_seed: int = 42  # picks the benchmark items (the same seed gives the same questions)
     seed: int = 0  # sampling seed
@@ -49,7 +49,7 @@ class EvalSettings:
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise UserError(f"--limit must be at least 1, got {self.limit}")
-        if self.num_samples < 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+        if self.num_samples < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1) or self.batch_size < 1:
             raise UserError("--num_samples, --max_new_tokens and --batch_size must be positive")
         if not (math.isfinite(self.temperature) and self.temperature >= 0) or not 0 < self.top_p <= 1:
             raise UserError("--temperature must be >= 0 and --top_p in (0, 1]")
@@ -61,6 +61,39 @@ class EvalSettings:
             raise UserError(f"--infer_backend must be pt or vllm, got '{self.infer_backend}'")
         if self.static_cache and self.infer_backend != "pt":
             raise UserError("--static_cache is for --infer_backend pt; vLLM manages its own cache and CUDA graphs")
+
+
+@dataclass(frozen=True)
+class DeviceDefaults:
+    """What `limit` and `max_new_tokens` left as None become on a kind of device."""
+
+    max_new_tokens: int
+    limit: int | None  # None: every question
+
+
+# A GPU has room for step-by-step math: 1024 new tokens, every question. A 2-core CPU decodes the embedded 135M model
+# at about 10-20 tokens/s per batch, so 200 questions x 1024 tokens took hours there; 50 questions x 256 tokens keep
+# an example run in minutes (README, "Measuring the gain") and 50 still gives a +-14-point interval.
+DEVICE_DEFAULTS = {"cpu": DeviceDefaults(max_new_tokens=256, limit=50),
+                   "gpu": DeviceDefaults(max_new_tokens=1024, limit=None)}
+
+
+def resolve_for_device(settings: EvalSettings, device: str, announce: bool = True) -> EvalSettings:
+    """`settings` with `limit` and `max_new_tokens` that are None filled in for `device` ("cpu", "cuda", "cuda:1",
+    "mps", ...); values given explicitly are kept. With `announce`, one line says which defaults were applied."""
+    kind = "cpu" if str(device).split(":")[0] == "cpu" else "gpu"
+    defaults = DEVICE_DEFAULTS[kind]
+    applied: list[str] = []
+    changes: dict[str, Any] = {}
+    if settings.max_new_tokens is None:
+        changes["max_new_tokens"] = defaults.max_new_tokens
+        applied.append(f"--max_new_tokens {defaults.max_new_tokens}")
+    if settings.limit is None and defaults.limit is not None:
+        changes["limit"] = defaults.limit
+        applied.append(f"--limit {defaults.limit}")
+    if announce and applied and kind == "cpu":  # a GPU's defaults are the plain ones: nothing to point out
+        print(f"on {device}: {' and '.join(applied)} by default (give the flags to change them)", flush=True)
+    return replace(settings, **changes) if changes else settings
 
 
 @dataclass
@@ -255,6 +288,8 @@ def evaluate(benchmarks: Sequence[str], settings: EvalSettings, output_dir: str 
     check_output_dir(out)  # before loading and generating, which take minutes
     if baseline and loaded is None and adapter is None and not _is_adapter(model):
         raise UserError(NOT_AN_ADAPTER)
+    if settings.limit is None or settings.max_new_tokens is None:
+        settings = resolve_for_device(settings, _device_of(loaded, settings), announce=progress)
     if settings.infer_backend == "vllm":
         make_generate, tokenizer, name = vllm_generator(model, adapter, settings, progress)
     else:
@@ -305,6 +340,19 @@ def _run_benchmarks(generate_fn: GenerateFn, tokenizer: Any, benchmarks: Sequenc
         save_result(out, summary, score_outputs(bench, items, outputs, tokenizer, prompts))
     print(format_table(summary), flush=True)
     return summary
+
+
+def _device_of(loaded: tuple[Any, Any] | None, settings: EvalSettings) -> str:
+    """Where generation will run: the loaded model's device, vLLM's GPU, else where a model would be loaded."""
+    if loaded is not None:
+        parameters = getattr(loaded[0], "parameters", None)  # a stand-in without parameters counts as the CPU
+        parameter = next(iter(parameters()), None) if parameters is not None else None
+        return str(parameter.device) if parameter is not None else "cpu"
+    if settings.infer_backend == "vllm":
+        return "cuda"
+    from ..model import default_device
+
+    return default_device()
 
 
 def _is_adapter(model: str | None) -> bool:
