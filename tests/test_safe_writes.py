@@ -282,7 +282,8 @@ def test_failed_export_keeps_the_earlier_merged_folder(adapter, monkeypatch, cap
     capsys.readouterr()
     assert main(["export", "--ckpt_dir", str(adapter)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"mathtune export: error: cannot write merged model to '{merged}': No space left on device"]
+    assert err == [f"'{merged}' holds an earlier export; it is replaced once this one is written",
+                   f"mathtune export: error: cannot write merged model to '{merged}': No space left on device"]
     assert {p.name: p.read_bytes() for p in merged.iterdir()} == before
     assert not [p for p in adapter.parent.iterdir() if p.name.startswith(".")]
 

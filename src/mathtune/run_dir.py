@@ -204,9 +204,11 @@ def _flat(sections: dict) -> dict:
 def differences(saved: dict, cfg: RunConfig) -> list[str]:
     """'option: before -> now' for each option that differs between a run's args.json and `cfg`."""
     now = json.loads(cfg.to_json())
-    old_values = _flat({k: v for k, v in saved.items() if k in ("model", "lora", "data", "train", *SECTIONS)})
-    new_values = _flat({k: now[k] for k in SECTIONS})
-    allowed = may_change_on_resume()
+    extra = getattr(cfg, "extra_sections", {})  # a config's own sections beyond sft's (rl.config.GrpoConfig: grpo)
+    old_values = _flat({k: v for k, v in saved.items() if k in ("model", "lora", "data", "train", *SECTIONS, *extra)})
+    new_values = _flat({k: now[k] for k in (*SECTIONS, *extra)})
+    allowed = may_change_on_resume() | {f.name for cls in extra.values() for f in fields(cls)
+                                        if f.metadata.get("resume") == "may_change"}
     found = []
     for key, value in new_values.items():
         old = old_values.get(key, value)
@@ -293,7 +295,9 @@ def base_model_of(adapter: Path) -> str | None:
             raise UserError(f"'{file}' is not valid JSON; cannot tell the base model of adapter '{adapter}'") from None
         except KeyError:
             continue
-        if value is not None and not isinstance(value, str):
+        if value is None:  # args.json's None is "the embedded default": peft's record names its folder
+            continue
+        if not isinstance(value, str):
             raise UserError(f"'{file}': the base model recorded for adapter '{adapter}' is {value!r}, not a name or "
                             "path")
         return value
@@ -374,6 +378,16 @@ def lock_folder(path: Path, what: str) -> int:
         raise UserError(f"{what} '{path}' is in use by another mathtune process; wait for it to end or "
                         "stop it first") from None
     return fd
+
+
+def _loaded_folder(model) -> Path | None:
+    """The local folder the adapted model was loaded from (peft records it), when there is one."""
+    configs = getattr(model, "peft_config", None) or {}
+    for config in configs.values():
+        name = getattr(config, "base_model_name_or_path", None)
+        if isinstance(name, str) and Path(name).is_dir():
+            return Path(name)
+    return None
 
 
 def _base_folder(typed: str | None) -> Path | None:
@@ -474,19 +488,19 @@ class RunDir:
             model.save_pretrained(folder, safe_serialization=True)
             tokenizer.save_pretrained(folder)
             if (folder / "adapter_config.json").is_file():
-                self._record_base(folder)
+                self._record_base(folder, model)
             save_state(folder, state)
             follow_umask(folder)
 
         return save_checkpoint(self.path, state.step, write, self.cfg.run.save_total_limit)
 
-    def _record_base(self, folder: Path) -> None:
+    def _record_base(self, folder: Path, model) -> None:
         """An adapter checkpoint names its base by absolute folder and fingerprint (computed once per run), so export
         from anywhere finds this base and refuses another model of the same name."""
         from .adapters import fingerprint, write_base_record
 
         if self._base is None:
-            base = _base_folder(self.cfg.model.model_id_or_path)
+            base = _loaded_folder(model) or _base_folder(self.cfg.model.model_id_or_path)
             self._base = (base, fingerprint(base) if base is not None else None)
         if self._base[0] is None:  # a hub model: its id is what names it
             return

@@ -26,6 +26,8 @@ def test_task_list_is_the_working_set():
         "knights_knaves",
         "syllogism",
         "propositional_logic",
+        "number_sequence",
+        "chain_sum",
     ]
 
 
