@@ -1,4 +1,5 @@
-"""`mathtune VERB ...`: parses flags and dispatches to one entry function per verb; no logic here."""
+"""`mathtune VERB ...`: each verb is its help, its flags (sections of the one table in mathtune.flags) and an entry
+function taking the typed configs those flags fill. Parsing and dispatch only: configs check themselves."""
 
 from __future__ import annotations
 
@@ -6,132 +7,116 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from .data.config import parse_bool
 from .errors import UserError
+from .flags import Section, add_flags, did_you_mean, option_names, typed
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (no usage dump) and exits with code 2."""
+    """argparse that reports a bad flag in one line (no usage dump) and exits with code 2; a mistyped flag name gets
+    the closest names the verb takes."""
+
+    flag_names: Sequence[str] = ()
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("unrecognized arguments:"):
+            message += did_you_mean(message, self.flag_names)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+@dataclass(frozen=True)
+class Verb:
+    help: str
+    add: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _typed_verb(help_text: str, sections: Callable[[], tuple[Section, ...]], entry: Callable[..., int]) -> Verb:
+    """A verb whose flags all fill config sections; `entry` gets one config per section, in order. `sections` is
+    called only for the verb that runs, so that one verb's imports never slow another."""
+    return Verb(help_text, lambda p: add_flags(p, sections()), lambda ns: entry(*typed(ns, sections())))
+
+
+def _sft_flags() -> tuple[Section, ...]:
+    from .config import SFT_FLAGS
+
+    return SFT_FLAGS
+
+
 def _sft(args: argparse.Namespace) -> int:
-    from .config import build_config
+    from .config import build_config  # defaults < YAML (--config) < typed flags
     from .sft import run_sft
 
-    result = run_sft(build_config(args))
-    return 130 if result.interrupted else 0
+    return 130 if run_sft(build_config(args)).interrupted else 0
 
 
-def _add_sft(p: argparse.ArgumentParser) -> None:
-    from .config import add_sft_arguments
+def _infer_flags() -> tuple[Section, ...]:
+    from .infer import InferArgs, InferJob
 
-    add_sft_arguments(p)
-
-
-def _add_infer(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt_dir", "--model_id_or_path", "--model", dest="ckpt_dir", metavar="PATH",
-                   help="a model folder, an adapter checkpoint or a merged folder (default: the embedded model)")
-    p.add_argument("--adapter", metavar="CHECKPOINT", help="a LoRA checkpoint to put on top of --ckpt_dir")
-    p.add_argument("--eval_human", type=parse_bool, nargs="?", const=True, metavar="BOOL",
-                   help="interactive chat (default when no --query or --input is given)")
-    p.add_argument("--query", help="answer this one question and exit")
-    p.add_argument("--input", metavar="FILE.jsonl",
-                   help="answer every row of this file (any training row shape; an answer in it is ignored)")
-    p.add_argument("--output", metavar="FILE.jsonl", help="where --input's answers go")
-    p.add_argument("--system", help="system prompt")
-    p.add_argument("--stop_words", nargs="+", default=[], metavar="WORD", help="stop generating at any of these")
-    p.add_argument("--max_new_tokens", type=int, default=512)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
-    p.add_argument("--top_p", type=float, default=1.0)
-    p.add_argument("--batch_size", type=int, default=16, help="rows per generation batch with --input")
-    p.add_argument("--static_cache", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL",
-                   help="with --input: a preallocated KV cache with a compiled decoding step (CUDA graphs on a GPU); "
-                        "several times faster once compiled, which takes about 40 s (135M) to 150 s (6B)")
-    p.add_argument("--dtype", default="AUTO")
-    p.add_argument("--infer_backend", choices=("pt",), default="pt", help="pt (PyTorch); accepted for SWIFT users")
-    _add_trust_remote_code(p)
+    return (Section("model and questions", InferJob, ("model", "adapter", "dtype", "trust_remote_code", "swift_backend",
+                                                      "eval_human", "query", "input", "output")),
+            Section("generation", InferArgs, ("system", "stop_words", "max_new_tokens", "temperature", "top_p",
+                                               "gen_batch_size", "static_cache")))
 
 
-def _add_trust_remote_code(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--trust_remote_code", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL",
-                   help="run the model repository's own Python code (default false; only for code you trust)")
+def _infer(job, settings) -> int:
+    from .infer import run_infer
+
+    return run_infer(job.model, query=job.query, input_path=job.input, output_path=job.output,
+                     eval_human=job.eval_human, args=settings, dtype=job.dtype, adapter=job.adapter,
+                     trust_remote_code=job.trust_remote_code)
 
 
-def _infer(args: argparse.Namespace) -> int:
-    from .infer import InferArgs, run_infer
+def _export_flags() -> tuple[Section, ...]:
+    from .verbs import ExportArgs
 
-    if args.static_cache and not args.input:
-        raise UserError("--static_cache batches the rows of --input; --query and chat answer one prompt at a time")
-    settings = InferArgs(args.max_new_tokens, args.temperature, args.top_p, tuple(args.stop_words), args.system,
-                         args.batch_size, args.static_cache)
-    return run_infer(args.ckpt_dir, query=args.query, input_path=args.input, output_path=args.output,
-                     eval_human=args.eval_human, args=settings, dtype=args.dtype, adapter=args.adapter,
-                     trust_remote_code=args.trust_remote_code)
+    return (Section("", ExportArgs, ("export_ckpt_dir", "merge_lora", "merged_dir", "dtype", "trust_remote_code")),)
 
 
-def _add_export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt_dir", required=True, metavar="CHECKPOINT", help="the LoRA checkpoint to merge")
-    p.add_argument("--merge_lora", type=parse_bool, nargs="?", const=True, default=True, metavar="BOOL",
-                   help="merge the adapter into the base model (default true)")
-    p.add_argument("--output_dir", metavar="DIR", help="default: CHECKPOINT-merged next to the checkpoint")
-    p.add_argument("--dtype", default="AUTO")
-    _add_trust_remote_code(p)
-
-
-def _export(args: argparse.Namespace) -> int:
+def _export(args) -> int:
     from .export import merge_lora
 
-    if not args.merge_lora:
-        raise UserError("export only merges for now: pass --merge_lora true")
     merged = merge_lora(args.ckpt_dir, args.output_dir, args.dtype, trust_remote_code=args.trust_remote_code)
     print(f"merged model: {merged}")
     return 0
 
 
-def _add_plot(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", help="a run folder (output/<model>/v<N>-<timestamp>)")
+def _plot_flags() -> tuple[Section, ...]:
+    from .verbs import PlotArgs
+
+    return (Section("", PlotArgs, ("run_dir",)),)
 
 
-def _plot(args: argparse.Namespace) -> int:
+def _plot(args) -> int:
     from .plot import plot_run
 
     print(plot_run(args.run_dir))
     return 0
 
 
-def _add_quickstart(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output_dir", default="output", help="where the run goes (default output)")
-    p.add_argument("--train_rows", type=int, default=None, help="training rows (default: sized for a 2-core CPU)")
-    p.add_argument("--task", default="syllogism",
-                   help="built-in task to learn and measure: syllogism (default), gsm-symbolic, arithmetic, equations, "
-                   "fractions, knights_knaves, propositional_logic")
+def _quickstart_flags() -> tuple[Section, ...]:
+    from .quickstart import QuickstartArgs
+
+    return (Section("", QuickstartArgs, ("run_output_dir", "train_rows", "task")),)
 
 
-def _quickstart(args: argparse.Namespace) -> int:
-    from .quickstart import run_quickstart
-    from .run_dir import check_output_dir
+def _quickstart(args) -> int:
+    from .quickstart import quickstart
 
-    # Checked here because a bad value would otherwise surface only after minutes of answering and training.
-    if args.train_rows is not None and args.train_rows < 1:
-        raise UserError(f"--train_rows must be a positive whole number, got {args.train_rows}")
-    check_output_dir(args.output_dir)
-    return run_quickstart(args.output_dir, args.train_rows, args.task)
+    return quickstart(args)
 
 
-def _add_eval(p: argparse.ArgumentParser) -> None:
-    from .evaluate.cli import add_arguments
+def _eval_flags() -> tuple[Section, ...]:
+    from .evaluate.cli import EVAL_FLAGS
 
-    add_arguments(p)
+    return EVAL_FLAGS
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from .evaluate.cli import run
+def _eval(job, settings) -> int:
+    from .evaluate.cli import run_eval
 
-    return run(args)
+    return run_eval(job, settings)
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
@@ -146,14 +131,23 @@ def _data(args: argparse.Namespace) -> int:
     return run(args)
 
 
-VERBS: dict[str, tuple[str, Callable, Callable]] = {
-    "sft": ("fine-tune with LoRA (or fully) on a dataset mix", _add_sft, _sft),
-    "export": ("merge a LoRA checkpoint into its base model", _add_export, _export),
-    "infer": ("chat with a model, an adapter checkpoint or a merged folder", _add_infer, _infer),
-    "eval": ("measure math and logic accuracy with verified answer checking", _add_eval, _eval),
-    "data": ("preview, measure and check datasets", _add_data, _data),
-    "plot": ("draw a run's loss curve", _add_plot, _plot),
-    "quickstart": ("the whole workflow on the embedded model, offline, in minutes", _add_quickstart, _quickstart),
+def _rl_cli():
+    from .rl import cli
+
+    return cli
+
+
+VERBS: dict[str, Verb] = {
+    "sft": Verb("fine-tune with LoRA (or fully) on a dataset mix", lambda p: add_flags(p, _sft_flags()), _sft),
+    "export": _typed_verb("merge a LoRA checkpoint into its base model", _export_flags, _export),
+    "infer": _typed_verb("chat with a model, an adapter checkpoint or a merged folder", _infer_flags, _infer),
+    "eval": _typed_verb("measure math and logic accuracy with verified answer checking", _eval_flags, _eval),
+    "rlhf": Verb("GRPO with verifiable rewards (--rlhf_type grpo)", lambda p: _rl_cli().add_arguments(p),
+                 lambda a: _rl_cli().run(a)),
+    "data": Verb("preview, measure and check datasets", _add_data, _data),
+    "plot": _typed_verb("draw a run's loss curve", _plot_flags, _plot),
+    "quickstart": _typed_verb("the whole workflow on the embedded model, offline, in minutes", _quickstart_flags,
+                              _quickstart),
 }
 
 
@@ -161,11 +155,13 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     """The full parser; only the `selected` verb gets its flags, so that one verb's imports never slow another."""
     parser = Parser(prog="mathtune", description="Make a chat LLM measurably better at math and logic.")
     sub = parser.add_subparsers(dest="command", metavar="VERB", parser_class=Parser)
-    for name, (help_text, add, run) in VERBS.items():
-        verb = sub.add_parser(name, help=help_text, description=help_text)
+    for name, verb in VERBS.items():
+        verb_parser = sub.add_parser(name, help=verb.help, description=verb.help)
         if selected is None or name == selected:
-            add(verb)
-        verb.set_defaults(func=run)
+            verb.add(verb_parser)
+        if name == selected:
+            parser.flag_names = option_names(verb_parser)
+        verb_parser.set_defaults(func=verb.run)
     return parser
 
 

@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .data.config import DataArgs, add_data_arguments, parse_bool
+from .data.config import DATA_FLAGS, DataArgs
 from .errors import UserError, first_line
+from .flags import Section, add_flags, aliases, parse_bool
 from .seeding import check_seed
 
 # Field metadata: a resumed run may change this option (where and how often it writes, how long it trains, switches
@@ -180,67 +181,31 @@ def _positive(flag: str, value: int) -> None:
 SECTIONS: dict[str, type] = {"model": ModelArgs, "lora": LoraArgs, "data": DataArgs, "optim": OptimArgs,
                              "run": RunArgs, "fast": FastArgs}
 TOP_LEVEL = ("eval_benchmarks", "eval_limit")
-ALIASES = {
-    "model": "model_id_or_path", "train_type": "sft_type", "per_device_train_batch_size": "batch_size",
-    "lora_r": "lora_rank", "torch_dtype": "dtype", "attn_implementation": "attn_impl", "use_liger": "use_liger_kernel",
-}
+
+# sft's flags, a section per config; `config` None: read by build_config itself (--config) or accepted for SWIFT users.
+SFT_FLAGS = (
+    Section("", None, ("config",)),
+    Section("model", ModelArgs, ("model_id_or_path", "dtype", "trust_remote_code")),
+    Section("lora", LoraArgs, ("sft_type", "lora_rank", "lora_alpha", "lora_dropout", "target_modules")),
+    DATA_FLAGS,
+    Section("training", OptimArgs, ("num_train_epochs", "max_steps", "learning_rate", "batch_size",
+                                    "gradient_accumulation_steps", "warmup_ratio", "lr_scheduler_type", "weight_decay",
+                                    "max_grad_norm", "seed", "packing", "packing_length", "nan_policy")),
+    Section("run", RunArgs, ("run_output_dir", "logging_steps", "save_steps", "eval_steps", "save_total_limit",
+                             "resume_from_checkpoint")),
+    Section("speed", FastArgs, ("gradient_checkpointing", "checkpoint_layers", "use_liger_kernel", "fast_lora",
+                                "torch_compile", "attn_impl")),
+    Section("evaluation", RunConfig, ("eval_benchmarks", "eval_limit")),
+    Section("", None, ("swift_backend",)),
+)
+# YAML keys may use any spelling a flag has (`model`, `lora_r`, `per_device_train_batch_size`, ...).
+ALIASES = aliases(SFT_FLAGS)
+_NOT_OPTIONS = {flag.field for section in SFT_FLAGS if section.config is None for flag in section.flags}
 
 
 def add_sft_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every sft flag; defaults are suppressed so that only flags the user typed override the YAML file."""
-    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with any of these options; flags override it")
-    m = parser.add_argument_group("model")
-    m.add_argument("--model_id_or_path", "--model", dest="model_id_or_path", metavar="PATH_OR_ID",
-                   help="local folder or hub id (default: the embedded SmolLM2-135M-Instruct)")
-    m.add_argument("--dtype", "--torch_dtype", dest="dtype", help="AUTO, bf16, fp16 or fp32 (default AUTO)")
-    m.add_argument("--attn_impl", help="varlen (default on CUDA), sdpa, eager, flex_attention or flash_attention_2")
-    m.add_argument("--trust_remote_code", type=parse_bool, nargs="?", const=True, metavar="BOOL")
-    lo = parser.add_argument_group("lora")
-    lo.add_argument("--sft_type", "--train_type", dest="sft_type", choices=("lora", "full"), help="default lora")
-    lo.add_argument("--lora_rank", "--lora_r", dest="lora_rank", type=int, help="default 8")
-    lo.add_argument("--lora_alpha", type=int, help="default 32")
-    lo.add_argument("--lora_dropout", type=float, help="default 0.05")
-    lo.add_argument("--target_modules", nargs="+", help="module names, or all-linear (default)")
-    add_data_arguments(parser)
-    t = parser.add_argument_group("training")
-    t.add_argument("--output_dir", help="runs go to OUTPUT_DIR/<model>/v<N>-<timestamp> (default output)")
-    t.add_argument("--num_train_epochs", type=float, help="default 1")
-    t.add_argument("--max_steps", type=int, help="stop after this many optimizer steps (default: run the epochs)")
-    t.add_argument("--learning_rate", type=float, help="default 1e-4")
-    t.add_argument("--batch_size", "--per_device_train_batch_size", dest="batch_size", type=int, help="default 1")
-    t.add_argument("--gradient_accumulation_steps", type=int, help="default 16")
-    t.add_argument("--warmup_ratio", type=float, help="default 0.05")
-    t.add_argument("--lr_scheduler_type", help="cosine (default), linear, constant, constant_with_warmup")
-    t.add_argument("--weight_decay", type=float, help="default 0.1")
-    t.add_argument("--max_grad_norm", type=float, help="default 1.0")
-    t.add_argument("--seed", type=int, help="default 42")
-    t.add_argument("--logging_steps", type=int, help="default 5")
-    t.add_argument("--save_steps", type=int, help="default 500")
-    t.add_argument("--eval_steps", type=int, help="default 500")
-    t.add_argument("--save_total_limit", type=int, help="default 2")
-    t.add_argument("--gradient_checkpointing", type=parse_bool, nargs="?", const=True, metavar="BOOL",
-                   help="default true")
-    t.add_argument("--checkpoint_layers", type=int, metavar="N",
-                   help="with --gradient_checkpointing, recompute only the first N decoder layers (default: all)")
-    t.add_argument("--packing", type=parse_bool, nargs="?", const=True, metavar="BOOL", help="default true")
-    t.add_argument("--packing_length", type=int,
-                   help="tokens per packed micro-batch (default max(batch_size*max_length, 8192))")
-    t.add_argument("--use_liger_kernel", "--use_liger", dest="use_liger_kernel", type=parse_bool, nargs="?",
-                   const=True, metavar="BOOL", help="default: on with CUDA when liger-kernel is installed")
-    t.add_argument("--fast_lora", type=parse_bool, nargs="?", const=True, metavar="BOOL",
-                   help="fused LoRA forward in the model dtype (default: on with CUDA)")
-    t.add_argument("--torch_compile", type=parse_bool, nargs="?", const=True, metavar="BOOL",
-                   help="torch.compile each decoder layer (default false)")
-    t.add_argument("--nan_policy", choices=("stop", "skip"), help="default stop")
-    t.add_argument("--resume_from_checkpoint", metavar="auto|PATH", help="continue a run from a checkpoint")
-    e = parser.add_argument_group("evaluation")
-    e.add_argument("--eval_benchmarks", nargs="+", metavar="BENCH",
-                   help="measure these before and after training (e.g. rg:gsm-symbolic champ)")
-    e.add_argument("--eval_limit", type=int, help="questions per benchmark")
-    e.add_argument("--infer_backend", choices=("pt",), help="accepted for SWIFT compatibility")
-    for action in parser._actions:
-        if action.dest != "help":
-            action.default = argparse.SUPPRESS
+    """Every sft flag; no parser defaults, so that only flags the user typed override the YAML file."""
+    add_flags(parser, SFT_FLAGS)
 
 
 def load_yaml(path: str) -> dict[str, Any]:
@@ -269,7 +234,7 @@ def load_yaml(path: str) -> dict[str, Any]:
 
 def build_config(namespace: argparse.Namespace) -> RunConfig:
     """Defaults, overridden by the YAML file, overridden by the flags the user typed."""
-    given = {k: v for k, v in vars(namespace).items() if k not in ("config", "command", "infer_backend", "func")}
+    given = {k: v for k, v in vars(namespace).items() if k not in (*_NOT_OPTIONS, "command", "func")}
     values: dict[str, Any] = {}
     source = getattr(namespace, "config", None)
     types = {f.name: str(f.type) for cls in (*SECTIONS.values(), RunConfig) for f in fields(cls)}

@@ -46,6 +46,21 @@ class InferArgs:
         return Sampling(self.max_new_tokens, self.temperature, self.top_p)
 
 
+@dataclass(frozen=True)
+class InferJob:
+    """What `mathtune infer` answers with and what it answers: `run_infer`'s other arguments, as typed flags."""
+
+    model: str | None = None  # a model folder, adapter checkpoint or merged folder; None: the embedded model
+    adapter: str | None = None
+    query: str | None = None
+    input: str | None = None
+    output: str | None = None
+    eval_human: bool | None = None  # None: chat when neither --query nor --input is given
+    dtype: str = "AUTO"
+    trust_remote_code: bool = False
+    infer_backend: str = "pt"  # accepted for SWIFT users; PyTorch is the only backend here
+
+
 STOPPED = "\n(stopped; the partial answer stays in the history, /clear forgets it; Ctrl-C at the prompt leaves)\n"
 
 
@@ -191,6 +206,8 @@ def run_infer(ckpt_dir: str | None, *, query: str | None, input_path: str | None
               stdin=None, stdout=None, trust_remote_code: bool = False) -> int:
     from .model import load_for_inference
 
+    if args.static_cache and input_path is None:
+        raise UserError("--static_cache batches the rows of --input; --query and chat answer one prompt at a time")
     if (input_path is None) != (output_path is None):
         raise UserError("--input and --output go together")
     rows = None

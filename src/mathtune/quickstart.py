@@ -10,10 +10,12 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import FastArgs, LoraArgs, OptimArgs, RunArgs, RunConfig
 from .data.config import DataArgs
+from .errors import UserError
 
 DEFAULT_TASK = "number_sequence"
 # A task the run does not train on, answered before and after: a drop would show the fine-tune costing general skill.
@@ -32,6 +34,28 @@ CHAT_PROMPTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Write one sentence about the sea.", ("sea", "ocean", "water", "wave")),
     ("How many days are there in a week?", ("7", "seven")),
 )
+
+
+@dataclass(frozen=True)
+class QuickstartArgs:
+    """`mathtune quickstart`'s options."""
+
+    output_dir: str = "output"
+    train_rows: int | None = None  # None: DEFAULT_TRAIN_ROWS, sized for a 2-core CPU
+    task: str = DEFAULT_TASK
+
+    def __post_init__(self) -> None:
+        # Checked first because a bad value would otherwise surface only after minutes of answering and training.
+        if self.train_rows is not None and self.train_rows < 1:
+            raise UserError(f"--train_rows must be a positive whole number, got {self.train_rows}")
+
+
+def quickstart(args: QuickstartArgs) -> int:
+    """The entry point of `mathtune quickstart`: checks the output folder before the minutes of work, then runs."""
+    from .run_dir import check_output_dir
+
+    check_output_dir(args.output_dir)
+    return run_quickstart(args.output_dir, args.train_rows, args.task)
 
 
 def _answer(model, tokenizer, description: str, tasks: list[str], data_seed: int, out_dir: Path) -> dict:

@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from itertools import groupby
 from pathlib import Path
 
-from mathtune.data.config import DATASET_FORMATS, columns_flag, parse_bool
+from mathtune.data.config import DataArgs
 from mathtune.data.formats import with_default_system
 from mathtune.data.sources import SourceSpec, list_generator_tasks, load_source, parse_spec
 from mathtune.data.tokenize import IGNORE_INDEX, Encoded, char_limit, encode_conversation
 from mathtune.data.types import Conversation
 from mathtune.errors import UserError
+from mathtune.flags import Section, add_flags, typed
 from mathtune.sets import benchmark_names
 
 _GREEN, _RESET = "\x1b[32m", "\x1b[0m"
@@ -22,66 +24,59 @@ _HIST_BINS, _HIST_WIDTH = 10, 40
 STATS_TOKENIZE_LIMIT = 200_000  # tokens: rows past this many characters-worth are measured, not tokenized
 
 
+@dataclass(frozen=True)
+class DataToolArgs:
+    """What a `data` action looks at; how rows are read is `DataArgs` (the flags `sft` takes for it)."""
+
+    sources: tuple[str, ...] = ()  # preview, stats
+    rows: int = 3  # preview: rows shown per source
+    color: str = "auto"  # preview: color trained tokens (auto: on a tty)
+    model: str | None = None  # whose tokenizer and chat template; None: the embedded model
+    train: tuple[str, ...] = ()  # check
+    against: tuple[str, ...] = ()  # check
+    ngram: int = 13  # check: n-gram length that counts as overlap
+    drop: str | None = None  # check: write the training rows without the overlapping ones here
+
+    def __post_init__(self) -> None:
+        if self.rows < 1:
+            raise UserError(f"-n: must be a positive number of rows, got {self.rows}")
+        if self.ngram < 1:
+            raise UserError(f"--ngram: must be a positive whole number, got {self.ngram}")
+
+
+_READING = ("dataset_format", "columns", "skip_bad_rows", "data_seed")
+ACTION_FLAGS: dict[str, tuple[Section, ...]] = {
+    "preview": (Section("", DataToolArgs, ("sources", "rows", "color", "tokenizer_model")),
+                Section("reading", DataArgs, ("system", *_READING))),
+    "stats": (Section("", DataToolArgs, ("sources", "tokenizer_model")),
+              Section("reading", DataArgs, ("max_length", "system", *_READING))),
+    "check": (Section("", DataToolArgs, ("train", "against", "ngram", "drop")), Section("reading", DataArgs, _READING)),
+    "list": (),
+}
+_HELP = {"preview": "show rows as the model sees them, trained tokens marked",
+         "stats": "token length distribution per source",
+         "check": "find training rows that overlap benchmarks (exit 1 if any)",
+         "list": "built-in generator tasks, named hub sets and benchmarks"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `data` actions to the `data` verb's parser."""
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION")
-    preview = sub.add_parser(
-        "preview", help="show rows as the model sees them, trained tokens marked", description=_doc(_preview)
-    )
-    preview.add_argument("source", metavar="SRC[#N]", help="a file, folder, rg:TASK or hub set")
-    preview.add_argument("-n", "--rows", type=int, default=3, help="rows to show (default 3)")
-    preview.add_argument(
-        "--color", choices=("auto", "always", "never"), default="auto", help="color trained tokens (default: on a tty)"
-    )
-    _add_loading(preview, tokenizer=True)
-
-    stats = sub.add_parser("stats", help="token length distribution per source", description=_doc(_stats))
-    stats.add_argument("sources", nargs="+", metavar="SRC[#N]", help="files, folders, rg:TASK or hub sets")
-    stats.add_argument("--max_length", type=int, default=1024, help="count rows longer than this (default 1024)")
-    _add_loading(stats, tokenizer=True)
-
-    check = sub.add_parser(
-        "check", help="find training rows that overlap benchmarks (exit 1 if any)", description=_doc(_check)
-    )
-    check.add_argument(
-        "--train", nargs="+", required=True, metavar="SRC", help="training sources (#N ignored: all rows)"
-    )
-    check.add_argument(
-        "--against", nargs="+", required=True, metavar="BENCH", help="benchmarks to compare with (e.g. rg:gsm-symbolic)"
-    )
-    check.add_argument("--ngram", type=int, default=13, help="n-gram length that counts as overlap (default 13)")
-    check.add_argument(
-        "--drop", metavar="OUT.jsonl", help="write the training rows without the overlapping ones (exit 0)"
-    )
-    _add_loading(check, tokenizer=False)
-
-    sub.add_parser("list", help="built-in generator tasks, named hub sets and benchmarks", description=_doc(_list))
+    for action, sections in ACTION_FLAGS.items():
+        add_flags(sub.add_parser(action, help=_HELP[action], description=_doc(_actions()[action])), sections)
 
 
 def run(args: argparse.Namespace, tokenizer=None) -> int:
     """Run one `data` action; `tokenizer` overrides --model (for tests and callers holding one)."""
     action = getattr(args, "data_command", None)
-    if action == "preview":
-        return _preview(args, tokenizer or _load_tokenizer(args.model))
-    if action == "stats":
-        return _stats(args, tokenizer or _load_tokenizer(args.model))
-    if action == "check":
-        return _check(args)
-    if action == "list":
-        return _list(args)
-    raise UserError("choose an action: mathtune data preview|stats|check|list (see mathtune data -h)")
-
-
-def _add_loading(parser: argparse.ArgumentParser, *, tokenizer: bool) -> None:
-    if tokenizer:
-        parser.add_argument(
-            "--model", metavar="PATH_OR_ID", help="whose tokenizer and chat template to use (default: embedded model)"
-        )
-        parser.add_argument("--system", help="system prompt for rows that have none")
-    parser.add_argument("--dataset_format", choices=DATASET_FORMATS, help="row shape (default: detect per file)")
-    parser.add_argument("--columns", type=columns_flag, metavar="JSON", help="rename source columns first")
-    parser.add_argument("--skip_bad_rows", type=parse_bool, nargs="?", const=True, default=False, metavar="BOOL")
-    parser.add_argument("--data_seed", type=int, default=42, help="seed for built-in generators (default 42)")
+    if action not in ACTION_FLAGS:
+        raise UserError("choose an action: mathtune data preview|stats|check|list (see mathtune data -h)")
+    tool, data = typed(args, ACTION_FLAGS[action]) or (DataToolArgs(), DataArgs())
+    # The actions read one flat set of options: the checked configs, each field under its flag's name.
+    options = argparse.Namespace(**asdict(tool), **asdict(data))
+    if action in ("preview", "stats"):
+        return _actions()[action](options, tokenizer or _load_tokenizer(tool.model))
+    return _actions()[action](options)
 
 
 def _load_tokenizer(model: str | None):
@@ -94,7 +89,7 @@ def _load(text: str, args: argparse.Namespace, limit: int | None = None) -> tupl
     spec = parse_spec(text)
     if limit is not None and spec.kind == "generator":
         spec = SourceSpec(spec.text, spec.name, limit)  # generate only what is shown
-    fmt = None if args.dataset_format in (None, "auto") else args.dataset_format
+    fmt = None if args.dataset_format in (None, "auto") else args.dataset_format  # DataArgs.format_or_none
     parsed = load_source(spec, fmt=fmt, columns=args.columns, skip_bad_rows=args.skip_bad_rows, seed=args.data_seed)
     if parsed.bad_rows.count:
         print(f"skipped {parsed.bad_rows.count:,} bad rows in {text}, e.g.:", file=sys.stderr)
@@ -111,11 +106,19 @@ def _encode(tokenizer, conversation: Conversation, system: str | None) -> Encode
 
 
 def _preview(args: argparse.Namespace, tokenizer) -> int:
-    """Print the first rows of SRC rendered through the chat template, with the trained tokens marked."""
-    if args.rows < 1:
-        raise UserError(f"-n: must be a positive number of rows, got {args.rows}")
+    """Print the first rows of each SRC rendered through the chat template, with the trained tokens marked."""
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
-    _, conversations = _load(args.source, args, limit=args.rows)
+    for text in args.sources:  # every name checked before any source loads: a typo in the last fails at once
+        _ = parse_spec(text).kind
+    for text in args.sources:
+        if len(args.sources) > 1:
+            print(f"== {text} ==")
+        _preview_one(text, args, tokenizer, color)
+    return 0
+
+
+def _preview_one(text: str, args: argparse.Namespace, tokenizer, color: bool) -> None:
+    _, conversations = _load(text, args, limit=args.rows)
     for number, conversation in enumerate(conversations[: args.rows], start=1):
         encoded = _encode(tokenizer, conversation, args.system)
         print(
@@ -124,7 +127,6 @@ def _preview(args: argparse.Namespace, tokenizer) -> int:
         print(render_marked(tokenizer, encoded, color))
     legend = "green" if color else "[[ ]]"
     print(f"{min(args.rows, len(conversations))} of {len(conversations):,} rows shown; {legend} marks trained tokens")
-    return 0
 
 
 def render_marked(tokenizer, encoded: Encoded, color: bool = False) -> str:
@@ -141,8 +143,6 @@ def render_marked(tokenizer, encoded: Encoded, color: bool = False) -> str:
 
 def _stats(args: argparse.Namespace, tokenizer) -> int:
     """Print the token length distribution of each source (and of all together), with a histogram."""
-    if args.max_length < 1:
-        raise UserError(f"--max_length: must be a positive whole number of tokens, got {args.max_length}")
     rows = [("source", "rows", "mean", "p50", "p90", "p99", "max", f"> {args.max_length}")]
     everything: list[int] = []
     limit = char_limit(tokenizer, max(args.max_length, STATS_TOKENIZE_LIMIT))
@@ -231,8 +231,6 @@ def _check(args: argparse.Namespace) -> int:
 
     Exits 1 when rows overlap and --drop was not given, so scripts can stop on contaminated data.
     """
-    if args.ngram < 1:
-        raise UserError(f"--ngram: must be a positive whole number, got {args.ngram}")
     if args.drop:  # before loading and comparing, which take a while
         _check_drop_target(args.drop)
     train: list[Conversation] = []
@@ -290,3 +288,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _doc(function) -> str:
     return (function.__doc__ or "").strip()
+
+
+def _actions() -> dict[str, Callable[..., int]]:
+    return {"preview": _preview, "stats": _stats, "check": _check, "list": _list}

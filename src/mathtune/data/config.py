@@ -1,18 +1,18 @@
-"""Data options (`DataArgs`) and their SWIFT-spelled command-line flags."""
+"""Data options (`DataArgs`) and the section of the flag table (mathtune.flags) that fills them."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from mathtune.errors import UserError
+from mathtune.flags import DATASET_FORMATS, TRUNCATION_STRATEGIES, Section, add_flags, json_mapping, parse_bool
 from mathtune.seeding import check_seed
 
-DATASET_FORMATS = ("auto", "swift", "messages", "sharegpt", "alpaca", "response")
-TRUNCATION_STRATEGIES = ("delete", "truncation_left", "truncation_right")
+__all__ = ["DATASET_FORMATS", "DATA_FLAGS", "TRUNCATION_STRATEGIES", "DataArgs", "add_data_arguments", "parse_bool",
+           "parse_columns"]
+
 
 
 @dataclass(frozen=True)
@@ -89,9 +89,9 @@ def parse_columns(value: Any) -> dict[str, str] | None:
         return None
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError as e:
-            raise UserError(f'--columns: invalid JSON ({e.msg}); expected e.g. \'{{"question": "query"}}\'') from None
+            value = json_mapping(value)
+        except argparse.ArgumentTypeError as e:
+            raise UserError(f"--columns: {e}") from None
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise UserError(f"--columns: expected a JSON object of column names to names, got {value!r}")
     for source, target in value.items():
@@ -107,85 +107,10 @@ ROW_FIELDS = ("query", "response", "system", "history", "messages", "conversatio
               "text")
 
 
-def parse_bool(text: str | bool) -> bool:
-    """SWIFT-style boolean flag values: true/false, 1/0, yes/no."""
-    if isinstance(text, bool):
-        return text
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes", "y", "on"):
-        return True
-    if lowered in ("false", "0", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def columns_flag(text: str) -> dict[str, str] | None:
-    """argparse type for --columns: a bad value becomes a one-line usage error."""
-    try:
-        return parse_columns(text)
-    except UserError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix("--columns: ")) from None
-
-
-def _ratio(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+DATA_FLAGS = Section("data", DataArgs, ("dataset", "dataset_format", "columns", "split_dataset_ratio", "data_seed",
+                                        "skip_bad_rows", "max_length", "truncation_strategy", "system"))
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the data flags with ms-swift v2 spellings; parser defaults equal the `DataArgs` defaults."""
-    d = DataArgs()
-    group = parser.add_argument_group("data")
-    group.add_argument(
-        "--dataset",
-        nargs="+",
-        default=list(d.dataset),
-        metavar="SRC[#N]",
-        help="datasets to mix: a .jsonl/.json/.csv/.parquet file or folder, rg:TASK (built-in generator), a named hub "
-        "set (e.g. AI-ModelScope/blossom-math-v2), HF::org/name[:subset] or MS::org/name[:subset]; "
-        "#N takes N training rows",
-    )
-    group.add_argument(
-        "--dataset_format",
-        choices=DATASET_FORMATS,
-        default=d.dataset_format,
-        help="row shape of local files and generic hub sets (default: detect from each file's first row)",
-    )
-    group.add_argument(
-        "--columns",
-        type=columns_flag,
-        default=d.columns,
-        metavar="JSON",
-        help='rename source columns first, e.g. \'{"question": "query", "answer": "response"}\'',
-    )
-    group.add_argument(
-        "--split_dataset_ratio",
-        type=_ratio,
-        default=d.split_dataset_ratio,
-        help=f"share of each source held out for validation (default {d.split_dataset_ratio})",
-    )
-    group.add_argument("--data_seed", type=int, default=d.data_seed, help=f"seed for sampling (default {d.data_seed})")
-    group.add_argument(
-        "--skip_bad_rows",
-        type=parse_bool,
-        nargs="?",
-        const=True,
-        default=d.skip_bad_rows,
-        metavar="BOOL",
-        help="skip rows that fail to parse and report them, instead of stopping at the first one",
-    )
-    group.add_argument(
-        "--max_length", type=int, default=d.max_length, help=f"longest row in tokens (default {d.max_length})"
-    )
-    group.add_argument(
-        "--truncation_strategy",
-        choices=TRUNCATION_STRATEGIES,
-        default=d.truncation_strategy,
-        help="rows over --max_length: delete them, or cut tokens from the left or right (default delete)",
-    )
-    group.add_argument("--system", default=d.system, help="system prompt for rows that have none")
+    """The data flags (ms-swift v2 spellings), for a parser of one's own; `DataArgs(**vars(parsed))` takes them."""
+    add_flags(parser, (DATA_FLAGS,))
