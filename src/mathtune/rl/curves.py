@@ -1,0 +1,64 @@
+"""logging.jsonl of a GRPO run -> images/grpo_curves.png (reward per function and total, accuracy, reward std,
+share of groups without reward variance, KL, clip ratio, completion length) and sft's images/train_loss.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..atomic import staged_file
+from ..errors import UserError
+from ..plot import plot_run, read_log, smooth, smoothing_weight
+
+PANELS = (("reward", "reward (total and per function)"), ("accuracy", "accuracy"), ("reward_std", "reward std"),
+          ("frac_reward_zero_std", "groups with zero reward std"), ("kl", "KL to reference"),
+          ("clip_ratio", "clip ratio"), ("completion_length", "completion length (tokens)"))
+
+
+def draw_curves(run_dir: Path) -> str:
+    """Draw the run's curves; a picture that cannot be drawn is said, not raised (the checkpoints are saved)."""
+    try:
+        records = read_log(run_dir)
+        plot_run(run_dir)
+        return str(_draw(records, run_dir))
+    except (UserError, OSError) as exc:
+        return f"not drawn ({exc})"
+
+
+def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    return [s for s, _ in points], [v for _, v in points]
+
+
+def _draw(records: list[dict], run_dir: Path) -> Path:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(14, 8), dpi=100)
+    FigureCanvasAgg(fig)
+    for index, (key, title) in enumerate(PANELS, start=1):
+        ax = fig.add_subplot(2, 4, index)
+        keys = [key] + ([k for k in dict.fromkeys(k for r in records for k in r) if k.startswith("rewards/")]
+                        if key == "reward" else [])
+        for name in keys:
+            steps, values = _series(records, name)
+            if not values:
+                continue
+            line, = ax.plot(steps, values, linewidth=1, alpha=0.5, label=name)
+            if smoothing_weight(len(values)) > 0:
+                ax.plot(steps, smooth(values), color=line.get_color(), linewidth=2)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "not measured" + (" (beta 0)" if key == "kl" else ""), ha="center", va="center",
+                    transform=ax.transAxes)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        if key == "reward" and len(ax.lines) > 1:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"GRPO {run_dir.name}")
+    fig.tight_layout()
+    out = run_dir / "images" / "grpo_curves.png"
+    out.parent.mkdir(exist_ok=True)
+    with staged_file(out) as tmp:
+        fig.savefig(tmp, format="png")
+    return out

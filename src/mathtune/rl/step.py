@@ -1,0 +1,127 @@
+"""One GRPO generation batch (sample, reward, advantages, the sampling and reference log-probabilities) and one
+optimizer step on it (micro-batches of the policy loss, clipping, the --nan_policy)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from .loss import group_advantages, policy_loss
+from .rewards import Prompt, RewardFn
+from .rollout import Rollout, collate, policy_logps, sample
+
+
+@dataclass
+class GenerationBatch:
+    rollout: Rollout
+    prompts_text: list[str]
+    rewards: torch.Tensor
+    """[N, F]: each reward function's value per completion."""
+    advantages: torch.Tensor
+    stats: dict
+    """Measures of the batch itself (rewards, accuracy, lengths, zero-std share), logged with each step on it."""
+    old_logps: list[torch.Tensor] | None
+    """Per micro-batch, the sampling policy's log-probabilities (num_iterations > 1 only)."""
+    ref_logps: list[torch.Tensor] | None
+    """Per micro-batch, the reference policy's (beta > 0 only)."""
+
+    def completion_lines(self, step: int, names: list[str]) -> list[dict]:
+        total = self.rewards.sum(1) if self.rewards.numel() else self.rewards
+        return [{"step": step, "prompt": self.prompts_text[k], "completion": self.rollout.texts[k],
+                 "rewards": {n: float(self.rewards[k, j]) for j, n in enumerate(names)}, "reward": float(total[k]),
+                 "advantage": float(self.advantages[k])} for k in range(len(self.rollout.texts))]
+
+    def to_saved(self) -> dict:
+        """Plain data and tensors only (a checkpoint loads with torch.load(weights_only=True))."""
+        r = self.rollout
+        return {"prompt_ids": r.prompt_ids, "completion_ids": r.completion_ids, "texts": r.texts,
+                "truncated": r.truncated, "prompts_text": self.prompts_text, "rewards": self.rewards,
+                "advantages": self.advantages, "stats": self.stats, "old_logps": self.old_logps,
+                "ref_logps": self.ref_logps}
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> GenerationBatch:
+        rollout = Rollout(saved["prompt_ids"], saved["completion_ids"], saved["texts"], saved["truncated"])
+        return cls(rollout, saved["prompts_text"], saved["rewards"], saved["advantages"], saved["stats"],
+                   saved["old_logps"], saved["ref_logps"])
+
+
+def micro_batches(n: int, batch_size: int) -> list[list[int]]:
+    return [list(range(k, min(k + batch_size, n))) for k in range(0, n, batch_size)]
+
+
+def make_generation_batch(generator, prompts: list[Prompt], rewards: list[tuple[str, RewardFn]], cfg, ref_model,
+                          step: int) -> GenerationBatch:
+    """Sample `num_generations` completions per prompt, reward them, and compute what the steps on them need."""
+    g = cfg.grpo
+    rollout = sample(generator, prompts, num_generations=g.num_generations,
+                     max_completion_length=g.max_completion_length, temperature=g.temperature, top_p=g.top_p,
+                     batch_size=max(cfg.optim.batch_size, g.num_generations))
+    expanded = [p for p in prompts for _ in range(g.num_generations)]
+    values = torch.tensor([fn(rollout.texts, expanded) for _, fn in rewards], dtype=torch.float32).T
+    total = (values * torch.tensor(g.weights)).sum(1)
+    adv = group_advantages(total, g.num_generations, g.scale_rewards)
+    from .rewards import accuracy
+
+    names = [name for name, _ in rewards]
+    correct = values[:, names.index("accuracy")] if "accuracy" in names else torch.tensor(accuracy(rollout.texts,
+                                                                                                   expanded))
+    lengths = torch.tensor([float(len(c)) for c in rollout.completion_ids])
+    stats = {"reward": float(total.mean()), "reward_std": float(adv.std.mean()), "accuracy": float(correct.mean()),
+             "frac_reward_zero_std": float(adv.zero_std.float().mean()), "completion_length": float(lengths.mean()),
+             "clipped_completions": float(torch.tensor(rollout.truncated, dtype=torch.float32).mean()),
+             **{f"rewards/{n}": float(values[:, j].mean()) for j, n in enumerate(names)}}
+    model, pad = generator.model, generator.pad_id
+    rows = micro_batches(len(rollout.texts), cfg.optim.batch_size)
+    device = next(model.parameters()).device
+    old = ref = None
+    with torch.no_grad():
+        if g.num_iterations > 1:
+            old = [policy_logps(model, collate(rollout, r, pad, device), g.temperature).cpu() for r in rows]
+        if g.beta != 0.0:
+            context = model.disable_adapter() if ref_model is None else contextlib.nullcontext()
+            with context:
+                ref = [policy_logps(ref_model or model, collate(rollout, r, pad, device), g.temperature).cpu()
+                       for r in rows]
+    text = [p.messages[-1]["content"] for p in expanded]
+    return GenerationBatch(rollout, text, values, adv.values, stats, old, ref)
+
+
+def take_step(model, batch: GenerationBatch, params: list, optimizer, cfg, tokenizer, step: int) -> dict:
+    """One optimizer step over the generation batch's micro-batches; the step's log record (without position)."""
+    from ..train import _non_finite
+
+    g, optim = cfg.grpo, cfg.optim
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    rows = micro_batches(len(batch.rollout.texts), optim.batch_size)
+    step_tokens = sum(len(c) for c in batch.rollout.completion_ids)
+    loss_sum, kls, clips, tokens = 0.0, [], [], []
+    for k, r in enumerate(rows):
+        micro = collate(batch.rollout, r, pad, device)
+        logps = policy_logps(model, micro, g.temperature)
+        out = policy_loss(logps, None if batch.old_logps is None else batch.old_logps[k].to(device),
+                          None if batch.ref_logps is None else batch.ref_logps[k].to(device),
+                          batch.advantages[r].to(device), micro.completion_mask, loss_type=g.loss_type,
+                          epsilon_low=g.epsilon, epsilon_high=g.epsilon_upper, beta=g.beta,
+                          max_completion_length=g.max_completion_length, accumulation_steps=len(rows),
+                          batch_tokens=step_tokens)
+        if not torch.isfinite(out.loss) and _non_finite(optim, step, r, None, "loss"):
+            optimizer.zero_grad(set_to_none=True)
+            return {**batch.stats, "loss": None, "skipped": 1}
+        out.loss.backward()
+        loss_sum += float(out.loss.detach())
+        clips.append(out.clip_ratio * out.tokens)
+        tokens.append(out.tokens)
+        if out.kl is not None:
+            kls.append(out.kl * out.tokens)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, optim.max_grad_norm)
+    if bool(torch.isfinite(grad_norm)) or not _non_finite(optim, step, list(range(len(batch.rollout.texts))), None,
+                                                          "gradient"):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    n = max(sum(tokens), 1)
+    return {**batch.stats, "loss": loss_sum, "grad_norm": float(grad_norm), "clip_ratio": sum(clips) / n,
+            "kl": sum(kls) / n if kls else None}

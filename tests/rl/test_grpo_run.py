@@ -1,0 +1,114 @@
+"""GRPO end to end on the tests' tiny model: the reward rises on a task it can learn, a resumed run repeats the
+uninterrupted one exactly, and the run folder is sft's."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mathtune.cli import main
+from mathtune.rl.config import build
+from mathtune.rl.grpo import run_grpo
+
+# Learnable by a randomly initialised 2-layer model within a few steps: write lowercase letters (about 40% of what
+# it samples at first), with group variance from the start.
+PLUGIN = "def lowercase(completions, **kwargs):\n    return [sum(c.islower() for c in t) / max(len(t), 1) for t in " \
+         "completions]\n"
+
+
+@pytest.fixture
+def questions(tmp_path) -> Path:
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps({"question": f"What is {a} + {7 - a}?", "answer": "7"}) + "\n"
+                            for a in range(8)))
+    return path
+
+
+@pytest.fixture
+def plugin(tmp_path) -> Path:
+    path = tmp_path / "rewards.py"
+    path.write_text(PLUGIN)
+    return path
+
+
+def _config(model_dir, questions, plugin, out, **grpo):
+    sections = {"model": {"model_id_or_path": str(model_dir)}, "data": {"dataset": (str(questions),)},
+                "run": {"output_dir": str(out), "logging_steps": 1, "save_steps": 1, "save_total_limit": None},
+                "grpo": {"num_generations": 8, "max_completion_length": 8, "reward_funcs": ("lowercase", "format"),
+                         "external_plugins": (str(plugin),), "log_completions_steps": 1, **grpo}}
+    return sections
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "logging.jsonl").read_text().splitlines()]
+
+
+def test_reward_rises_on_a_learnable_task(tiny_model_dir, questions, plugin, tmp_path):
+    sections = _config(tiny_model_dir, questions, plugin, tmp_path / "out", loss_type="grpo")
+    sections["lora"] = {"sft_type": "full"}
+    sections["optim"] = {"max_steps": 14, "learning_rate": 2e-2, "batch_size": 16}
+    sections["run"]["save_steps"] = 100
+    result = run_grpo(build(sections), progress=False)
+    records = _records(result.run_dir)
+    rewards = [r["rewards/lowercase"] for r in records]
+    assert len(records) == 14
+    assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.1, rewards
+    for key in ("reward", "rewards/format", "accuracy", "reward_std", "frac_reward_zero_std", "clip_ratio",
+                "completion_length", "loss", "grad_norm", "learning_rate"):
+        assert isinstance(records[-1][key], float), key
+    assert (result.run_dir / "images" / "grpo_curves.png").is_file()
+    assert (result.run_dir / "args.json").is_file()
+    assert (result.run_dir / "checkpoint-14" / "model.safetensors").exists()
+    lines = [json.loads(line) for line in (result.run_dir / "completions.jsonl").read_text().splitlines()]
+    assert len(lines) == 14 * 16 and set(lines[0]) >= {"step", "prompt", "completion", "rewards", "advantage"}
+
+
+def test_resume_repeats_the_uninterrupted_run(tiny_model_dir, questions, plugin, tmp_path):
+    """LoRA with beta > 0 (the reference is the adapter switched off) and two steps per generation batch: resuming
+    from step 1 must continue that batch and the sampling RNG exactly."""
+    sections = _config(tiny_model_dir, questions, plugin, tmp_path / "out", beta=0.04, num_iterations=2)
+    sections["optim"] = {"max_steps": 4, "learning_rate": 1e-3, "batch_size": 8, "gradient_accumulation_steps": 2}
+    whole = run_grpo(build(sections), progress=False)
+    expected = _records(whole.run_dir)
+    assert all(r["kl"] is not None for r in expected) and expected[-1]["kl"] > 0
+    final = tmp_path / "final.safetensors"
+    shutil.copy(whole.run_dir / "checkpoint-4" / "adapter_model.safetensors", final)
+
+    sections["run"]["resume_from_checkpoint"] = str(whole.run_dir / "checkpoint-1")
+    resumed = run_grpo(build(sections), progress=False)
+    assert resumed.run_dir == whole.run_dir
+    got = _records(resumed.run_dir)
+    assert [r["step"] for r in got] == [1, 2, 3, 4]
+    for a, b in zip(expected, got, strict=True):
+        for key in ("reward", "loss", "kl", "completion_length", "learning_rate"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
+    from safetensors.torch import load_file
+
+    before, after = load_file(final), load_file(whole.run_dir / "checkpoint-4" / "adapter_model.safetensors")
+    assert before.keys() == after.keys()
+    for name in before:
+        assert (before[name] - after[name]).abs().max() < 1e-6, name
+
+
+def test_cli_row_without_gold_is_one_line(tiny_model_dir, tmp_path, capsys):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n"
+                    + json.dumps({"question": "Tell me a story."}) + "\n")
+    code = main(["rlhf", "--rlhf_type", "grpo", "--model", str(tiny_model_dir), "--dataset", str(data),
+                 "--output_dir", str(tmp_path / "out"), "--max_steps", "1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and f"{data}:2: no gold answer" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_bad_grpo_options(tiny_model_dir, questions, tmp_path, capsys):
+    code = main(["rlhf", "--model", str(tiny_model_dir), "--dataset", str(questions), "--num_generations", "3",
+                 "--batch_size", "8", "--output_dir", str(tmp_path / "out")])
+    assert code == 2 and "multiple of --num_generations (3)" in capsys.readouterr().err
+    code = main(["rlhf", "--model", str(tiny_model_dir), "--dataset", str(questions), "--reward_funcs", "mine",
+                 "--output_dir", str(tmp_path / "out")])
+    assert code == 2 and "--external_plugins" in capsys.readouterr().err
