@@ -72,3 +72,14 @@ def test_sft_then_load_generate_evaluate_and_merge(tmp_path, tiny_model_dir, mat
 
     merged = mathtune.merge_lora(result.last_checkpoint, tmp_path / "merged", device="cpu")
     assert (merged / "config.json").is_file() and not (merged / "adapter_config.json").exists()
+
+
+def test_evaluate_stays_callable_once_its_package_is_imported():
+    # Importing mathtune.evaluate.<anything> binds the name mathtune.evaluate to the package; it must still run evals.
+    import mathtune.evaluate.grading  # noqa: F401
+    from mathtune.evaluate.runner import evaluate
+
+    assert callable(mathtune.evaluate)
+    with pytest.raises(mathtune.UserError, match="no benchmarks"):
+        mathtune.evaluate([], mathtune.EvalSettings(), "unused")
+    assert evaluate.__module__ == "mathtune.evaluate.runner"

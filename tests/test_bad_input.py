@@ -226,6 +226,10 @@ CASES = [
     ("quickstart: output_dir under a file", ["quickstart", "--output_dir", "{tmp}/good.jsonl/runs"],
      "good.jsonl' is a file, so the folder cannot be created"),
     ("quickstart: unknown flag", ["quickstart", "--fast"], "unrecognized arguments: --fast"),
+    ("quickstart: unknown task", ["quickstart", "--task", "sudoku", "--output_dir", "{tmp}/output"],
+     "unknown task 'sudoku'"),
+    ("quickstart: eval-only split", ["quickstart", "--task", "gsm-symbolic-unseen", "--output_dir", "{tmp}/output"],
+     "cannot be trained on"),
 
     ("data: missing file", [*DP, "{tmp}/absent.jsonl"], "absent.jsonl' does not exist"),
     ("data: binary file", [*DP, "{tmp}/binary.jsonl"], "binary.jsonl:1: not UTF-8"),

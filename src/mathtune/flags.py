@@ -236,8 +236,8 @@ FLAGS: dict[str, Flag] = {flag_key: flag for flag_key, flag in [
     ("run_dir", F(("run_dir",), "run_dir", "a run folder (output/<model>/v<N>-<timestamp>)")),
     # --- quickstart ---
     ("train_rows", F(("--train_rows",), "train_rows", "training rows (default: sized for a 2-core CPU)", int)),
-    ("task", F(("--task",), "task", "built-in task to learn and measure: syllogism, gsm-symbolic, arithmetic, "
-               "equations, fractions, knights_knaves, propositional_logic")),
+    ("task", F(("--task",), "task", "built-in task to learn and measure (rg:TASK without the prefix): number_sequence, "
+               "chain_sum, arithmetic, equations, gsm-symbolic, syllogism, ...; `mathtune data list` names them all")),
     # --- data actions ---
     ("sources", F(("sources",), "sources", "files, folders, rg:TASK or hub sets", nargs="+", metavar="SRC[#N]")),
     ("rows", F(("-n", "--rows"), "rows", "rows to show per source", int)),

@@ -48,6 +48,9 @@ class QuickstartArgs:
         # Checked first because a bad value would otherwise surface only after minutes of answering and training.
         if self.train_rows is not None and self.train_rows < 1:
             raise UserError(f"--train_rows must be a positive whole number, got {self.train_rows}")
+        from .data.generators import canonical_task
+
+        object.__setattr__(self, "task", canonical_task(self.task))  # a typo or an eval-only split: one line now
 
 
 def quickstart(args: QuickstartArgs) -> int:
