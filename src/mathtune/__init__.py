@@ -27,9 +27,9 @@ _API = {
     "RunArgs": ("mathtune.config", "RunArgs"),
     "FastArgs": ("mathtune.config", "FastArgs"),
     "DataArgs": ("mathtune.data.config", "DataArgs"),
-    "sft": ("mathtune.sft", "run_sft"),
+    "sft": ("mathtune.sft", None),  # the module, callable: mathtune.callable_module
     "SftResult": ("mathtune.sft", "SftResult"),
-    "evaluate": ("mathtune.evaluate.runner", "evaluate"),
+    "evaluate": ("mathtune.evaluate", None),  # the package, callable: mathtune.callable_module
     "EvalSettings": ("mathtune.evaluate.runner", "EvalSettings"),
     "Generator": ("mathtune.generate", "Generator"),
     "Sampling": ("mathtune.generate", "Sampling"),
@@ -46,7 +46,8 @@ def __getattr__(name: str) -> Any:  # PEP 562
     if name not in _API:
         raise AttributeError(f"module 'mathtune' has no attribute {name!r}")
     module, attribute = _API[name]
-    value = getattr(importlib.import_module(module), attribute)
+    value = importlib.import_module(module)
+    value = value if attribute is None else getattr(value, attribute)
     globals()[name] = value  # later look-ups skip this function
     return value
 

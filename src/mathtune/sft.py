@@ -192,3 +192,26 @@ def _evaluate(model, tokenizer, cfg: RunConfig, out_dir: Path, progress: bool) -
 
     settings = EvalSettings(limit=cfg.eval_limit, data_seed=cfg.data.data_seed)
     return evaluate(list(cfg.eval_benchmarks), settings, out_dir, loaded=(model, tokenizer), progress=progress).summary
+
+
+def load_weights(model, checkpoint: Path, lora: bool) -> None:
+    """Put a checkpoint's trained weights (adapter or full) back into a freshly built model, checked as resume checks
+    them; a checkpoint that does not fit is one UserError."""
+    _load_weights(model, checkpoint, lora)
+
+
+def evaluate_model(model, tokenizer, cfg: RunConfig, out_dir: Path, progress: bool = True) -> dict:
+    """cfg.eval_benchmarks (cfg.eval_limit questions each) on the loaded model, written to `out_dir`; the summary."""
+    return _evaluate(model, tokenizer, cfg, out_dir, progress)
+
+
+def evaluate_after(model, tokenizer, cfg: RunConfig, run_dir: Path, before: dict | None,
+                   progress: bool = True) -> dict:
+    """The benchmarks after training into run_dir/eval/after, with the comparison to eval/before printed when there
+    is one; {"before": ..., "after": ...}."""
+    return _evaluate_after(model, tokenizer, cfg, run_dir, before, progress)
+
+
+from .callable_module import make_callable  # noqa: E402  (after run_sft exists; see that module)
+
+make_callable(__name__, "mathtune.sft.run_sft")

@@ -1,19 +1,8 @@
-"""Benchmarks, grading, running and reporting evaluations.
+"""Evaluation: benchmarks, answer extraction and verification, running and reports.
 
-`mathtune.evaluate(...)` is the public entry point (runner.evaluate). Once any module of this package has been
-imported, Python binds the name `mathtune.evaluate` to the package itself, so the package is made callable: calling
-it is calling runner.evaluate, whichever of the two the name resolves to.
+Calling this package (`mathtune.evaluate(...)`) calls runner.evaluate: see mathtune.callable_module.
 """
 
-import sys
-import types
+from ..callable_module import make_callable
 
-
-class _CallablePackage(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        from .runner import evaluate
-
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage
+make_callable(__name__, "mathtune.evaluate.runner.evaluate")
