@@ -407,6 +407,12 @@ def test_max_new_tokens_beyond_the_context_is_capped_with_one_line(world, capsys
     assert "using 512" in capsys.readouterr().err
 
 
+def test_eval_caps_max_new_tokens_at_the_context_too(world, tmp_path, capsys):
+    assert main(["eval", "--model", str(world["model"]), "--benchmarks", "rg:arithmetic", "--limit", "1",
+                 "--max_new_tokens", "100000", "--output_dir", str(tmp_path / "ev")]) == 0
+    assert "--max_new_tokens 100,000 is beyond the model's context of 512 tokens; using 512" in capsys.readouterr().err
+
+
 def test_a_second_eval_into_the_same_output_dir_is_refused(world, tmp_path, capsys):
     import fcntl
 

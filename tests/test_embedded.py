@@ -27,10 +27,15 @@ def test_embedded_model_converts_and_answers_through_its_chat_template(capsys):
     assert "<|im_end|>" not in answer and "<|im_start|>" not in answer
 
 
-def test_quickstart_runs_end_to_end(tmp_path, capsys):
+def test_quickstart_runs_end_to_end(tmp_path, capsys, monkeypatch):
+    from mathtune import quickstart
+
+    monkeypatch.setattr(quickstart, "EVAL_QUESTIONS", 16)  # the full 100 x 2 benchmarks x 2 phases is the README's run
     assert main(["quickstart", "--output_dir", str(tmp_path), "--train_rows", "48"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"accuracy on \d+ held-out rg:\S+ questions: \d+% -> \d+%", out)
+    assert re.search(r"^rg:number_sequence \(trained task, 16 held-out\)\s+\d+% \[\d+%, \d+%\]\s+\d+% ", out, re.M)
+    assert re.search(r"^rg:chain_sum \(not trained on, 16 held-out\)", out, re.M)
+    assert re.search(r"^ordinary prompts \(5\): relevant / looping\s+\d/5 / \d/5\s+\d/5 / \d/5", out, re.M)
     assert re.search(r"total \d+ s", out)
     (run_dir,) = (tmp_path / "smollm2-135m-instruct").iterdir()
     assert (run_dir / "images" / "train_loss.png").is_file()

@@ -73,6 +73,19 @@ def until_eos(ids: list[int], eos: Sequence[int]) -> list[int]:
     return ids
 
 
+def within_context(model: Any, max_new_tokens: int) -> int:
+    """--max_new_tokens no larger than the model's context, said in one line when it was: beyond the context,
+    generation runs on until killed (or fails deep inside the model)."""
+    import sys
+
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not context or max_new_tokens <= context:
+        return max_new_tokens
+    print(f"--max_new_tokens {max_new_tokens:,} is beyond the model's context of {context:,} tokens; using "
+          f"{context:,}", file=sys.stderr, flush=True)
+    return context
+
+
 class Generator:
     """Replies of `model` to chat conversations, ended at an end-of-turn token or at one of `stop_words`."""
 

@@ -158,12 +158,10 @@ def check_text(text: str, where: str) -> None:
 
 def cap_new_tokens(model, args: InferArgs) -> InferArgs:
     """--max_new_tokens no larger than the model's context: beyond it generation runs on until killed."""
-    context = getattr(model.config, "max_position_embeddings", None)
-    if not context or args.max_new_tokens <= context:
-        return args
-    print(f"--max_new_tokens {args.max_new_tokens:,} is beyond the model's context of {context:,} tokens; "
-          f"using {context:,}", file=sys.stderr, flush=True)
-    return replace(args, max_new_tokens=context)
+    from .generate import within_context
+
+    capped = within_context(model, args.max_new_tokens)
+    return args if capped == args.max_new_tokens else replace(args, max_new_tokens=capped)
 
 
 def check_output(target: str, source: str | None = None) -> None:

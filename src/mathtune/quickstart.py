@@ -23,9 +23,9 @@ CHECK_TASK = "chain_sum"
 # 100 questions: a gain of 20 points has 95% intervals that do not overlap (40 gave +-15 points each).
 EVAL_QUESTIONS = 100
 SHOWN = 3
-# 800 rows: on an H200 sweep (docs/results.md, "Quickstart task") 400 rows of rg:number_sequence gave 10% -> 44% and
-# 800 rows 9% -> 48%; 800 rows train in about 3 minutes on a 2-core CPU.
-DEFAULT_TRAIN_ROWS = 800
+# 400 rows: on an H200 sweep (docs/results.md, "Quickstart task") 400 rows of rg:number_sequence gave 10% -> 44% and
+# 800 rows 9% -> 48%; 400 rows (33k tokens) train in about 4 minutes on a 2-core CPU, 800 took 8.
+DEFAULT_TRAIN_ROWS = 400
 # Ordinary prompts, each with words a relevant reply contains: a check that the tuned model still chats.
 CHAT_PROMPTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("What is the capital of France?", ("paris",)),
@@ -68,8 +68,9 @@ def _answer(model, tokenizer, description: str, tasks: list[str], data_seed: int
     from .jsonl import read_jsonl
 
     names = [f"rg:{task}" for task in tasks]
-    # 64 new tokens: the answers are one line, and a CPU generates some 10 tokens/s per row.
-    settings = EvalSettings(limit=EVAL_QUESTIONS, max_new_tokens=64, batch_size=16, data_seed=data_seed)
+    # 64 new tokens: the answers are one line. Batches of 50: a CPU step reads every weight once whatever the batch,
+    # so larger batches generate more tokens per second (16 rows gave about 95 tokens/s on 2 cores).
+    settings = EvalSettings(limit=EVAL_QUESTIONS, max_new_tokens=64, batch_size=50, data_seed=data_seed)
     summary = evaluate(names, settings, out_dir, loaded=(model, tokenizer), description=description).summary
     return {name: (summary["benchmarks"][name]["accuracy"],
                    [row for _, row in read_jsonl(out_dir / bench_dir_name(name) / "predictions.jsonl")])
@@ -133,18 +134,22 @@ def result_table(before: dict, after: dict, chat: tuple[tuple[int, int], tuple[i
     return text_table(rows)
 
 
-def _train(output_dir: str, task: str, rows: int, data_seed: int):
+def _train(output_dir: str, task: str, rows: int, data_seed: int, replay: Path | None):
     from .sft import run_sft
 
     cfg = RunConfig(
         lora=LoraArgs(lora_rank=16, lora_alpha=32),
-        data=DataArgs(dataset=(f"rg:{task}#{rows}",), data_seed=data_seed, max_length=512, split_dataset_ratio=0.02),
+        data=DataArgs(dataset=(f"rg:{task}#{rows}", *([str(replay)] if replay else [])), data_seed=data_seed,
+                      max_length=512,
+                      split_dataset_ratio=0.02),
         optim=OptimArgs(num_train_epochs=1, learning_rate=1e-3, batch_size=8, gradient_accumulation_steps=1,
                         warmup_ratio=0.05),
         run=RunArgs(output_dir=output_dir, logging_steps=5, save_steps=1000, eval_steps=1000),
         fast=FastArgs(gradient_checkpointing=False),
     )
-    print(f"\nfine-tuning on rg:{task}#{rows} (held-out questions are never trained on) ...")
+    also = f" and the base model's own replies to everyday prompts ({replay}), so that it stays a chat model" \
+        if replay else ""
+    print(f"\nfine-tuning on rg:{task}#{rows} (held-out questions are never trained on){also} ...")
     return run_sft(cfg)
 
 
@@ -162,6 +167,7 @@ def run_quickstart(output_dir: str = "output", train_rows: int | None = None, ta
     from .evaluate.report import compare
     from .export import merge_lora
     from .model import load_for_inference
+    from .replay import write_replay_rows
 
     timings: dict[str, float] = {}
     start = mark = time.perf_counter()
@@ -174,10 +180,12 @@ def run_quickstart(output_dir: str = "output", train_rows: int | None = None, ta
         print(f"model: {description}")
         before, chat_before = _measure(base, tokenizer, description, tasks, data_seed, staging / "before",
                                        "before fine-tuning")
+        replay = Path(output_dir) / "quickstart-replay.jsonl"  # the same rows every time: greedy replies of the base
+        replay = replay if write_replay_rows(base, tokenizer, replay) else None
         del base
         timings["answer before"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        result = _train(output_dir, task, rows, data_seed)
+        result = _train(output_dir, task, rows, data_seed, replay)
         eval_dir = Path(result.run_dir) / "eval"
         eval_dir.mkdir(parents=True, exist_ok=True)
         shutil.move(staging / "before", eval_dir / "before")

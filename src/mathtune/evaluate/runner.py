@@ -369,7 +369,7 @@ def _describe(model: Any) -> str:
 def _pt_generator(model: str | None, adapter: str | None, loaded: tuple[Any, Any] | None, settings: EvalSettings,
                   progress: bool, baseline: bool) -> tuple[Callable[[bool], GenerateFn], Any, str]:
     """(make_generate(use_adapter), tokenizer, description) on one PyTorch model, loaded here unless `loaded`."""
-    from ..generate import Generator, Sampling
+    from ..generate import Generator, Sampling, within_context
 
     if loaded is None:
         from ..model import load_for_inference
@@ -380,8 +380,8 @@ def _pt_generator(model: str | None, adapter: str | None, loaded: tuple[Any, Any
     if baseline and not hasattr(network, "disable_adapter"):
         raise UserError(NOT_AN_ADAPTER)
     generator = Generator(network, tokenizer)
-    sampling = Sampling(settings.max_new_tokens, settings.temperature, settings.top_p, settings.num_samples,
-                        settings.seed)
+    sampling = Sampling(within_context(network, settings.max_new_tokens), settings.temperature, settings.top_p,
+                        settings.num_samples, settings.seed)
 
     def make_generate(use_adapter: bool) -> GenerateFn:
         def generate_fn(conversations: list[list[dict[str, str]]]) -> list[list[str]]:
