@@ -288,3 +288,17 @@ def _non_finite(optim: OptimArgs, step: int, rows: Sequence[int], origins: Seque
         raise NonFiniteLoss(message + " (nothing of this step was saved; use --nan_policy skip to skip such steps)")
     print(f"warning: {message}; step skipped", flush=True)
     return True
+
+
+def optimizer_and_schedule(params: list, optim: OptimArgs, total_steps: int, device,
+                           state: TrainState | None = None):
+    """(AdamW, LR scheduler) as sft's training makes them, seeded; with `state`, continued from it (optimizer,
+    scheduler and RNG). For loops of their own (GRPO) that must resume exactly as sft does."""
+    return _optimizer_and_schedule(params, optim, total_steps, device, state)
+
+
+def handle_non_finite(optim: OptimArgs, step: int, rows: Sequence[int], origins: Sequence[str] | None,
+                      what: str) -> bool:
+    """--nan_policy for a non-finite `what` ("loss", "gradient") at `step`: under stop, raise NonFiniteLoss naming
+    the step and rows; under skip, warn and return True (the caller skips the step)."""
+    return _non_finite(optim, step, rows, origins, what)

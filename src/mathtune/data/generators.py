@@ -363,3 +363,22 @@ def generate(task: str, n: int, seed: int, split: str = "train") -> list[Convers
     if len(rows) < n:
         raise UserError(f"task '{name}' produced only {len(rows)} distinct training questions; ask for fewer")
     return rows
+
+
+_TRAIN_ORIGIN = re.compile(r"^rg:([\w-]+)\[(\d+)\]$")
+
+
+def train_entry(origin: str, seed: int) -> dict[str, Any]:
+    """The reasoning-gym entry (JSON-safe) behind a training row of `generate(task, n, seed)`, found by the row's
+    origin 'rg:TASK[idx]': what a checker or a gold answer of that row is computed from (GRPO's rewards)."""
+    match = _TRAIN_ORIGIN.match(origin)
+    if match is None:
+        raise UserError(f"'{origin}' is not the origin of a generated training row (rg:TASK[index])")
+    name = canonical_task(match.group(1))
+    dataset = _dataset(name, _derived_seed(name, "train", seed))  # the rows' own stream, as `generate` reads it
+    return json.loads(json.dumps(dataset[int(match.group(2))], default=_jsonable, ensure_ascii=False))
+
+
+def task_gold(task: str, entry: dict[str, Any]) -> str:
+    """The gold answer of a task's entry, as its training rows box it."""
+    return _TASKS[canonical_task(task)].gold(entry)

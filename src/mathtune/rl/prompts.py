@@ -5,7 +5,6 @@ a one-line error naming its file and line."""
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections.abc import Mapping, Sequence
@@ -20,7 +19,6 @@ from ..evaluate.benchmarks import BenchItem, get_benchmark
 from ..evaluate.grading import MAX_ANSWER_CHARS, strict_answer
 from .rewards import Prompt
 
-_ORIGIN = re.compile(r"^rg:[\w-]+\[(\d+)\]$")
 _GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.S)
 _QUESTION_KEYS = ("question", "problem", "prompt")
 _GOLD_KEYS = ("answer", "solution", "response", "output", "gold")
@@ -48,12 +46,10 @@ def load_prompts(datasets: Sequence[str], seed: int, system: str | None = None) 
 def _rg_prompts(task: str, n: int, seed: int) -> list[Prompt]:
     name = generators.canonical_task(task)
     checker = get_benchmark(f"rg:{name}").checker  # the same checker evaluation uses for this task
-    dataset = generators._dataset(name, generators._derived_seed(name, "train", seed))  # the rows' own stream
     prompts = []
     for row in generators.generate(name, n, seed):
-        index = int(_ORIGIN.match(row.origin).group(1))
-        entry = json.loads(json.dumps(dataset[index], default=generators._jsonable))
-        item = BenchItem(row.origin, entry["question"], generators._TASKS[name].gold(entry),
+        entry = generators.train_entry(row.origin, seed)
+        item = BenchItem(row.origin, entry["question"], generators.task_gold(name, entry),
                          {"task": name, "rg_name": sets.RG_TASKS[name].rg_name, "entry": entry})
         prompts.append(Prompt(tuple(m for m in row.messages if m["role"] != "assistant"), item, checker,
                               row.origin))

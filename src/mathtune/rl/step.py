@@ -91,7 +91,7 @@ def make_generation_batch(generator, prompts: list[Prompt], rewards: list[tuple[
 
 def take_step(model, batch: GenerationBatch, params: list, optimizer, cfg, tokenizer, step: int) -> dict:
     """One optimizer step over the generation batch's micro-batches; the step's log record (without position)."""
-    from ..train import _non_finite
+    from ..train import handle_non_finite
 
     g, optim = cfg.grpo, cfg.optim
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -108,7 +108,7 @@ def take_step(model, batch: GenerationBatch, params: list, optimizer, cfg, token
                           epsilon_low=g.epsilon, epsilon_high=g.epsilon_upper, beta=g.beta,
                           max_completion_length=g.max_completion_length, accumulation_steps=len(rows),
                           batch_tokens=step_tokens)
-        if not torch.isfinite(out.loss) and _non_finite(optim, step, r, None, "loss"):
+        if not torch.isfinite(out.loss) and handle_non_finite(optim, step, r, None, "loss"):
             optimizer.zero_grad(set_to_none=True)
             return {**batch.stats, "loss": None, "skipped": 1}
         out.loss.backward()
@@ -118,8 +118,8 @@ def take_step(model, batch: GenerationBatch, params: list, optimizer, cfg, token
         if out.kl is not None:
             kls.append(out.kl * out.tokens)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, optim.max_grad_norm)
-    if bool(torch.isfinite(grad_norm)) or not _non_finite(optim, step, list(range(len(batch.rollout.texts))), None,
-                                                          "gradient"):
+    every_row = list(range(len(batch.rollout.texts)))
+    if bool(torch.isfinite(grad_norm)) or not handle_non_finite(optim, step, every_row, None, "gradient"):
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     n = max(sum(tokens), 1)
