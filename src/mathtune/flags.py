@@ -113,6 +113,10 @@ def _b(*names: str, field: str | None = None, help: str = "") -> Flag:  # noqa: 
 # The choices of two data flags; DataArgs checks values from YAML and Python against the same tuples.
 DATASET_FORMATS = ("auto", "swift", "messages", "sharegpt", "alpaca", "response")
 TRUNCATION_STRATEGIES = ("delete", "truncation_left", "truncation_right")
+# The choices of two rlhf flags; rl.config checks values against RLHF_TYPES, and a test keeps GRPO_LOSS_TYPES equal to
+# rl.loss.LOSS_TYPES (rl.loss imports torch, which the flag table must not).
+GRPO_LOSS_TYPES = ("grpo", "dr_grpo", "dapo")
+RLHF_TYPES = ("grpo",)
 F = Flag
 MODEL_HELP = "a model folder, hub id, adapter checkpoint or merged folder (default: the embedded model)"
 FLAGS: dict[str, Flag] = {flag_key: flag for flag_key, flag in [
@@ -251,6 +255,35 @@ FLAGS: dict[str, Flag] = {flag_key: flag for flag_key, flag in [
     ("ngram", F(("--ngram",), "ngram", "n-gram length that counts as overlap", int)),
     ("drop", F(("--drop",), "drop", "write the training rows without the overlapping ones (exit 0)",
                metavar="OUT.jsonl")),
+    # --- rlhf (GRPO; TRL GRPOConfig / ms-swift names; GrpoArgs holds the defaults) ---
+    ("rl_model", F(("--model_id_or_path", "--model", "--ckpt_dir"), "model_id_or_path", "the model to start from: "
+                   "a folder, hub id, merged folder or sft checkpoint (a LoRA one is merged in first) (default: the "
+                   "embedded SmolLM2-135M-Instruct)", metavar="PATH_OR_ID")),
+    ("rlhf_type", F(("--rlhf_type",), "rlhf_type", "grpo, the only one for now", choices=RLHF_TYPES)),
+    ("num_generations", F(("--num_generations",), "num_generations", "completions per prompt", int)),
+    ("max_completion_length", F(("--max_completion_length",), "max_completion_length",
+                                "longest completion in tokens", int)),
+    ("reward_funcs", F(("--reward_funcs",), "reward_funcs", "accuracy, format, or functions from --external_plugins",
+                       nargs="+", metavar="NAME")),
+    ("reward_weights", F(("--reward_weights",), "reward_weights", "one weight per reward function", finite_float,
+                         nargs="+", metavar="W", none_means="all 1")),
+    ("external_plugins", F(("--external_plugins",), "external_plugins", "Python files defining reward functions",
+                           nargs="+", metavar="FILE.py")),
+    ("beta", F(("--beta",), "beta", "KL weight to the reference policy (0: none is computed; ms-swift uses 0.04)",
+               finite_float)),
+    ("epsilon", F(("--epsilon",), "epsilon", "ratio clipping", finite_float)),
+    ("epsilon_high", F(("--epsilon_high",), "epsilon_high", "upper ratio clipping; DAPO uses 0.28", finite_float,
+                       none_means="--epsilon")),
+    ("loss_type", F(("--loss_type",), "loss_type", "the loss's normalisation (ms-swift uses grpo)",
+                    choices=GRPO_LOSS_TYPES)),
+    ("scale_rewards", F(("--scale_rewards",), "scale_rewards", "divide advantages by the reward std of the group, "
+                        "the batch, or none")),
+    ("num_iterations", F(("--num_iterations",), "num_iterations", "optimizer steps per generation batch", int)),
+    ("grpo_temperature", F(("--temperature",), "temperature", "sampling temperature", float)),
+    ("grpo_top_p", F(("--top_p",), "top_p", "nucleus sampling", float)),
+    ("log_completions_steps", F(("--log_completions_steps",), "log_completions_steps",
+                                "write sampled completions every N steps", int, metavar="N")),
+    ("log_completions", _b("--log_completions", help="accepted for TRL users: completions.jsonl is always written")),
 ]}
 
 

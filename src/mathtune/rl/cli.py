@@ -1,44 +1,41 @@
 """`mathtune rlhf --rlhf_type grpo`: sft's flags (model, LoRA, data, training, run, evaluation) plus GRPO's, under
-TRL / ms-swift names. Options not typed take TRL's GRPO defaults (rl.config)."""
+TRL / ms-swift names, all from the one flag table (mathtune.flags). Options not typed take TRL's GRPO defaults
+(rl.config); --ckpt_dir may name an sft checkpoint (rl.start)."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import fields
 
-from ..config import OptimArgs, add_sft_arguments, build_config, parse_bool
-from .config import RLHF_TYPES, GrpoArgs, GrpoConfig, grpo_optim
+from ..config import SFT_FLAGS, ModelArgs, OptimArgs, build_config
+from ..flags import Section, add_flags
+from .config import GrpoArgs, GrpoConfig, GrpoOptimDefaults, grpo_optim
 
-S = argparse.SUPPRESS
-_GRPO_FLAGS: tuple[tuple[str, dict], ...] = (
-    ("--num_generations", {"type": int, "help": "completions per prompt (default 8)"}),
-    ("--max_completion_length", {"type": int, "help": "longest completion in tokens (default 512)"}),
-    ("--reward_funcs", {"nargs": "+", "metavar": "NAME",
-                        "help": "accuracy, format, or functions from --external_plugins (default accuracy format)"}),
-    ("--reward_weights", {"nargs": "+", "type": float, "metavar": "W", "help": "one weight per reward function"}),
-    ("--external_plugins", {"nargs": "+", "metavar": "FILE.py", "help": "Python files defining reward functions"}),
-    ("--beta", {"type": float, "help": "KL weight (default 0.0, TRL's; ms-swift uses 0.04)"}),
-    ("--epsilon", {"type": float, "help": "ratio clipping (default 0.2)"}),
-    ("--epsilon_high", {"type": float, "help": "upper ratio clipping (default: epsilon; DAPO uses 0.28)"}),
-    ("--loss_type", {"choices": ("grpo", "dr_grpo", "dapo"), "help": "default dapo (TRL's; ms-swift grpo)"}),
-    ("--scale_rewards", {"help": "group, batch or none (default group)"}),
-    ("--num_iterations", {"type": int, "help": "optimizer steps per generation batch (default 1)"}),
-    ("--temperature", {"type": float, "help": "sampling temperature (default 1.0)"}),
-    ("--top_p", {"type": float, "help": "nucleus sampling (default 1.0)"}),
-    ("--log_completions_steps", {"type": int, "help": "write sampled completions every N steps (default 10)"}),
-)
+GRPO_KEYS = ("num_generations", "max_completion_length", "reward_funcs", "reward_weights", "external_plugins", "beta",
+             "epsilon", "epsilon_high", "loss_type", "scale_rewards", "num_iterations", "grpo_temperature",
+             "grpo_top_p", "log_completions_steps")
+
+
+def _rlhf_sections() -> tuple[Section, ...]:
+    """sft's sections with two changes: the model may also be named by --ckpt_dir (an sft checkpoint), and the
+    training options show TRL's GRPO defaults; then GRPO's own, and the two flags the verb reads itself."""
+    sections = []
+    for section in SFT_FLAGS:
+        if section.config is ModelArgs:
+            section = Section(section.name, ModelArgs,
+                              tuple("rl_model" if key == "model_id_or_path" else key for key in section.keys))
+        elif section.config is OptimArgs:
+            section = Section(section.name, GrpoOptimDefaults, section.keys)
+        sections.append(section)
+    return (*sections, Section("grpo", GrpoArgs, GRPO_KEYS), Section("", None, ("rlhf_type", "log_completions")))
+
+
+RLHF_FLAGS = _rlhf_sections()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_sft_arguments(parser)
-    parser.add_argument("--ckpt_dir", dest="model_id_or_path", default=S, metavar="PATH",
-                        help="the model to start from (a merged folder; same as --model_id_or_path)")
-    group = parser.add_argument_group("grpo")
-    group.add_argument("--rlhf_type", choices=RLHF_TYPES, default=S, help="grpo (the only one for now)")
-    for name, options in _GRPO_FLAGS:
-        group.add_argument(name, default=S, **options)
-    group.add_argument("--log_completions", type=parse_bool, nargs="?", const=True, default=S,
-                       help="accepted for TRL users: completions.jsonl is always written")
+    """Every rlhf flag, from the one table (mathtune.flags); no parser defaults, as for sft."""
+    add_flags(parser, RLHF_FLAGS)
 
 
 def config_from(namespace: argparse.Namespace) -> GrpoConfig:

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 
 from ..config import MAY_CHANGE_ON_RESUME, SECTIONS, OptimArgs, RunConfig
 from ..errors import UserError
+from ..flags import RLHF_TYPES
 from .loss import LOSS_TYPES, SCALE_REWARDS
-
-RLHF_TYPES = ("grpo",)
 
 
 @dataclass(frozen=True)
@@ -97,6 +96,20 @@ class GrpoArgs:
 # TRL GRPOConfig's training defaults where they differ from sft's: applied to the options the user did not set.
 GRPO_OPTIM_DEFAULTS = {"learning_rate": 1e-6, "batch_size": 8, "gradient_accumulation_steps": 1,
                        "warmup_ratio": 0.0, "lr_scheduler_type": "linear", "weight_decay": 0.0, "packing": False}
+
+
+@dataclass(frozen=True)
+class GrpoOptimDefaults(OptimArgs):
+    """OptimArgs's fields with GRPO_OPTIM_DEFAULTS as defaults: what `rlhf --help` reads them from (flags.Section).
+    Runs themselves hold a plain OptimArgs (grpo_optim), so args.json and resume matching are sft's."""
+
+    learning_rate: float = GRPO_OPTIM_DEFAULTS["learning_rate"]
+    batch_size: int = GRPO_OPTIM_DEFAULTS["batch_size"]
+    gradient_accumulation_steps: int = GRPO_OPTIM_DEFAULTS["gradient_accumulation_steps"]
+    warmup_ratio: float = GRPO_OPTIM_DEFAULTS["warmup_ratio"]
+    lr_scheduler_type: str = GRPO_OPTIM_DEFAULTS["lr_scheduler_type"]
+    weight_decay: float = GRPO_OPTIM_DEFAULTS["weight_decay"]
+    packing: bool = GRPO_OPTIM_DEFAULTS["packing"]
 
 
 def grpo_optim(**given) -> OptimArgs:
