@@ -22,7 +22,7 @@ from ..errors import UserError
 from ..run_dir import RunDir, RunLog, check_output_dir, load_state
 from ..seeding import seed_everything
 from ..signals import StopOnSignal
-from ..train import NonFiniteLoss, TrainState, _optimizer_and_schedule, rng_state
+from ..train import NonFiniteLoss, TrainState, optimizer_and_schedule, rng_state
 from .config import GrpoConfig
 from .rewards import Prompt, RewardFn, load_plugins, resolve_rewards
 from .step import GenerationBatch, make_generation_batch, take_step
@@ -41,23 +41,21 @@ class GrpoResult:
 
 def run_grpo(cfg: GrpoConfig, progress: bool = True) -> GrpoResult:
     """Train with GRPO as `cfg` says; see the module docstring."""
-    from ..model import is_adapter_dir, load_tokenizer, model_name, resolve_model_path
+    from ..model import load_tokenizer, resolve_model_path
     from .prompts import load_prompts
+    from .start import run_name
 
     started = time.perf_counter()
     check_output_dir(cfg.run.output_dir)
     rewards = resolve_rewards(cfg.grpo.reward_funcs, cfg.grpo.external_plugins)  # a bad name fails before loading
     seed_everything(cfg.optim.seed)
-    model_path = resolve_model_path(cfg.model.model_id_or_path)
-    if is_adapter_dir(model_path):
-        raise UserError(f"'{cfg.model.model_id_or_path}' is a LoRA checkpoint; merge it first (mathtune export "
-                        "--ckpt_dir CHECKPOINT) and pass the merged folder, whose weights are then the reference")
+    model_path = resolve_model_path(cfg.model.model_id_or_path)  # an sft LoRA checkpoint is merged in (rl.start)
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     prompts = load_prompts(cfg.data.dataset, cfg.data.data_seed, cfg.data.system)
     if len(prompts) < cfg.prompts_per_step:
         raise UserError(f"{len(prompts)} questions, fewer than one step's {cfg.prompts_per_step} (batch_size x "
                         "gradient_accumulation_steps / num_generations)")
-    with RunDir.open(cfg, model_name(model_path, cfg.model.model_id_or_path) + "-grpo") as run:
+    with RunDir.open(cfg, run_name(model_path, cfg.model.model_id_or_path) + "-grpo") as run:
         model, ref_model, before = _prepare(cfg, run, model_path, tokenizer, len(prompts), progress)
         with StopOnSignal() as stop:
             last, interrupted, checkpoint = grpo_loop(run, model, ref_model, tokenizer, prompts, rewards, stop,
@@ -68,9 +66,9 @@ def run_grpo(cfg: GrpoConfig, progress: bool = True) -> GrpoResult:
         images = draw_curves(run.path)
         summary = None
         if cfg.eval_benchmarks and not interrupted:
-            from ..sft import _evaluate_after
+            from ..sft import evaluate_after
 
-            summary = _evaluate_after(model, tokenizer, cfg, run.path, before, progress)
+            summary = evaluate_after(model, tokenizer, cfg, run.path, before, progress)
     if interrupted:
         print(f"Stopped at step {last['step'] if last else 0}; resume with --resume_from_checkpoint {checkpoint}")
     print(f"run dir: {run.path}\nlast checkpoint: {checkpoint}\ncurves: {images}\n"
@@ -81,20 +79,25 @@ def run_grpo(cfg: GrpoConfig, progress: bool = True) -> GrpoResult:
 def _prepare(cfg: GrpoConfig, run: RunDir, model_path, tokenizer, n_prompts: int, progress: bool):
     """(policy, reference model or None, benchmark results before training); the run folder exists afterwards.
     For LoRA the reference is the policy with its adapter switched off (no copy); for full fine-tuning with beta >
-    0, a frozen copy of the starting weights."""
-    from ..model import attach_lora, check_target_modules, default_device, load_model
-    from ..sft import _evaluate, _load_weights
+    0, a frozen copy of the starting weights. An sft LoRA checkpoint is merged in first (rl.start)."""
+    from ..model import attach_lora, check_target_modules
+    from ..sft import evaluate_model, load_weights
+    from .start import load_start_model, save_base_merged
 
-    model = load_model(model_path, cfg.model.dtype, default_device(), None, cfg.model.trust_remote_code)
+    start = load_start_model(cfg, model_path, run.path)
+    model = start.model
     lora = cfg.lora.sft_type == "lora"
     if lora:
         check_target_modules(model, cfg.lora.target_modules)
     before = None
     mix = {"questions": n_prompts, "datasets": list(cfg.data.dataset)}
     with run.setting_up():
+        if lora and start.sft_adapter is not None and start.merged_dir is None:
+            run.start(mix)  # the GRPO adapter's base is the merged model: written before the adapter is attached
+            save_base_merged(model, tokenizer, run.path, start.sft_adapter)
         if cfg.eval_benchmarks and run.resume is None:
             run.start(mix)
-            before = _evaluate(model, tokenizer, cfg, run.path / "eval" / "before", progress)
+            before = evaluate_model(model, tokenizer, cfg, run.path / "eval" / "before", progress)
         ref_model = None
         if lora:
             model = attach_lora(model, cfg.lora.lora_rank, cfg.lora.lora_alpha, cfg.lora.lora_dropout,
@@ -102,7 +105,7 @@ def _prepare(cfg: GrpoConfig, run: RunDir, model_path, tokenizer, n_prompts: int
         elif cfg.grpo.beta != 0.0:
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         if run.resume is not None:
-            _load_weights(model, run.resume, lora)
+            load_weights(model, run.resume, lora)
         run.start(mix)
     return model, ref_model, before
 
@@ -132,7 +135,7 @@ def grpo_loop(run: RunDir, model, ref_model, tokenizer, prompts: list[Prompt], r
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     state = load_state(run.resume) if run.resume is not None else None
-    optimizer, scheduler = _optimizer_and_schedule(params, optim, total, device, state)
+    optimizer, scheduler = optimizer_and_schedule(params, optim, total, device, state)
     step = state.step if state is not None else 0
     run.begin(TrainState(step, total_steps=total, steps_per_epoch=steps_per_epoch))
     completions_log = RunLog(run.path / "completions.jsonl", resume_step=step if state is not None else None)
