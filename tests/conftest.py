@@ -130,3 +130,24 @@ def _train_in_folder(run_dir: Path, model, tokenizer, data, val, *, max_length: 
     with RunDir(cfg, run_dir, resume) as run, StopOnSignal() as stop:
         run.lock()
         return train_in(run, model, tokenizer, data, val, loss_fn, origins=origins, should_stop=stop, progress=False)
+
+
+@pytest.fixture(scope="session")
+def lora_model():
+    """A function: the tiny model with a seeded LoRA adapter whose B matrices are non-zero (so the adapter branch
+    matters), on the CPU in fp32."""
+    return _lora_model
+
+
+def _lora_model(model_dir, dropout=0.0):
+    import torch
+
+    from mathtune.model import attach_lora, load_model
+
+    torch.manual_seed(5)
+    model = attach_lora(load_model(model_dir, "fp32", "cpu"), rank=4, alpha=16, dropout=dropout,
+                        target_modules="all-linear")
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    return model

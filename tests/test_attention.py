@@ -12,7 +12,7 @@ from mathtune.data.packing import collate
 from mathtune.fastpath import attention
 from mathtune.fastpath.checkpointing import set_gradient_checkpointing
 from mathtune.fastpath.loss import loss_sum
-from mathtune.model import attach_lora, load_model
+from mathtune.model import load_model
 
 
 def test_cu_seqlens_from_restarting_positions():
@@ -78,14 +78,6 @@ def test_model_with_varlen_attention_matches_sdpa_packed_and_padded(tiny_model_d
                        sdpa.generate(input_ids=ids, attention_mask=mask, **kwargs))
 
 
-def _lora(model_dir, dropout=0.0):
-    torch.manual_seed(5)
-    model = attach_lora(load_model(model_dir, "fp32", "cpu"), rank=4, alpha=16, dropout=dropout,
-                        target_modules="all-linear")
-    for name, p in model.named_parameters():
-        if "lora_B" in name:  # non-zero B so the adapter branch matters
-            torch.nn.init.normal_(p, std=0.1)
-    return model
 
 
 def test_flash_selftest_declines_without_cuda():
@@ -116,7 +108,7 @@ def _reference_kernel(calls: list) -> attention.Kernel:
 
 
 @pytest.mark.parametrize("checkpointing", [None, 0])
-def test_flash_route_plumbing_in_a_model_equals_sdpa(tiny_model_dir, tiny_tokenizer, checkpointing):
+def test_flash_route_plumbing_in_a_model_equals_sdpa(tiny_model_dir, tiny_tokenizer, checkpointing, lora_model):
     """The kernel itself is only checked on a GPU (flash_selftest); this checks everything around it on the CPU:
     layouts, cu_seqlens from loss_sum, gradients through checkpointing, the output shape transformers expects."""
     data = examples(tiny_tokenizer, 4)
@@ -124,7 +116,7 @@ def test_flash_route_plumbing_in_a_model_equals_sdpa(tiny_model_dir, tiny_tokeni
     calls = []
     results = []
     for route in ("sdpa", "varlen"):
-        model = _lora(tiny_model_dir)
+        model = lora_model(tiny_model_dir)
         model.train()
         set_gradient_checkpointing(model, checkpointing)
         if route == "varlen":

@@ -16,23 +16,13 @@ from mathtune.fastpath.loss import loss_sum
 from mathtune.model import attach_lora, load_model
 
 
-def _lora(model_dir, dropout=0.0):
-    torch.manual_seed(5)
-    model = attach_lora(load_model(model_dir, "fp32", "cpu"), rank=4, alpha=16, dropout=dropout,
-                        target_modules="all-linear")
-    for name, p in model.named_parameters():
-        if "lora_B" in name:  # non-zero B so the adapter branch matters
-            torch.nn.init.normal_(p, std=0.1)
-    return model
-
-
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_fast_lora_equals_peft_forward_and_gradients(tiny_model_dir, tiny_tokenizer, dropout):
+def test_fast_lora_equals_peft_forward_and_gradients(tiny_model_dir, tiny_tokenizer, dropout, lora_model):
     data = examples(tiny_tokenizer, 3)
     batch = collate(data, [0, 1, 2], packing=True, pad_id=tiny_tokenizer.pad_token_id)
     results = []
     for fast in (False, True):
-        model = _lora(tiny_model_dir, dropout)
+        model = lora_model(tiny_model_dir, dropout)
         model.train()
         if fast:
             assert fast_lora(model) == 14  # 7 linear layers x 2 decoder layers
@@ -47,8 +37,8 @@ def test_fast_lora_equals_peft_forward_and_gradients(tiny_model_dir, tiny_tokeni
         torch.testing.assert_close(fast_grads[name], slow_grads[name], rtol=1e-4, atol=1e-6)
 
 
-def test_fast_lora_leaves_disabled_and_merged_adapters_alone(tiny_model_dir):
-    model = _lora(tiny_model_dir).eval()
+def test_fast_lora_leaves_disabled_and_merged_adapters_alone(tiny_model_dir, lora_model):
+    model = lora_model(tiny_model_dir).eval()
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         want = model(input_ids=ids).logits
@@ -75,8 +65,8 @@ def test_loss_on_trained_positions_equals_full_logits_loss(tiny_model_dir, tiny_
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_apply_changes_nothing_but_checkpointing_on_cpu(tiny_model_dir, checkpointing):
-    model = _lora(tiny_model_dir)
+def test_apply_changes_nothing_but_checkpointing_on_cpu(tiny_model_dir, checkpointing, lora_model):
+    model = lora_model(tiny_model_dir)
     before = {n: type(m) for n, m in model.named_modules()}
     path = fastpath.apply(model, FastArgs(gradient_checkpointing=checkpointing), "cpu")
     assert path.fused_linear_ce is None
@@ -90,8 +80,8 @@ def test_apply_changes_nothing_but_checkpointing_on_cpu(tiny_model_dir, checkpoi
     assert path.report.get("checkpointed_layers") == (2 if checkpointing else None)
 
 
-def test_apply_turns_on_what_is_asked_for_on_cpu_too(tiny_model_dir):
-    model = _lora(tiny_model_dir)
+def test_apply_turns_on_what_is_asked_for_on_cpu_too(tiny_model_dir, lora_model):
+    model = lora_model(tiny_model_dir)
     path = fastpath.apply(model, FastArgs(fast_lora=True, checkpoint_layers=1, attn_impl="eager"), "cpu")
     assert path.report["fast_lora_modules"] == 14 and path.report["checkpointed_layers"] == 1
     assert path.report["attention"] == model.get_base_model().config._attn_implementation == "sdpa"
@@ -106,8 +96,8 @@ def test_switch_is_one_tri_state(flag, device, available, want):
     assert switch(flag, device, available) is want
 
 
-def test_partial_gradient_checkpointing(tiny_model_dir):
-    model = _lora(tiny_model_dir)
+def test_partial_gradient_checkpointing(tiny_model_dir, lora_model):
+    model = lora_model(tiny_model_dir)
     assert set_gradient_checkpointing(model, 1) == 1
     layers = model.get_base_model().model.layers
     assert [layer.gradient_checkpointing for layer in layers] == [True, False]
