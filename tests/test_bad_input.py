@@ -329,11 +329,11 @@ def test_bad_input_one_line_exit_2_nothing_left_behind(world, capsys, monkeypatc
 def test_resume_onto_a_model_of_another_shape_fails_in_one_line(world):
     from mathtune.errors import UserError
     from mathtune.model import attach_lora, load_model
-    from mathtune.sft import _load_weights
+    from mathtune.sft import load_weights
 
     model = attach_lora(load_model(world["other"], "fp32", "cpu"), 8, 32, 0.0, "all-linear")
     with pytest.raises(UserError, match=r"checkpoint-2' does not fit this model: size mismatch for .*lora_A"):
-        _load_weights(model, world["ckpt"], lora=True)
+        load_weights(model, world["ckpt"], lora=True)
 
 
 def test_the_20_mb_line_is_refused_fast(world, capsys):

@@ -153,7 +153,7 @@ def test_resume_inside_a_logging_window_and_across_an_epoch(tmp_path, tiny_model
     from mathtune.data.tokenize import encode_conversation
     from mathtune.fastpath import FastPath
     from mathtune.model import attach_lora, load_model
-    from mathtune.sft import _load_weights
+    from mathtune.sft import load_weights
 
     data = [encode_conversation(tiny_tokenizer, [{"role": "user", "content": f"What is {a} + {b}?"},
                                                  {"role": "assistant", "content": f"{a} + {b} = {a + b}."}])
@@ -181,7 +181,7 @@ def test_resume_inside_a_logging_window_and_across_an_epoch(tmp_path, tiny_model
     first = run(tmp_path / "parts", model(0), loss_fn=interrupt_at_step_4)
     assert first.interrupted and first.global_step == 4 and first.last_checkpoint.name == "checkpoint-4"
     resumed_model = model(1)  # other initial LoRA weights: everything must come from the checkpoint
-    _load_weights(resumed_model, first.last_checkpoint, lora=True)
+    load_weights(resumed_model, first.last_checkpoint, lora=True)
     second = run(tmp_path / "parts", resumed_model, resume=first.last_checkpoint)
     assert second.global_step == 7 and not second.interrupted
     assert history(tmp_path / "parts") == history(tmp_path / "whole")

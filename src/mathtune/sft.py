@@ -39,8 +39,9 @@ class SftResult:
     eval_summary: dict | None
 
 
-def _load_weights(model, checkpoint: Path, lora: bool) -> None:
-    """Put a checkpoint's trained weights back into a freshly built model (resume); only safetensors are read."""
+def load_weights(model, checkpoint: Path, lora: bool) -> None:
+    """Put a checkpoint's trained weights (adapter or full) back into a freshly built model (resume), checked as resume
+    checks them; only safetensors are read, and a checkpoint that does not fit is one UserError."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -93,7 +94,7 @@ def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
         plot = _plot(run.path)
         summary = None
         if cfg.eval_benchmarks and not result.interrupted:
-            summary = _evaluate_after(model, tokenizer, cfg, run.path, before, progress)
+            summary = evaluate_after(model, tokenizer, cfg, run.path, before, progress)
     if result.interrupted:
         print(f"Stopped at step {result.global_step}; resume with --resume_from_checkpoint {result.last_checkpoint}")
     print(f"run dir: {run.path}\nlast checkpoint: {result.last_checkpoint}\nloss curve: {plot}\n"
@@ -128,12 +129,12 @@ def _prepare(cfg: RunConfig, run: RunDir, model_path, tokenizer, built,
         print(built.report.to_text(), flush=True)
         if cfg.eval_benchmarks and run.resume is None:
             run.start(built.report.to_dict())
-            before = _evaluate(model, tokenizer, cfg, run.path / "eval" / "before", progress)
+            before = evaluate_model(model, tokenizer, cfg, run.path / "eval" / "before", progress)
         if lora:
             model = attach_lora(model, cfg.lora.lora_rank, cfg.lora.lora_alpha, cfg.lora.lora_dropout,
                                 list(cfg.lora.target_modules))
         if run.resume is not None:
-            _load_weights(model, run.resume, lora)
+            load_weights(model, run.resume, lora)
         loss_fn = fastpath.apply(model, cfg.fast, device).loss_fn
         run.start(built.report.to_dict())  # a new run's folder appears only now that everything has loaded
     return model, loss_fn, before
@@ -162,9 +163,12 @@ def _plot(run_dir: Path) -> str:
         return f"not drawn ({exc})"
 
 
-def _evaluate_after(model, tokenizer, cfg: RunConfig, run_dir: Path, before: dict | None, progress: bool) -> dict:
+def evaluate_after(model, tokenizer, cfg: RunConfig, run_dir: Path, before: dict | None,
+                   progress: bool = True) -> dict:
+    """The benchmarks after training into run_dir/eval/after, with the comparison to eval/before printed when there
+    is one; {"before": ..., "after": ...}."""
     model.eval()
-    after = _evaluate(model, tokenizer, cfg, run_dir / "eval" / "after", progress)
+    after = evaluate_model(model, tokenizer, cfg, run_dir / "eval" / "after", progress)
     if before is not None:
         from .evaluate.report import compare
 
@@ -187,29 +191,12 @@ def warn_overlap(train_rows: list[Conversation], benchmarks: tuple[str, ...], da
     return lines
 
 
-def _evaluate(model, tokenizer, cfg: RunConfig, out_dir: Path, progress: bool) -> dict:
+def evaluate_model(model, tokenizer, cfg: RunConfig, out_dir: Path, progress: bool = True) -> dict:
+    """cfg.eval_benchmarks (cfg.eval_limit questions each) on the loaded model, written to `out_dir`; the summary."""
     from .evaluate.runner import EvalSettings, evaluate
 
     settings = EvalSettings(limit=cfg.eval_limit, data_seed=cfg.data.data_seed)
     return evaluate(list(cfg.eval_benchmarks), settings, out_dir, loaded=(model, tokenizer), progress=progress).summary
-
-
-def load_weights(model, checkpoint: Path, lora: bool) -> None:
-    """Put a checkpoint's trained weights (adapter or full) back into a freshly built model, checked as resume checks
-    them; a checkpoint that does not fit is one UserError."""
-    _load_weights(model, checkpoint, lora)
-
-
-def evaluate_model(model, tokenizer, cfg: RunConfig, out_dir: Path, progress: bool = True) -> dict:
-    """cfg.eval_benchmarks (cfg.eval_limit questions each) on the loaded model, written to `out_dir`; the summary."""
-    return _evaluate(model, tokenizer, cfg, out_dir, progress)
-
-
-def evaluate_after(model, tokenizer, cfg: RunConfig, run_dir: Path, before: dict | None,
-                   progress: bool = True) -> dict:
-    """The benchmarks after training into run_dir/eval/after, with the comparison to eval/before printed when there
-    is one; {"before": ..., "after": ...}."""
-    return _evaluate_after(model, tokenizer, cfg, run_dir, before, progress)
 
 
 from .callable_module import make_callable  # noqa: E402  (after run_sft exists; see that module)
