@@ -358,15 +358,17 @@ def test_the_20_mb_row_in_training_data_is_refused_fast(world, capsys):
 
 
 def test_output_paths_are_checked_before_the_slow_work(world, capsys, monkeypatch):
-    """A bad --drop or --output_dir fails before benchmarks load or the model loads and generates."""
-    from mathtune import model
-    from mathtune.data import contamination
+    """A bad --drop or --output_dir fails before benchmarks load, the data table is built or the model loads."""
+    from mathtune import model, sft
+    from mathtune.data import contamination, mixing
 
     def slow(*args, **kwargs):
         raise AssertionError("the slow work started before the output path was checked")
 
     monkeypatch.setattr(contamination, "benchmark_questions", slow)
     monkeypatch.setattr(model, "load_for_inference", slow)
+    monkeypatch.setattr(mixing, "build_dataset", slow)
+    monkeypatch.setattr(sft, "load_model", slow)
     tmp = world["tmp"]
     assert main(["data", "check", "--train", f"{tmp}/good.jsonl", "--against", "rg:arithmetic", "--drop",
                  f"{tmp}/adir"]) == 2
@@ -374,8 +376,11 @@ def test_output_paths_are_checked_before_the_slow_work(world, capsys, monkeypatc
                  f"{tmp}/good.jsonl"]) == 2
     assert main(["eval", "--model", str(world["model"]), "--benchmarks", "rg:arithmetic", "--baseline", "--adapter",
                  str(world["ckpt"]), "--output_dir", f"{tmp}/good.jsonl"]) == 2
-    assert [line.split(":")[0] for line in capsys.readouterr().err.splitlines()] == ["mathtune data", "mathtune eval",
-                                                                                     "mathtune eval"]
+    assert main(["sft", "--model", str(world["model"]), "--dataset", f"{tmp}/good.jsonl", "--output_dir",
+                 f"{tmp}/good.jsonl/runs"]) == 2
+    assert main(["quickstart", "--output_dir", f"{tmp}/good.jsonl"]) == 2
+    assert [line.split(":")[0] for line in capsys.readouterr().err.splitlines()] == [
+        "mathtune data", "mathtune eval", "mathtune eval", "mathtune sft", "mathtune quickstart"]
 
 
 def test_data_stats_measures_a_50_mb_row_without_tokenizing_it(world, tmp_path, capsys):
