@@ -20,14 +20,6 @@ PLUGIN = "def lowercase(completions, **kwargs):\n    return [sum(c.islower() for
 
 
 @pytest.fixture
-def questions(tmp_path) -> Path:
-    path = tmp_path / "q.jsonl"
-    path.write_text("".join(json.dumps({"question": f"What is {a} + {7 - a}?", "answer": "7"}) + "\n"
-                            for a in range(8)))
-    return path
-
-
-@pytest.fixture
 def plugin(tmp_path) -> Path:
     path = tmp_path / "rewards.py"
     path.write_text(PLUGIN)

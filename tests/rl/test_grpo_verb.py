@@ -12,17 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from mathtune.cli import main
-
-
-@pytest.fixture
-def questions(tmp_path) -> Path:
-    path = tmp_path / "q.jsonl"
-    path.write_text("".join(json.dumps({"question": f"What is {a} + {7 - a}?", "answer": "7"}) + "\n"
-                            for a in range(8)))
-    return path
 
 
 def _grpo_argv(model_dir: Path, questions: Path, out: Path, *more: str) -> list[str]:
