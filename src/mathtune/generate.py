@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .data.tokenize import _render
+from .data.tokenize import render_ids
 from .model import end_of_turn_ids
 from .seeding import seed_everything
 
@@ -99,7 +99,7 @@ class Generator:
     def render(self, conversations: Sequence[Conversation]) -> list[list[int]]:
         """Token ids of each conversation through the chat template, the assistant header appended (the same
         renderer as training's, so a prompt at inference is what the model was trained on)."""
-        return [_render(self.tokenizer, c, add_generation_prompt=True) for c in conversations]
+        return [render_ids(self.tokenizer, c, add_generation_prompt=True) for c in conversations]
 
     def decode(self, ids: list[int]) -> str:
         """The text of generated ids (end-of-turn already cut), cut at the first stop word."""

@@ -102,7 +102,8 @@ def render_text(tokenizer, messages: Sequence[dict[str, str]], add_generation_pr
     return text
 
 
-def _render(tokenizer, messages: Sequence[dict[str, str]], add_generation_prompt: bool) -> list[int]:
+def render_ids(tokenizer, messages: Sequence[dict[str, str]], add_generation_prompt: bool) -> list[int]:
+    """Token ids of `messages` through the chat template: training's masking and generation's prompts both use it."""
     text = render_text(tokenizer, messages, add_generation_prompt)
     # The template already holds every special token; plain encode would add a BOS on some tokenizers.
     return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -119,8 +120,8 @@ def encode_conversation(tokenizer, messages: Sequence[dict[str, str]]) -> Encode
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prompt = _render(tokenizer, messages[:i], add_generation_prompt=True) if i else []
-        full = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        prompt = render_ids(tokenizer, messages[:i], add_generation_prompt=True) if i else []
+        full = render_ids(tokenizer, messages[: i + 1], add_generation_prompt=False)
         if full[: len(input_ids)] != input_ids or full[: len(prompt)] != prompt[: len(full)]:
             raise ValueError("chat template does not render conversations as growing prefixes; cannot mask turns")
         if not prompt:
@@ -137,7 +138,7 @@ def encode_conversation(tokenizer, messages: Sequence[dict[str, str]]) -> Encode
 
 def _assistant_header_prefix(tokenizer, full: list[int]) -> list[int]:
     """For a conversation that starts with the assistant, the tokens before its content (system, header)."""
-    probe = _render(tokenizer, [{"role": "assistant", "content": "\x00"}], add_generation_prompt=False)
+    probe = render_ids(tokenizer, [{"role": "assistant", "content": "\x00"}], add_generation_prompt=False)
     marker = tokenizer("\x00", add_special_tokens=False)["input_ids"]
     for start in range(len(probe) - len(marker) + 1):
         if probe[start : start + len(marker)] == marker:

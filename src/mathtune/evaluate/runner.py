@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import atomic
 from ..errors import UserError
+from ..model import is_adapter_dir
 from ..run_dir import check_output_dir, lock_folder
 from ..seeding import check_seed
 from .grading import answer_key, grade
@@ -286,7 +287,7 @@ def evaluate(benchmarks: Sequence[str], settings: EvalSettings, output_dir: str 
     _check_names(benchmarks, settings.data_seed)
     out = Path(output_dir)
     check_output_dir(out)  # before loading and generating, which take minutes
-    if baseline and loaded is None and adapter is None and not _is_adapter(model):
+    if baseline and loaded is None and adapter is None and not (model and is_adapter_dir(Path(model))):
         raise UserError(NOT_AN_ADAPTER)
     if settings.limit is None or settings.max_new_tokens is None:
         settings = resolve_for_device(settings, _device_of(loaded, settings), announce=progress)
@@ -353,10 +354,6 @@ def _device_of(loaded: tuple[Any, Any] | None, settings: EvalSettings) -> str:
     from ..model import default_device
 
     return default_device()
-
-
-def _is_adapter(model: str | None) -> bool:
-    return bool(model) and (Path(model) / "adapter_config.json").is_file()
 
 
 def _describe(model: Any) -> str:
