@@ -19,6 +19,10 @@ from .seeding import seed_everything
 
 Conversation = Sequence[dict[str, str]]
 TokensCallback = Callable[[int], None]
+# Per batch, given the conversation index of each of its rows (n rows per conversation when sampling n), a function
+# that hears each decoding step's new token of every row (a 1-D tensor) and returns a bool tensor over the batch's
+# rows, True for rows to stop now: a server streams replies and frees a disconnected client's row through it.
+StepHook = Callable[[list[int]], Callable[[Any], Any]]
 
 
 @dataclass(frozen=True)
@@ -115,11 +119,12 @@ class Generator:
 
     def generate_ids(self, conversations: Sequence[Conversation], sampling: Sampling = Sampling(), *,
                      batch_size: int = 32, static_cache: bool = False, progress: bool = True,
-                     on_tokens: TokensCallback | None = None) -> list[list[list[int]]]:
+                     on_tokens: TokensCallback | None = None,
+                     on_step: StepHook | None = None) -> list[list[list[int]]]:
         """For each conversation, the token ids of `sampling.n` replies, each cut before its end-of-turn token.
 
         Longest prompts first, in batches of `batch_size`, left-padded. `progress` shows a bar in tokens from the
-        first decoding step on; `on_tokens(count)` hears of every step's new tokens too.
+        first decoding step on; `on_tokens(count)` hears of every step's new tokens too; `on_step`: see `StepHook`.
 
         `static_cache`: a preallocated KV cache, with which transformers compiles the decoding step (CUDA graphs) on a
         GPU. Every batch of the call then has one shape, so that it compiles once: the width of the longest prompt
@@ -143,7 +148,9 @@ class Generator:
                 real = len(chunk)  # rows whose replies are kept
                 if static_cache and len(order) > batch_size:
                     chunk = chunk + [chunk[0]] * (batch_size - real)  # one batch shape
-                new = self._batch([prompts[i] for i in chunk], real, static_width, sampling, bar)
+                rows = [i for i in chunk[:real] for _ in range(sampling.n)]
+                step = on_step(rows) if on_step is not None else None
+                new = self._batch([prompts[i] for i in chunk], real, static_width, sampling, bar, step)
                 for k, ids in enumerate(new):
                     results[chunk[k // sampling.n]].append(ids)
                 bar.batch_done(real, sum(len(ids) for ids in new))
@@ -152,7 +159,7 @@ class Generator:
         return results
 
     def _batch(self, prompts: list[list[int]], real: int, static_width: int | None, sampling: Sampling,
-               bar: TokenProgress) -> list[list[int]]:
+               bar: TokenProgress, step: Callable[[Any], Any] | None = None) -> list[list[int]]:
         """One batch's replies, `real` prompts' worth (the rest fill a static-cache batch), cut at end-of-turn."""
         import torch
 
@@ -165,6 +172,8 @@ class Generator:
         extra: dict[str, Any] = {"cache_implementation": "static"} if static_width else {}
         # Counting reads each step's tokens back from the device; nobody listening, nothing is counted.
         counters = [token_counter(real * sampling.n, [*self.eos, self.pad_id], bar.tokens)] if bar.listened else []
+        if step is not None:
+            counters.append(row_stopper(step))
         device = next(self.model.parameters()).device
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
@@ -273,6 +282,17 @@ def token_counter(rows: int, end_ids: Sequence[int], on_step: TokensCallback) ->
             return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
     return TokenCounter()
+
+
+def row_stopper(step: Callable[[Any], Any]) -> Any:
+    """A transformers StoppingCriteria that passes each step's new tokens to `step` and stops the rows it names."""
+    from transformers import StoppingCriteria
+
+    class RowStopper(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            return step(input_ids[:, -1])
+
+    return RowStopper()
 
 
 def text_streamer(tokenizer: Any, on_text: Callable[[str], None]) -> Any:
