@@ -185,6 +185,17 @@ RG_TASKS: dict[str, RgTask] = {
         RgTask("number_sequence", "number_sequence"),
         RgTask("chain_sum", "chain_sum",
                config=(("min_terms", 2), ("max_terms", 3), ("min_digits", 1), ("max_digits", 1))),
+        # Arithmetic and word-problem skills GSM-style problems are made of, each with a worked reply, for mixing
+        # into gsm-symbolic (the diversity lever: transfer to unseen templates needs more than templates).
+        # Sizes keep the steps within a 135M model's reach and leave each question space well over the 1,000-item
+        # eval pool plus thousands of training rows (prime_factorization up to 1,000 would have 999 questions).
+        RgTask("leg_counting", "leg_counting",
+               config=(("min_animals", 2), ("max_animals", 4), ("min_instances", 1), ("max_instances", 10))),
+        RgTask("products", "products", config=(("min_digits", 1), ("max_digits", 2))),
+        RgTask("gcd", "gcd", config=(("max_value", 1000),)),
+        RgTask("lcm", "lcm", config=(("max_value", 100),)),
+        RgTask("prime_factorization", "prime_factorization", config=(("max_value", 5000),)),
+        RgTask("count_bits", "count_bits", config=(("max_n", 65535),)),
     )
 }
 

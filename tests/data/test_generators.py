@@ -28,6 +28,12 @@ def test_task_list_is_the_working_set():
         "propositional_logic",
         "number_sequence",
         "chain_sum",
+        "leg_counting",
+        "products",
+        "gcd",
+        "lcm",
+        "prime_factorization",
+        "count_bits",
     ]
 
 
@@ -148,6 +154,75 @@ def test_fraction_steps_use_the_gcd():
         assert gcd == math.gcd(num, den)
         simple = re.search(rf"{num}/{den} = (\d+)/(\d+)", body)
         assert math.gcd(*map(int, simple.groups())) == 1
+
+
+MIXED_TASKS = ["leg_counting", "products", "gcd", "lcm", "prime_factorization", "count_bits"]
+
+
+@pytest.mark.parametrize("task", MIXED_TASKS)
+def test_reasoning_gyms_checker_accepts_the_boxed_gold(task):
+    # What evaluation grades with: the gold boxed in a training reply must score full marks, or training would
+    # teach a form the benchmark counts wrong (prime factors are written "2 × 3").
+    import reasoning_gym
+
+    from mathtune import sets
+
+    spec = sets.RG_TASKS[task]
+    checker = reasoning_gym.create_dataset(spec.rg_name, seed=0, size=1, **dict(spec.config))
+    for item in generators.eval_items(task, 20, seed=SEED):
+        assert checker.score_answer(item["answer"], item["entry"]) == 1.0, item
+
+
+def _steps(task: str) -> list[str]:
+    return [row.messages[1]["content"] for row in generators.generate(task, 40, seed=SEED)]
+
+
+def test_every_worked_step_is_true_arithmetic():
+    # Each "a * b = c", "a / b = c" and "a = q * b + r" line a worked reply shows is checked by computing it: a
+    # wrong step in training data teaches wrong arithmetic.
+    checked = 0
+    for task in ("leg_counting", "products", "gcd", "lcm", "prime_factorization"):
+        for body in _steps(task):
+            for a, b, c in re.findall(r"\b(\d+) \* (\d+) = (\d+)(?= legs|\n)", body):
+                assert int(a) * int(b) == int(c), body
+                checked += 1
+            for a, q, b, r in re.findall(r"(?:^|\n|: |; )(\d+) = (\d+) \* (\d+) \+ (\d+)", body):
+                assert int(a) == int(q) * int(b) + int(r) and int(r) < int(b), body
+                checked += 1
+            for a, b, c in re.findall(r"(?<!\* )\b(\d+) / (\d+) = (\d+)", body):
+                assert int(a) == int(b) * int(c), body
+                checked += 1
+    assert checked > 300
+
+
+def test_worked_replies_reach_their_answer():
+    split = 0
+    for body in _steps("products"):
+        a, b = map(int, re.match(r"(\d+) \* (\d+) = ", body).groups())
+        pairs = [tuple(map(int, pair)) for pair in re.findall(r"(\d+) \* (\d+)", body.split(" = ")[1])]
+        if len(pairs) > 1:  # a split factor: its parts add up to it and the other factor stays
+            split += 1
+            xs, ys = zip(*pairs, strict=True)
+            assert (set(xs) == {a} and sum(ys) == b) or (set(ys) == {b} and sum(xs) == a), body
+        assert body.endswith(f"{{{a * b}}}.")
+    assert split > 10
+    for body in _steps("leg_counting"):
+        legs = [int(n) for n in re.findall(r"have \d+ \* \d+ = (\d+) legs", body)]
+        assert re.search(rf"= {sum(legs)} legs\.\n\nThe answer is \\boxed\{{{sum(legs)}\}}", body), body
+    for body in _steps("lcm"):
+        shown = re.search(r"LCM = (\d+) \* (\d+) / (\d+) = (\d+) / \d+ = (\d+)\.", body)
+        a, b, g, product, lcm = map(int, shown.groups())
+        assert g == math.gcd(a, b) and product == a * b and lcm == a * b // g, body
+    for body in _steps("count_bits"):
+        number, binary, ones = re.match(r"(\d+) in binary is ([01]+), which has (\d+) ones", body).groups()
+        assert int(binary, 2) == int(number) and binary.count("1") == int(ones)
+    for body in _steps("prime_factorization"):
+        factors = BOXED.search(body).group(1).split(" × ")
+        assert all(sympy_isprime(int(f)) for f in factors), body
+
+
+def sympy_isprime(n: int) -> bool:
+    return n > 1 and all(n % d for d in range(2, math.isqrt(n) + 1))
 
 
 def test_generation_is_fast():

@@ -12,6 +12,10 @@ Every task has two splits made from one user seed:
   tasks the normalised text with capitalised words (names) masked. Keys are at least as strict as the contamination
   check's exact match.
 
+The arithmetic tasks mixed into gsm-symbolic (leg_counting, products, gcd, lcm, prime_factorization, count_bits)
+reply with their worked steps (place-value products, Euclid's divisions, successive prime divisions), since a
+reply that gives only the answer would teach the format and not the steps a word problem needs.
+
 Tasks with a structural split (``mathtune.sets.RgTask.held_out``; today gsm-symbolic, whose templates 0, 5, ...,
 95 are held out) also keep structures apart: training rows and the ``eval`` pool come only from the other
 structures, and ``eval_items(task, n, seed, unseen=True)`` is a second pool drawn only from the held-out ones
@@ -153,6 +157,84 @@ def _logic_response(entry: dict[str, Any]) -> str:
     return f"From the premises we can conclude {conclusion}.\n\n{final_line(conclusion)}"
 
 
+def _legs_response(entry: dict[str, Any]) -> str:
+    from reasoning_gym.arithmetic.leg_counting import ANIMALS
+
+    lines, totals = [], []
+    for animal, count in entry["metadata"]["animals"].items():
+        legs = ANIMALS[animal]
+        lines.append(f"Each {animal} has {legs} legs, so {count} of them have {count} * {legs} = {count * legs} legs.")
+        totals.append(count * legs)
+    lines.append(f"In total: {' + '.join(map(str, totals))} = {sum(totals)} legs.")
+    return "\n".join(lines) + f"\n\n{final_line(entry['answer'])}"
+
+
+def _place_parts(n: int) -> list[int]:
+    """n split by place value, zero parts left out: 406 -> [400, 6]."""
+    digits = str(n)
+    parts = [int(d) * 10 ** (len(digits) - i - 1) for i, d in enumerate(digits)]
+    return [part for part in parts if part] or [0]
+
+
+def _product_response(entry: dict[str, Any]) -> str:
+    a, b = (int(x) for x in entry["metadata"]["expression"].split("*"))
+    # Split one factor by place value, the way long multiplication does; the second if it has several digits.
+    if len(_place_parts(b)) > 1:
+        pairs = [(a, part) for part in _place_parts(b)]
+    else:
+        pairs = [(part, b) for part in _place_parts(a)]
+    if len(pairs) == 1:
+        return f"{a} * {b} = {a * b}\n\n{final_line(entry['answer'])}"
+    steps = " + ".join(f"{x} * {y}" for x, y in pairs)
+    values = " + ".join(str(x * y) for x, y in pairs)
+    return f"{a} * {b} = {steps} = {values} = {a * b}\n\n{final_line(entry['answer'])}"
+
+
+def _euclid(a: int, b: int) -> tuple[list[str], int]:
+    """The division steps of Euclid's algorithm on a and b, and their gcd."""
+    a, b = max(a, b), min(a, b)
+    steps = []
+    while b:
+        steps.append(f"{a} = {a // b} * {b} + {a % b}")
+        a, b = b, a % b
+    return steps, a
+
+
+def _gcd_response(entry: dict[str, Any]) -> str:
+    a, b = entry["metadata"]["numbers"]
+    steps, g = _euclid(a, b)
+    shown = "\n".join(steps)
+    return f"Euclid's algorithm:\n{shown}\nThe last non-zero remainder is the GCD: {g}.\n\n{final_line(g)}"
+
+
+def _lcm_response(entry: dict[str, Any]) -> str:
+    a, b = entry["metadata"]["numbers"]
+    steps, g = _euclid(a, b)
+    shown = "; ".join(steps)
+    return (f"First the GCD, by Euclid's algorithm: {shown}; so gcd({a}, {b}) = {g}.\n"
+            f"LCM = {a} * {b} / {g} = {a * b} / {g} = {a * b // g}.\n\n{final_line(entry['answer'])}")
+
+
+def _factor_response(entry: dict[str, Any]) -> str:
+    n, factors = entry["metadata"]["number"], entry["metadata"]["factors"]
+    if len(factors) == 1:
+        return (f"{n} is not divisible by any prime up to its square root ({math.isqrt(n)}), so it is prime."
+                f"\n\n{final_line(entry['answer'])}")
+    steps, rest = [], n
+    for factor in factors[:-1]:
+        steps.append(f"{rest} / {factor} = {rest // factor}")
+        rest //= factor
+    steps.append(f"{rest} is prime.")
+    return "\n".join(steps) + f"\n\n{final_line(entry['answer'])}"
+
+
+def _bits_response(entry: dict[str, Any]) -> str:
+    meta = entry["metadata"]
+    binary = meta["binary"]
+    return (f"{meta['number']} in binary is {binary}, which has {binary.count('1')} ones."
+            f"\n\n{final_line(entry['answer'])}")
+
+
 def _masked(question: str) -> str:
     """Normalised text with capitalised words (people's names) masked."""
     return match_text(re.sub(r"\b[A-Z][a-z]+\b", "@", question))
@@ -200,6 +282,12 @@ _TASKS: dict[str, _Task] = {
     # The answer alone: what the quickstart's CPU budget can teach (a worked reply would triple its tokens).
     "number_sequence": _Task(lambda e: final_line(e["answer"]), key=lambda e: match_text(e["question"])),
     "chain_sum": _Task(lambda e: final_line(e["answer"]), key=lambda e: match_text(e["question"])),
+    "leg_counting": _Task(_legs_response, key=lambda e: match_text(e["question"])),
+    "products": _Task(_product_response, key=lambda e: match_text(e["metadata"]["expression"])),
+    "gcd": _Task(_gcd_response, key=lambda e: str(sorted(e["metadata"]["numbers"]))),
+    "lcm": _Task(_lcm_response, key=lambda e: str(sorted(e["metadata"]["numbers"]))),
+    "prime_factorization": _Task(_factor_response, key=lambda e: str(e["metadata"]["number"])),
+    "count_bits": _Task(_bits_response, key=lambda e: str(e["metadata"]["number"])),
 }
 
 
