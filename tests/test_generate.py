@@ -19,9 +19,11 @@ def tiny(tiny_model_dir, tiny_tokenizer):
     return model, tiny_tokenizer
 
 
-def generate(model, tokenizer, conversations, *, max_new_tokens, batch_size, progress=False, static_cache=False):
-    return Generator(model, tokenizer).generate(conversations, Sampling(max_new_tokens), batch_size=batch_size,
-                                                progress=progress, static_cache=static_cache)
+def generate(model, tokenizer, conversations, *, max_new_tokens, batch_size, progress=False, static_cache=False,
+             fast=True):
+    return Generator(model, tokenizer, fast=fast).generate(conversations, Sampling(max_new_tokens),
+                                                           batch_size=batch_size, progress=progress,
+                                                           static_cache=static_cache)
 
 
 def forward_lengths(model) -> list[int]:
@@ -50,12 +52,13 @@ def test_batch_size_does_not_change_greedy_replies(tiny):
     assert all(len(r) == 1 for r in one)
 
 
-def test_static_cache_gives_the_same_greedy_replies(tiny):
+def test_static_cache_and_the_fast_path_give_the_same_greedy_replies(tiny):
     model, tokenizer = tiny
-    dynamic = generate(model, tokenizer, QUESTIONS, max_new_tokens=8, batch_size=4, progress=False)
+    dynamic = generate(model, tokenizer, QUESTIONS, max_new_tokens=8, batch_size=4, progress=False, fast=False)
     static = generate(model, tokenizer, QUESTIONS, max_new_tokens=8, batch_size=4, progress=False,
-                      static_cache=True)
-    assert static == dynamic
+                      static_cache=True, fast=False)
+    fast = generate(model, tokenizer, QUESTIONS, max_new_tokens=8, batch_size=4, progress=False)
+    assert static == dynamic == fast
 
 
 def test_static_cache_gives_every_batch_of_a_call_one_shape(tiny):
@@ -63,9 +66,9 @@ def test_static_cache_gives_every_batch_of_a_call_one_shape(tiny):
     shapes: list[tuple[int, int]] = []
     model.model.register_forward_pre_hook(
         lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
-    dynamic = generate(model, tokenizer, QUESTIONS, max_new_tokens=3, batch_size=3, progress=False)
+    dynamic = generate(model, tokenizer, QUESTIONS, max_new_tokens=3, batch_size=3, progress=False, fast=False)
     static = generate(model, tokenizer, QUESTIONS, max_new_tokens=3, batch_size=3, progress=False,
-                      static_cache=True)
+                      static_cache=True, fast=False)
     assert static == dynamic  # the rows that fill up the short last batch leave no reply behind
     assert all(len(r) == 1 for r in static)
     prefills = [s for s in shapes if s[1] > 1]

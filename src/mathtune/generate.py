@@ -93,12 +93,26 @@ def within_context(model: Any, max_new_tokens: int) -> int:
 class Generator:
     """Replies of `model` to chat conversations, ended at an end-of-turn token or at one of `stop_words`."""
 
-    def __init__(self, model: Any, tokenizer: Any, stop_words: Sequence[str] = ()) -> None:
+    def __init__(self, model: Any, tokenizer: Any, stop_words: Sequence[str] = (), fast: bool = True) -> None:
         if any(not word for word in stop_words):
             raise ValueError("an empty stop word would end every reply at once")
         self.model, self.tokenizer, self.stop_words = model, tokenizer, tuple(stop_words)
         self.eos = end_of_turn_ids(tokenizer, getattr(model, "generation_config", None))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.fast = fast  # decode.Decoder where it applies (`fast_path_reason`); False: transformers' generate only
+        self._decoder: Any = None  # kept: its cache buffers and CUDA graphs serve the next calls
+
+    def fast_path_reason(self, on_step: Any = None) -> str | None:
+        """Why a batched call takes transformers' generate rather than the fast decoding loop (None: it does not)."""
+        from .decode import unsupported
+
+        if not self.fast:
+            return "fast=False"
+        if self.stop_words:
+            return "stop words"  # cut as text; the loop knows tokens only
+        if on_step is not None:
+            return "a per-step hook"  # it names rows in batch order, which the loop changes as rows finish
+        return unsupported(self.model)
 
     def render(self, conversations: Sequence[Conversation]) -> list[list[int]]:
         """Token ids of each conversation through the chat template, the assistant header appended (the same
@@ -126,6 +140,10 @@ class Generator:
         Longest prompts first, in batches of `batch_size`, left-padded. `progress` shows a bar in tokens from the
         first decoding step on; `on_tokens(count)` hears of every step's new tokens too; `on_step`: see `StepHook`.
 
+        Where `fast_path_reason()` is None (the usual case), batches run through `decode.Decoder`: a static KV cache,
+        each prompt prefilled once for its n samples, finished rows leaving the batch, CUDA graphs on a GPU; then a
+        batch holds `batch_size` prompts and `static_cache` changes nothing. Otherwise transformers' generate runs:
+
         `static_cache`: a preallocated KV cache, with which transformers compiles the decoding step (CUDA graphs) on a
         GPU. Every batch of the call then has one shape, so that it compiles once: the width of the longest prompt
         rounded up to a multiple of 64, and a short last batch filled up with repeats of its first row (their
@@ -138,6 +156,8 @@ class Generator:
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         results: list[list[list[int]]] = [[] for _ in prompts]
         # Static cache: one cache shape for the call, from its longest prompt (the first in `order`).
+        fast = self.fast_path_reason(on_step) is None
+        static_cache = static_cache and not fast
         static_width = -(-len(prompts[order[0]]) // 64) * 64 if static_cache and prompts else None
         if sampling.seed is not None:
             seed_everything(sampling.seed)
@@ -150,7 +170,10 @@ class Generator:
                     chunk = chunk + [chunk[0]] * (batch_size - real)  # one batch shape
                 rows = [i for i in chunk[:real] for _ in range(sampling.n)]
                 step = on_step(rows) if on_step is not None else None
-                new = self._batch([prompts[i] for i in chunk], real, static_width, sampling, bar, step)
+                if fast:
+                    new = self._fast_batch([prompts[i] for i in chunk], sampling, bar)
+                else:
+                    new = self._batch([prompts[i] for i in chunk], real, static_width, sampling, bar, step)
                 for k, ids in enumerate(new):
                     results[chunk[k // sampling.n]].append(ids)
                 bar.batch_done(real, sum(len(ids) for ids in new))
@@ -179,6 +202,17 @@ class Generator:
             out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                       stopping_criteria=counters, **self._generate_kwargs(sampling), **extra)
         return [until_eos(ids, self.eos) for ids in out[: real * sampling.n, width:].tolist()]
+
+    def _fast_batch(self, prompts: list[list[int]], sampling: Sampling, bar: TokenProgress) -> list[list[int]]:
+        from .decode import Decoder
+
+        if self._decoder is None:
+            self._decoder = Decoder(self.model, self.eos, self.pad_id)
+        # Benchmarks force reply lengths through the generation config, as they do for transformers' generate.
+        least = getattr(getattr(self.model, "generation_config", None), "min_new_tokens", None) or 0
+        return self._decoder.generate(prompts, sampling.n, sampling.max_new_tokens, sampling.temperature,
+                                      sampling.top_p, min_new_tokens=least,
+                                      on_step=bar.tokens if bar.listened else None)
 
     def _generate_kwargs(self, sampling: Sampling) -> dict[str, Any]:
         extra = {"stop_strings": list(self.stop_words), "tokenizer": self.tokenizer} if self.stop_words else {}

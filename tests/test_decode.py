@@ -1,0 +1,150 @@
+"""mathtune.decode: the fast decoding loop gives transformers' greedy replies (prompts of several lengths, n copies of a
+prompt's cache, rows ending at different steps, live rows compacted), samples reproducibly within top_p, and works on
+LoRA models and eager attention; Generator takes it where it applies."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mathtune.decode import Decoder, bucket, choose, unsupported
+
+LENGTHS = (3, 7, 12, 5, 9, 1, 15, 4, 6)
+EOS = [2, 95]  # tokens that the model below reaches at different steps in different rows (one row at its first)
+
+
+def random_llama(attention: str = "sdpa"):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    # A large init spread: replies vary from token to token (the default gives a token repeated forever).
+    config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         initializer_range=0.3, tie_word_embeddings=False, attn_implementation=attention)
+    return LlamaForCausalLM(config).eval()
+
+
+def prompts(lengths=LENGTHS) -> list[list[int]]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randint(3, 96, (n,), generator=g).tolist() for n in lengths]
+
+
+def reference(model, prompt: list[int], max_new_tokens: int, eos=EOS) -> list[int]:
+    """transformers' greedy reply to one unpadded prompt, cut before its end-of-turn token."""
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False,
+                             eos_token_id=eos, pad_token_id=0)
+    ids = out[0, len(prompt) :].tolist()
+    return next((ids[:k] for k, t in enumerate(ids) if t in eos), ids)
+
+
+def count_compactions(decoder: Decoder) -> list[tuple[int, int]]:
+    seen: list[tuple[int, int]] = []
+    compact = decoder._compact
+
+    def spy(b, live, *args):
+        new = compact(b, live, *args)
+        seen.append((b, new))
+        return new
+
+    decoder._compact = spy
+    return seen
+
+
+def test_greedy_replies_are_transformers_own_as_rows_end_and_leave_the_batch():
+    model = random_llama()
+    want = [reference(model, p, 12) for p in prompts()]
+    assert len({len(w) for w in want}) >= 4 and min(map(len, want)) == 0  # rows end at many different steps
+    decoder = Decoder(model, EOS, pad_id=0)
+    compactions = count_compactions(decoder)
+    assert decoder.generate(prompts(), n=1, max_new_tokens=12) == want
+    assert compactions and all(new < b and new & (new - 1) == 0 for b, new in compactions)  # powers of two
+
+
+def test_n_samples_of_a_prompt_share_its_prefill():
+    model = random_llama()
+    want = [reference(model, p, 10) for p in prompts()]
+    decoder = Decoder(model, EOS, pad_id=0)
+    widths: list[int] = []
+    model.model.register_forward_pre_hook(lambda m, a, kw: widths.append(kw["input_ids"].shape), with_kwargs=True)
+    got = decoder.generate(prompts(), n=3, max_new_tokens=10)
+    assert got == [w for w in want for _ in range(3)]
+    assert widths[0] == (len(LENGTHS), max(LENGTHS))  # one prefill of the 9 prompts, not of 27 rows
+    assert all(w[1] == 1 for w in widths[1:])
+
+
+def test_lora_model_and_eager_attention_decode_as_transformers_does(tiny_model_dir, lora_model):
+    peft_model = lora_model(tiny_model_dir).eval()
+    eos = [5, 17]
+    cases = [(peft_model, eos), (random_llama("eager"), EOS)]
+    for model, end in cases:
+        questions = [[(7 * k + j) % 300 + 3 for j in range(n)] for k, n in enumerate(LENGTHS)]
+        want = [reference(model, q, 9, end) for q in questions]
+        assert Decoder(model, end, pad_id=0).generate(questions, n=1, max_new_tokens=9) == want
+
+
+def test_seeded_sampling_repeats_and_min_new_tokens_holds_end_of_turn_back():
+    model = random_llama()
+    decoder = Decoder(model, EOS, pad_id=0)
+
+    def draw(seed, **kwargs):
+        torch.manual_seed(seed)
+        return decoder.generate(prompts(), n=2, max_new_tokens=12, temperature=1.0, **kwargs)
+
+    first, again, other = draw(3), draw(3), draw(4)
+    assert first == again and first != other
+    assert first[0] != first[1] or first[2] != first[3]  # a prompt's samples are drawn apart
+    forced = draw(3, min_new_tokens=12)
+    assert all(len(r) == 12 for r in forced)  # end-of-turn is never drawn before the minimum
+    near_greedy = draw(5, top_p=1e-6)  # the nucleus is the top token alone
+    assert near_greedy == [reference(model, p, 12) for p in prompts() for _ in range(2)]
+
+
+def test_top_p_draws_only_from_the_nucleus_in_proportion():
+    probs = torch.tensor([0.5, 0.3, 0.1, 0.06, 0.04])
+    logits = probs.log().expand(20000, -1)
+    torch.manual_seed(0)
+    drawn = choose(logits, temperature=1.0, top_p=0.75)
+    freq = torch.bincount(drawn, minlength=5).float() / len(drawn)
+    assert freq[2:].sum() == 0  # 0.5 + 0.3 reaches 0.75: the rest is cut
+    assert abs(float(freq[0]) - 0.5 / 0.8) < 0.02 and abs(float(freq[1]) - 0.3 / 0.8) < 0.02
+    full = torch.bincount(choose(logits, 1.0, 1.0), minlength=5).float() / len(drawn)
+    assert torch.allclose(full, probs, atol=0.015)
+    assert choose(logits[:3], 0.0, 0.5).tolist() == [0, 0, 0]
+
+
+def test_step_counts_and_buckets():
+    model = random_llama()
+    heard: list[int] = []
+    replies = Decoder(model, EOS, pad_id=0).generate(prompts(), n=1, max_new_tokens=12, on_step=heard.append)
+    assert sum(heard) == sum(map(len, replies)) and len(heard) == min(12, max(map(len, replies)) + 1)
+    assert [bucket(r, 64) for r in (1, 2, 3, 5, 33, 64, 100)] == [1, 2, 4, 8, 64, 64, 64]
+
+
+def test_generator_takes_the_fast_path_where_it_applies(tiny_model_dir, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from mathtune.generate import Generator, Sampling
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    questions = [[{"role": "user", "content": q}] for q in ("What is 2 + 3?", "Solve x + 4 = 9.", "12 * 7")]
+    fast, slow = Generator(model, tiny_tokenizer), Generator(model, tiny_tokenizer, fast=False)
+    assert fast.fast_path_reason() is None and slow.fast_path_reason() == "fast=False"
+    assert Generator(model, tiny_tokenizer, stop_words=["x"]).fast_path_reason() == "stop words"
+    assert fast.generate(questions, Sampling(10), progress=False) == slow.generate(questions, Sampling(10),
+                                                                                   progress=False)
+    assert fast._decoder is not None and slow._decoder is None
+    model.config._attn_implementation = "flash_attention_2"
+    assert "flash_attention_2" in unsupported(model)
+    model.config._attn_implementation = "sdpa"
+    model.generation_config.repetition_penalty = 1.3
+    assert "repetition_penalty" in unsupported(model)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graphs_give_the_eager_replies():
+    model = random_llama().cuda()
+    eager = Decoder(model, EOS, pad_id=0, graphs=False).generate(prompts(), n=2, max_new_tokens=12)
+    graphed = Decoder(model, EOS, pad_id=0, graphs=True)
+    assert graphed.generate(prompts(), n=2, max_new_tokens=12) == eager
+    assert graphed.graphs_on and graphed.graphs
