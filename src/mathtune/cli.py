@@ -113,10 +113,24 @@ def _eval_flags() -> tuple[Section, ...]:
     return EVAL_FLAGS
 
 
-def _eval(job, settings) -> int:
+def _eval(job, settings, remote=None) -> int:
     from .evaluate.cli import run_eval
 
-    return run_eval(job, settings)
+    return run_eval(job, settings, remote)
+
+
+def _deploy_flags() -> tuple[Section, ...]:
+    from .serve.config import DeployArgs
+
+    return (Section("", DeployArgs, ("model", "adapters", "served_model_name", "dtype", "trust_remote_code",
+                                     "infer_backend", "host", "port", "api_key", "max_new_tokens", "max_batch_size",
+                                     "max_queue", "batch_wait_ms")),)
+
+
+def _deploy(args) -> int:
+    from .serve import deploy
+
+    return deploy(args)
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
@@ -142,6 +156,8 @@ VERBS: dict[str, Verb] = {
     "export": _typed_verb("merge a LoRA checkpoint into its base model", _export_flags, _export),
     "infer": _typed_verb("chat with a model, an adapter checkpoint or a merged folder", _infer_flags, _infer),
     "eval": _typed_verb("measure math and logic accuracy with verified answer checking", _eval_flags, _eval),
+    "deploy": _typed_verb("serve a model over an OpenAI-compatible API (batched, streaming)", _deploy_flags,
+                          _deploy),
     "rlhf": Verb("GRPO with verifiable rewards (--rlhf_type grpo)", lambda p: _rl_cli().add_arguments(p),
                  lambda a: _rl_cli().run(a)),
     "data": Verb("preview, measure and check datasets", _add_data, _data),
@@ -177,17 +193,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    if args.command in LAUNCHED_VERBS and os.environ.get("NPROC_PER_NODE") and "LOCAL_RANK" not in os.environ:
+        return _launch(args.command, argv)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars; our own bars show training and generation
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"mathtune {args.command}: error: {exc}", file=sys.stderr)
+        if _reports(exc):
+            print(f"mathtune {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\nmathtune {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+LAUNCHED_VERBS = ("sft", "eval")
+"""Verbs that `NPROC_PER_NODE=N mathtune VERB ...` runs on N processes per node under torchrun."""
+
+
+def _reports(exc: UserError) -> bool:
+    """Under torchrun every rank meets the same bad input: rank 0 alone says so, but each survivor of a lost peer."""
+    if "RANK" not in os.environ:
+        return True
+    from .distributed import PeerLost
+
+    return isinstance(exc, PeerLost) or os.environ.get("RANK") == "0"
+
+
+def _launch(command: str, argv: list[str]) -> int:
+    """Run this same command under torchrun (ms-swift's spelling): NPROC_PER_NODE processes on this node, and with
+    NNODES > 1 a rendezvous at MASTER_ADDR:MASTER_PORT as node NODE_RANK. A rank that fails ends the job: its own
+    line says why, and this adds one line naming it (torchrun's report would be a page)."""
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    env = os.environ
+    try:
+        nproc, nnodes, node_rank = (int(env.get(k, d)) for k, d in
+                                    (("NPROC_PER_NODE", "1"), ("NNODES", "1"), ("NODE_RANK", "0")))
+    except ValueError:
+        print(f"mathtune {command}: error: NPROC_PER_NODE, NNODES and NODE_RANK must be whole numbers", file=sys.stderr)
+        return 2
+    if nproc < 1 or nnodes < 1 or not 0 <= node_rank < nnodes:
+        print(f"mathtune {command}: error: need NPROC_PER_NODE >= 1, NNODES >= 1 and 0 <= NODE_RANK < NNODES "
+              f"(got {nproc}, {nnodes}, {node_rank})", file=sys.stderr)
+        return 2
+    launch = [f"--nproc_per_node={nproc}", f"--nnodes={nnodes}", f"--node_rank={node_rank}"]
+    if nnodes == 1 and "MASTER_PORT" not in env:
+        launch.append("--standalone")  # a free port on this host
+    else:
+        launch += [f"--master_addr={env.get('MASTER_ADDR', '127.0.0.1')}",
+                   f"--master_port={env.get('MASTER_PORT', '29500')}"]
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its failure report: see below
+    try:
+        run(get_args_parser().parse_args([*launch, "-m", "mathtune", *argv]))
+    except ChildFailedError as exc:
+        rank, failure = min(exc.failures.items())
+        code = failure.exitcode
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        print(f"mathtune {command}: rank {rank} {how}; the job stopped", file=sys.stderr)
+        return code if code > 0 else 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -145,6 +145,10 @@ class FastArgs:
     attn_impl: str | None = field(default=None, metadata=MAY_CHANGE_ON_RESUME)
     """Attention: None picks (on CUDA, varlen flash attention for packed rows; SDPA elsewhere); "varlen" asks for it;
     any transformers name (sdpa, eager, flex_attention, flash_attention_2) turns it off and uses that."""
+    fsdp: bool = field(default=False, metadata=MAY_CHANGE_ON_RESUME)
+    """Several ranks (torchrun): shard the weights, gradients and optimizer state with FSDP2's fully_shard, one group
+    per decoder layer, so a model too large for one card trains; off: every rank holds the model (DDP). Ignored in
+    one process. Checkpoints are the same files either way, so a run may resume with or without it."""
 
     def __post_init__(self) -> None:
         if self.checkpoint_layers is not None and self.checkpoint_layers < 0:
@@ -194,7 +198,7 @@ SFT_FLAGS = (
     Section("run", RunArgs, ("run_output_dir", "logging_steps", "save_steps", "eval_steps", "save_total_limit",
                              "resume_from_checkpoint")),
     Section("speed", FastArgs, ("gradient_checkpointing", "checkpoint_layers", "use_liger_kernel", "fast_lora",
-                                "torch_compile", "attn_impl")),
+                                "torch_compile", "attn_impl", "fsdp")),
     Section("evaluation", RunConfig, ("eval_benchmarks", "eval_limit")),
     Section("", None, ("swift_backend",)),
 )

@@ -202,6 +202,8 @@ FLAGS: dict[str, Flag] = {flag_key: flag for flag_key, flag in [
     ("torch_compile", _b("--torch_compile", help="torch.compile each decoder layer")),
     ("attn_impl", F(("--attn_impl", "--attn_implementation"), "attn_impl",
                     "varlen (default on CUDA), sdpa, eager, flex_attention or flash_attention_2")),
+    ("fsdp", _b("--fsdp", help="under torchrun: shard weights, gradients and optimizer state across ranks with FSDP2 "
+                               "(default: plain data parallel, DDP)")),
     # --- sft: evaluation before and after ---
     ("eval_benchmarks", F(("--eval_benchmarks",), "eval_benchmarks",
                           "measure these before and after training (e.g. rg:gsm-symbolic champ)", nargs="+",
@@ -236,6 +238,24 @@ FLAGS: dict[str, Flag] = {flag_key: flag for flag_key, flag in [
                   nargs=2, metavar=("DIR_A", "DIR_B"))),
     ("infer_backend", F(("--infer_backend",), "infer_backend", "pt (PyTorch) or vllm when it is installed",
                         choices=("pt", "vllm"))),
+    ("api_base", F(("--api_base",), "api_base", "evaluate the model served at this OpenAI-compatible URL (e.g. "
+                   "http://127.0.0.1:8000/v1) instead of loading one; --batch_size requests at a time", metavar="URL")),
+    ("served_model", F(("--served_model",), "served_model", "the model name to ask --api_base for (default: the only "
+                       "one it lists)", metavar="NAME")),
+    ("remote_api_key", F(("--api_key",), "api_key", "the key sent to --api_base as a Bearer token (default: "
+                         "$OPENAI_API_KEY if set)", metavar="KEY")),
+    # --- deploy (serve.config.DeployArgs holds the defaults) ---
+    ("adapters", F(("--adapters",), "adapters", "LoRA checkpoints of the same base to serve beside it, each chosen by "
+                   "a request's model name", nargs="+", metavar="NAME=CHECKPOINT")),
+    ("served_model_name", F(("--served_model_name",), "served_model_name", "the name clients ask for",
+                            none_means="the model folder's name")),
+    ("host", F(("--host",), "host", "address to listen on (0.0.0.0: every interface; then set --api_key)")),
+    ("port", F(("--port",), "port", parse=int)),
+    ("api_key", F(("--api_key",), "api_key", "require this Bearer key from clients (default: none)", metavar="KEY")),
+    ("max_batch_size", F(("--max_batch_size",), "max_batch_size", "rows generated together at most", int)),
+    ("max_queue", F(("--max_queue",), "max_queue", "requests running or waiting at most; more get 429", int)),
+    ("batch_wait_ms", F(("--batch_wait_ms",), "batch_wait_ms", "how long an idle worker waits for the rest of a "
+                        "burst of requests before starting a batch", finite_float, metavar="MS")),
     # --- plot ---
     ("run_dir", F(("run_dir",), "run_dir", "a run folder (output/<model>/v<N>-<timestamp>)")),
     # --- quickstart ---

@@ -407,14 +407,18 @@ class RunDir:
     """One run's folder, held by one writer: `open` picks it (new, restarted or resumed) and locks an existing one;
     `start` creates a new one; `begin`, `save` and `log` are what training calls; `close` lets go of the lock.
 
+    Under torchrun only rank 0 is the writer: it picks, locks and writes the folder; the other ranks get its choice
+    through a broadcast (so a `--resume_from_checkpoint auto` never sees two answers) and write nothing.
+
     A new run's folder appears only at `start` (once data and model have loaded) and goes again if the setup fails
     (`setting_up`); a resumed run's folder is left untouched until its checkpoint has loaded (`begin`)."""
 
-    def __init__(self, cfg: RunConfig, path: Path | None, resume: Path | None = None, name: str = "") -> None:
-        self.cfg, self.path, self.resume, self.name = cfg, path, resume, name
+    def __init__(self, cfg: RunConfig, path: Path | None, resume: Path | None = None, name: str = "",
+                 writer: bool = True) -> None:
+        self.cfg, self.path, self.resume, self.name, self.writer = cfg, path, resume, name, writer
         self.restart = resume is None and path is not None
         self.started = False
-        self.log = RunLog(path / "logging.jsonl") if path is not None else None
+        self.log = RunLog(path / "logging.jsonl") if path is not None and writer else None
         output_dir = Path(cfg.run.output_dir)
         self._made_by_us = [f for f in (output_dir / name, output_dir) if not f.exists()]  # removed if setup fails
         self._lock: int | None = None
@@ -423,9 +427,23 @@ class RunDir:
     @classmethod
     def open(cls, cfg: RunConfig, name: str) -> RunDir:
         """The run `cfg` asks for under output_dir/<name>: `.resume` is the checkpoint to continue from, if any."""
-        resume, path = resume_point(cfg, name)
-        run = cls(cfg, path, resume, name)
-        if path is not None:
+        from .distributed import broadcast_object, current
+
+        d = current()
+        if not d.active:
+            resume, path = resume_point(cfg, name)
+        else:  # rank 0 decides; an error there is every rank's error (only rank 0 prints it)
+            found: tuple = (None, None, None)
+            if d.is_main:
+                try:
+                    found = (*resume_point(cfg, name), None)
+                except UserError as exc:
+                    found = (None, None, str(exc))
+            resume, path, error = broadcast_object(found)
+            if error is not None:
+                raise UserError(error)
+        run = cls(cfg, path, resume, name, writer=d.is_main)
+        if path is not None and run.writer:
             run.lock()
         return run
 
@@ -451,7 +469,7 @@ class RunDir:
         try:
             yield
         except BaseException:
-            if self.started and self.resume is None and not self.restart:
+            if self.started and self.resume is None and not self.restart and self.writer:
                 shutil.rmtree(self.path, ignore_errors=True)
                 for folder in self._made_by_us:
                     with contextlib.suppress(OSError):
@@ -462,6 +480,19 @@ class RunDir:
         """Create (or, for a restart, clear the log of) the run folder and record the options and data mix."""
         if self.started:
             return self.path
+        if not self.writer:  # rank 0 names the folder it made
+            from .distributed import broadcast_object
+
+            self.path, self.started = broadcast_object(None), True
+            return self.path
+        self._start_folder(data_mix)
+        from .distributed import broadcast_object, current
+
+        if current().active:
+            broadcast_object(self.path)
+        return self.path
+
+    def _start_folder(self, data_mix: dict) -> None:
         if self.restart:  # the killed attempt's log lines go; its leftovers are cleaned by the first save
             RunLog(self.path / "logging.jsonl", resume_step=0)
         elif self.resume is None:
@@ -472,20 +503,27 @@ class RunDir:
         if self.resume is None:
             write_json(self.path / "args.json", self._args())
             write_json(self.path / "data_mix.json", data_mix)
-        return self.path
 
     def begin(self, state: TrainState) -> None:
         """Training has taken up `state`: a resumed run drops the checkpoints and log lines that came after it."""
-        if self.resume is None:
+        if self.resume is None or not self.writer:
             return
         for dropped in discard_checkpoints_after(self.path, state.step):
             print(f"removed {dropped.name}: newer than the resumed {self.resume.name}, so no longer part of this run")
         self.log = RunLog(self.path / "logging.jsonl", resume_step=state.step)
 
-    def save(self, model, tokenizer, state: TrainState) -> Path:
-        """checkpoint-<step>: weights, tokenizer and training state, atomically; older ones pruned."""
+    def save(self, model, tokenizer, state: TrainState, weights: dict | None = None) -> Path:
+        """checkpoint-<step>: weights, tokenizer and training state, atomically; older ones pruned. `weights` is the
+        full state dict where the model holds only a shard of it (FSDP). Only the writer writes; every rank gets the
+        folder's name."""
+        if not self.writer:
+            return self.path / f"checkpoint-{state.step}"
+
         def write(folder: Path) -> None:
-            model.save_pretrained(folder, safe_serialization=True)
+            if weights is None:
+                model.save_pretrained(folder, safe_serialization=True)
+            else:
+                model.save_pretrained(folder, safe_serialization=True, state_dict=weights)
             tokenizer.save_pretrained(folder)
             if (folder / "adapter_config.json").is_file():
                 self._record_base(folder, model)
@@ -517,5 +555,5 @@ class RunDir:
 
     def finish(self) -> None:
         """A resumed run records what may have changed (a longer --max_steps), once its checkpoint has loaded."""
-        if self.resume is not None:
+        if self.resume is not None and self.writer:
             write_json(self.path / "args.json", self._args())

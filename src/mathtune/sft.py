@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import fastpath
+from . import distributed, fastpath
 from .config import RunConfig
 from .data.tokenize import Encoded
 from .data.types import Conversation
@@ -75,8 +75,18 @@ def load_weights(model, checkpoint: Path, lora: bool) -> None:
 def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
     """Fine-tune as `cfg` says: data -> model -> fast path -> run folder -> training -> loss curve (-> evaluation).
     A new run's folder appears once data and model have loaded (and goes again if a later step of the setup fails);
-    a resumed run's folder is left untouched until its checkpoint has loaded."""
+    a resumed run's folder is left untouched until its checkpoint has loaded.
+
+    Under torchrun every rank runs this; rank 0 alone prints, logs and writes (see distributed.py)."""
+    with distributed.session() as d:
+        return _run_sft(cfg, progress and d.is_main, d)
+
+
+def _run_sft(cfg: RunConfig, progress: bool, d: distributed.Dist) -> SftResult:
     started = time.perf_counter()
+    if d.active and cfg.fast.fsdp and cfg.eval_benchmarks:
+        raise UserError("--eval_benchmarks with --fsdp: generation on a sharded model is not supported; evaluate the "
+                        "checkpoint afterwards with `mathtune eval` (which shares questions across ranks)")
     if not cfg.data.dataset:
         raise UserError(
             "--dataset is required: a file, a folder, rg:TASK or a hub set, e.g. --dataset rg:gsm-symbolic#500")
@@ -86,15 +96,20 @@ def run_sft(cfg: RunConfig, progress: bool = True) -> SftResult:
     tokenizer = load_tokenizer(model_path, cfg.model.trust_remote_code)
     built = _build_data(cfg, tokenizer)
     with RunDir.open(cfg, model_name(model_path, cfg.model.model_id_or_path)) as run:
-        model, loss_fn, before = _prepare(cfg, run, model_path, tokenizer, built, progress)
-        with StopOnSignal() as stop:  # Ctrl-C or SIGTERM: checkpoint after this step, then stop
+        model, loss_fn, before = _prepare(cfg, run, model_path, tokenizer, built, progress, d)
+        parallel = distributed.Parallel(model, loss_fn, d, cfg.fast.fsdp, default_device()) if d.active else None
+        with StopOnSignal() as stop, distributed.peer_guard(d, lambda: run.path):
+            # Ctrl-C or SIGTERM: checkpoint after this step, then stop (all ranks together)
             result = train_in(run, model, tokenizer, built.train, built.val, loss_fn, origins=built.train_origins,
-                              should_stop=stop, progress=progress)
+                              should_stop=stop, progress=progress, parallel=parallel)
         run.finish()
-        plot = _plot(run.path)
+        plot = _plot(run.path) if d.is_main else ""
         summary = None
         if cfg.eval_benchmarks and not result.interrupted:
             summary = evaluate_after(model, tokenizer, cfg, run.path, before, progress)
+    if not d.is_main:
+        return SftResult(run.path, result.last_checkpoint, result.interrupted, result.final_loss,
+                         result.final_eval_loss, summary)
     if result.interrupted:
         print(f"Stopped at step {result.global_step}; resume with --resume_from_checkpoint {result.last_checkpoint}")
     print(f"run dir: {run.path}\nlast checkpoint: {result.last_checkpoint}\nloss curve: {plot}\n"
@@ -114,19 +129,23 @@ def _build_data(cfg: RunConfig, tokenizer):
     return built
 
 
-def _prepare(cfg: RunConfig, run: RunDir, model_path, tokenizer, built,
-             progress: bool) -> tuple[Any, LossFn, dict | None]:
+def _prepare(cfg: RunConfig, run: RunDir, model_path, tokenizer, built, progress: bool,
+             d: distributed.Dist = distributed.SINGLE) -> tuple[Any, LossFn, dict | None]:
     """(model ready to train, its loss, benchmark results before training); the run folder exists afterwards."""
     device = default_device()
     # 'varlen' is ours (fastpath registers it for packed rows); transformers loads the model with its default.
     attn = None if cfg.fast.attn_impl == "varlen" else cfg.fast.attn_impl
-    model = load_model(model_path, cfg.model.dtype, device, attn, cfg.model.trust_remote_code)
+    # Under FSDP the model is read into host memory and each rank moves only its shard to its card, so a model
+    # larger than one card still loads.
+    load_on = "cpu" if d.active and cfg.fast.fsdp else device
+    model = load_model(model_path, cfg.model.dtype, load_on, attn, cfg.model.trust_remote_code)
     lora = cfg.lora.sft_type == "lora"
     if lora:
         check_target_modules(model, cfg.lora.target_modules)
     before = None
     with run.setting_up():
-        print(built.report.to_text(), flush=True)
+        if d.is_main:
+            print(built.report.to_text(), flush=True)
         if cfg.eval_benchmarks and run.resume is None:
             run.start(built.report.to_dict())
             before = evaluate_model(model, tokenizer, cfg, run.path / "eval" / "before", progress)
@@ -142,16 +161,22 @@ def _prepare(cfg: RunConfig, run: RunDir, model_path, tokenizer, built,
 
 def train_in(run: RunDir, model, tokenizer, train_set: Sequence[Encoded], val_set: Sequence[Encoded],
              loss_fn: LossFn, *, origins: Sequence[str] | None = None, should_stop: Callable[[], bool] | None = None,
-             progress: bool = True) -> TrainResult:
+             progress: bool = True, parallel: distributed.Parallel | None = None) -> TrainResult:
     """Train `model` in `run`'s folder with `run.cfg`'s options: its log, its checkpoints, continuing from
-    `run.resume` when set (the weights must already be loaded)."""
+    `run.resume` when set (the weights must already be loaded). With `parallel`, on every rank: only the run
+    folder's writer (rank 0) logs and writes."""
     cfg = run.cfg
+
+    def on_save(state):
+        weights = None if parallel is None else parallel.full_model_state()  # FSDP: gathered, by every rank
+        return run.save(model, tokenizer, state, weights)
+
     return train(model, train_set, val_set, cfg.optim, loss_fn=loss_fn,
                  capacity=packing_capacity(cfg.optim, cfg.data.max_length), pad_id=tokenizer.pad_token_id,
                  logging_steps=cfg.run.logging_steps, save_steps=cfg.run.save_steps, eval_steps=cfg.run.eval_steps,
                  state=None if run.resume is None else load_state(run.resume), origins=origins,
-                 on_start=run.begin, on_log=lambda record: run.log.write(record),
-                 on_save=lambda state: run.save(model, tokenizer, state), should_stop=should_stop, progress=progress)
+                 on_start=run.begin, on_log=(lambda record: run.log.write(record)) if run.writer else None,
+                 on_save=on_save, should_stop=should_stop, progress=progress, parallel=parallel)
 
 
 def _plot(run_dir: Path) -> str:

@@ -10,12 +10,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import OptimArgs
 from .data.packing import Batch, collate, pack_rows, plan_steps
 from .data.tokenize import Encoded
 from .errors import UserError, first_line
+
+if TYPE_CHECKING:
+    from .distributed import Parallel
 
 LossFn = Callable[[Any, Batch], Any]
 """loss_fn(model, batch) -> the sum of token losses over the batch's trained tokens (a 0-dim float tensor)."""
@@ -109,12 +112,14 @@ def peak_rss_gib() -> float:
 
 
 def evaluate_loss(model, examples: Sequence[Encoded], optim: OptimArgs, capacity: int, pad_id: int,
-                  loss_fn: LossFn) -> float | None:
-    """Token-weighted mean loss over `examples`."""
+                  loss_fn: LossFn, parallel: Parallel | None = None) -> float | None:
+    """Token-weighted mean loss over `examples` (shared out across ranks under `parallel`)."""
     import torch
 
     if not examples:
         return None
+    if parallel is not None:
+        return _evaluate_loss_parallel(parallel, examples, optim, capacity, pad_id)
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -132,20 +137,25 @@ def evaluate_loss(model, examples: Sequence[Encoded], optim: OptimArgs, capacity
     return total / max(count, 1)
 
 
-def _optimizer_and_schedule(params: list, optim: OptimArgs, total_steps: int, device, state: TrainState | None):
+def _optimizer_and_schedule(params: list, optim: OptimArgs, total_steps: int, device, state: TrainState | None,
+                            parallel: Parallel | None = None):
     """AdamW and the LR schedule, seeded; with `state`, continued from it (optimizer, scheduler and RNG)."""
     import torch
     from transformers import get_scheduler
 
-    optimizer = torch.optim.AdamW(params, lr=optim.learning_rate, weight_decay=optim.weight_decay,
-                                  fused=device.type == "cuda")
+    # FSDP's parameters are DTensors, which the foreach kernels take (the fused one is not promised to).
+    fused = device.type == "cuda" and (parallel is None or not parallel.fsdp)
+    optimizer = torch.optim.AdamW(params, lr=optim.learning_rate, weight_decay=optim.weight_decay, fused=fused)
     scheduler = get_scheduler(optim.lr_scheduler_type, optimizer,
                               num_warmup_steps=int(optim.warmup_ratio * total_steps), num_training_steps=total_steps)
     torch.manual_seed(optim.seed)
     random.seed(optim.seed)
     if state is not None:
         try:
-            optimizer.load_state_dict(state.optimizer)
+            if parallel is None:
+                optimizer.load_state_dict(state.optimizer)
+            else:
+                parallel.load_optimizer_state(optimizer, state.optimizer)
             scheduler.load_state_dict(state.scheduler)
             set_rng_state(state.rng)
         except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
@@ -182,12 +192,16 @@ def train(model, train_set: Sequence[Encoded], val_set: Sequence[Encoded], optim
           state: TrainState | None = None, origins: Sequence[str] | None = None,
           on_start: Callable[[TrainState], None] | None = None, on_log: Callable[[dict], None] | None = None,
           on_save: Callable[[TrainState], Path | None] | None = None, should_stop: Callable[[], bool] | None = None,
-          progress: bool = True) -> TrainResult:
+          progress: bool = True, parallel: Parallel | None = None) -> TrainResult:
     """Train the trainable parameters of `model` on `train_set`, continuing from `state` when given.
 
     `on_start(state)` runs once the state has been taken up (a resumed run may then drop what came after it);
     `on_log(record)` gets each log and eval line; `on_save(state)` runs every `save_steps`, at the end and when
-    `should_stop()` turns true (the loop then ends after that step)."""
+    `should_stop()` turns true (the loop then ends after that step).
+
+    With `parallel` (several ranks, distributed.Parallel), each step's rows are shared out across ranks and the
+    result is the one-process result for the same global batch; every rank calls `on_save`, `on_log` goes only where
+    it is given (rank 0)."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
@@ -201,7 +215,8 @@ def train(model, train_set: Sequence[Encoded], val_set: Sequence[Encoded], optim
     steps_per_epoch = len(epoch_plan(0))
     total_steps = optim.max_steps if optim.max_steps > 0 else math.ceil(steps_per_epoch * optim.num_train_epochs)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer, scheduler = _optimizer_and_schedule(params, optim, total_steps, device, state)
+    optimizer, scheduler = _optimizer_and_schedule(params, optim, total_steps, device, state, parallel)
+    share = None if parallel is None else _StepShare(parallel, train_set, optim, capacity, pad_id)
     now = TrainState(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     if state is not None:
         now.step, now.epoch, now.position = state.step, state.epoch, state.position
@@ -221,8 +236,11 @@ def train(model, train_set: Sequence[Encoded], val_set: Sequence[Encoded], optim
             if position >= len(plan):
                 epoch, position = epoch + 1, 0
                 plan = epoch_plan(epoch)
-            batches = [collate(train_set, rows, packing=optim.packing, pad_id=pad_id) for rows in plan[position]]
-            grad_norm = _take_step(model, batches, params, optimizer, optim, loss_fn, step + 1, origins, window)
+            if share is None:
+                batches = [collate(train_set, rows, packing=optim.packing, pad_id=pad_id) for rows in plan[position]]
+                grad_norm = _take_step(model, batches, params, optimizer, optim, loss_fn, step + 1, origins, window)
+            else:
+                grad_norm = share.take_step(plan[position], params, optimizer, step + 1, origins, window)
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
@@ -240,26 +258,114 @@ def train(model, train_set: Sequence[Encoded], val_set: Sequence[Encoded], optim
                 window = _empty_window()
                 window_start = time.perf_counter()
             if step % eval_steps == 0 or step == total_steps:
-                last_eval = evaluate_loss(model, val_set, optim, capacity, pad_id, loss_fn)
+                last_eval = evaluate_loss(model, val_set, optim, capacity, pad_id, loss_fn, parallel)
                 if last_eval is not None and on_log is not None:
                     on_log({**at, "eval_loss": last_eval})
                 model.train()
             bar.update(1)
             interrupted = should_stop is not None and should_stop()
+            if share is not None and should_stop is not None:  # stop together, or one rank waits for the others
+                interrupted = share.any(interrupted)
             if on_save is not None and (step % save_steps == 0 or step == total_steps or interrupted):
                 _check_weights(params, step)
+                saved = optimizer.state_dict() if parallel is None else parallel.optimizer_state(optimizer)
                 last_checkpoint = on_save(TrainState(step, epoch, position, window, total_steps, steps_per_epoch,
-                                                     optimizer.state_dict(), scheduler.state_dict(), rng_state()))
+                                                     saved, scheduler.state_dict(), rng_state()))
             if interrupted:
                 break
     return TrainResult(step, last_checkpoint, interrupted, last_loss, last_eval)
+
+
+class _StepShare:
+    """One rank's part of each step under `parallel` (see distributed.py for why this reproduces one process)."""
+
+    def __init__(self, parallel: Parallel, train_set: Sequence[Encoded], optim: OptimArgs, capacity: int,
+                 pad_id: int) -> None:
+        from .data.packing import shifted_labels
+        from .data.tokenize import IGNORE_INDEX
+
+        self.parallel, self.train_set, self.optim, self.capacity, self.pad_id = (parallel, train_set, optim,
+                                                                                 capacity, pad_id)
+        self.lengths = [len(e) for e in train_set]
+        # Every rank knows every row's trained tokens, so the step's total needs no collective before the backward.
+        self.trained = [sum(t != IGNORE_INDEX for t in shifted_labels(e)) for e in train_set]
+
+    def any(self, flag: bool) -> bool:
+        from .distributed import all_reduce_sum
+
+        return all_reduce_sum([float(flag)], self.parallel.device)[0] > 0
+
+    def take_step(self, step_plan: list[list[int]], params: list, optimizer, step: int,
+                  origins: Sequence[str] | None, window: dict):
+        """_take_step on several ranks: the gradient of sum(loss) / step tokens, summed over ranks; the loss sum and a
+        non-finite flag are summed over ranks too, so that every rank takes the same decision."""
+        import torch
+
+        from .distributed import all_reduce_sum, local_value, share_of_step
+
+        parallel, optim = self.parallel, self.optim
+        rows = [r for micro in step_plan for r in micro]
+        step_tokens = sum(self.trained[r] for r in rows)
+        mine = share_of_step(step_plan, self.lengths, parallel.dist, packing=optim.packing, capacity=self.capacity,
+                             batch_size=optim.batch_size)
+        scale = parallel.world / max(step_tokens, 1)  # DDP and FSDP average over ranks; this makes it a sum
+        loss_sum, bad = 0.0, 0.0
+        for i, (micro, weight) in enumerate(mine):
+            batch = collate(self.train_set, micro, packing=optim.packing, pad_id=self.pad_id)
+            with parallel.accumulating(last=i == len(mine) - 1):
+                loss = parallel.loss(batch)
+                (loss * (scale * weight)).backward()
+            value = loss.item() * weight
+            if math.isfinite(value):
+                loss_sum += value
+            else:
+                bad += 1.0
+        total_loss, total_bad = all_reduce_sum([loss_sum, bad], parallel.device)
+        if total_bad and _non_finite(optim, step, rows, origins, "loss"):
+            return None
+        grad_norm = local_value(torch.nn.utils.clip_grad_norm_(params, optim.max_grad_norm))
+        if bool(torch.isfinite(grad_norm)) or not _non_finite(optim, step, rows, origins, "gradient"):
+            optimizer.step()
+            window["loss"] += total_loss
+            window["trained"] += step_tokens
+            window["tokens"] += sum(self.lengths[r] for r in rows)
+        return grad_norm
+
+
+def _evaluate_loss_parallel(parallel: Parallel, examples: Sequence[Encoded], optim: OptimArgs, capacity: int,
+                            pad_id: int) -> float:
+    """evaluate_loss's micro-batches shared round-robin across ranks, padded to equal counts (FSDP gathers weights in
+    every forward, so each rank must run as many)."""
+    import torch
+
+    from .distributed import all_reduce_sum
+
+    rows = list(range(len(examples)))
+    if optim.packing:
+        plan = pack_rows(rows, [len(e) for e in examples], capacity)
+    else:
+        plan = [rows[i : i + optim.batch_size] for i in range(0, len(rows), optim.batch_size)]
+    d = parallel.dist
+    mine = [(m, 1.0) for m in plan[d.rank :: d.world]]
+    mine += [([0], 0.0)] * (math.ceil(len(plan) / d.world) - len(mine))
+    total, count = 0.0, 0.0
+    parallel.wrapped.eval()
+    with torch.no_grad():
+        for micro, weight in mine:
+            batch = collate(examples, micro, packing=optim.packing, pad_id=pad_id)
+            total += float(parallel.loss(batch)) * weight
+            count += batch.num_trained * weight
+    parallel.wrapped.train()
+    total, count = all_reduce_sum([total, count], parallel.device)
+    return total / max(count, 1)
 
 
 def _check_weights(params: list, step: int) -> None:
     # Non-finite losses and gradients never reach the optimizer; this makes a NaN in a checkpoint impossible anyway.
     import torch
 
-    if not all(bool(torch.isfinite(p).all()) for p in params):
+    # A sharded (FSDP) parameter is checked by its own shard: every rank checks its part.
+    if not all(bool(torch.isfinite(getattr(p, "_local_tensor", p)).all()) for p in params):
         raise NonFiniteLoss(f"non-finite weights at step {step}; no checkpoint written (earlier ones are intact)")
 
 

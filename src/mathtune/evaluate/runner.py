@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
+from ..distributed import is_main, session
 from ..errors import UserError
 from ..model import is_adapter_dir
 from ..run_dir import check_output_dir, lock_folder
 from ..seeding import check_seed
 from .grading import answer_key, grade
+from .remote import RemoteArgs, remote_generator
+from .remote import check_job as check_remote_job
 
 NOT_AN_ADAPTER = "--baseline compares an adapter with its base model: pass the checkpoint with --adapter"
 GenerateFn = Callable[[list[list[dict[str, str]]]], list[list[str]]]
@@ -271,32 +274,47 @@ class EvalRun:
 
 def evaluate(benchmarks: Sequence[str], settings: EvalSettings, output_dir: str | Path, *, model: str | None = None,
              adapter: str | None = None, loaded: tuple[Any, Any] | None = None, baseline: bool = False,
-             description: str | None = None, progress: bool = True) -> EvalRun:
+             description: str | None = None, progress: bool = True, remote: RemoteArgs | None = None) -> EvalRun:
     """Evaluate a model on `benchmarks`: predictions.jsonl per benchmark and summary.json in `output_dir`.
 
     The model is `loaded` = (model, tokenizer), already in memory (sft before and after training, quickstart), or
     else loaded here from `model` (a folder, hub id, adapter checkpoint or merged folder; None: the embedded model)
     and `adapter`. With `baseline`, the adapter's base model goes into output_dir/base and the adapter into
     output_dir/adapter: one model, its LoRA layers switched off for the base run, so the runs differ by the adapter
-    alone. `description` names the model in summary.json (default: what loading it says).
+    alone. `description` names the model in summary.json (default: what loading it says). `remote` with an api_base:
+    the model served there instead (evaluate/remote.py).
     """
     if loaded is not None and (model is not None or adapter is not None):
         raise ValueError("pass loaded=(model, tokenizer) or a model to load, not both")
+    with session():  # under torchrun: join the ranks (sft has already), to share questions across them
+        return _evaluate(benchmarks, settings, output_dir, model=model, adapter=adapter, loaded=loaded,
+                         baseline=baseline, description=description, progress=progress and is_main(), remote=remote)
+
+
+def _evaluate(benchmarks: Sequence[str], settings: EvalSettings, output_dir: str | Path, *, model: str | None,
+              adapter: str | None, loaded: tuple[Any, Any] | None, baseline: bool, description: str | None,
+              progress: bool, remote: RemoteArgs | None = None) -> EvalRun:
     if loaded is not None and settings.infer_backend != "pt":
         raise ValueError("a model already in memory is evaluated with the pt backend")
     _check_names(benchmarks, settings.data_seed)
     out = Path(output_dir)
     check_output_dir(out)  # before loading and generating, which take minutes
+    served = remote is not None and remote.api_base is not None  # --api_base: the model behind a server
+    if served:
+        check_remote_job(remote, model=model, adapter=adapter, loaded=loaded, baseline=baseline, settings=settings)
     if baseline and loaded is None and adapter is None and not (model and is_adapter_dir(Path(model))):
         raise UserError(NOT_AN_ADAPTER)
     if settings.limit is None or settings.max_new_tokens is None:
-        settings = resolve_for_device(settings, _device_of(loaded, settings), announce=progress)
-    if settings.infer_backend == "vllm":
+        # a server's device is unknown here: the GPU's defaults (every question, 1024 tokens)
+        settings = resolve_for_device(settings, "remote" if served else _device_of(loaded, settings), announce=progress)
+    if served:
+        make_generate, tokenizer, name = remote_generator(remote, settings, progress)
+    elif settings.infer_backend == "vllm":
         make_generate, tokenizer, name = vllm_generator(model, adapter, settings, progress)
     else:
         make_generate, tokenizer, name = _pt_generator(model, adapter, loaded, settings, progress, baseline)
     name = description or name
-    with _writer_of(out):
+    with _writer_of(out) if is_main() else contextlib.nullcontext():  # under torchrun, rank 0 alone writes
         if not baseline:
             return EvalRun(_run_benchmarks(make_generate(True), tokenizer, benchmarks, out, settings, name, progress))
         base = _run_benchmarks(make_generate(False), tokenizer, benchmarks, out / "base", settings,
@@ -337,10 +355,32 @@ def _run_benchmarks(generate_fn: GenerateFn, tokenizer: Any, benchmarks: Sequenc
         if progress:
             print(f"{bench.name}: {len(items)} questions x {settings.num_samples} sample(s)", flush=True)
         # The pt generator seeds each call (one per benchmark), so a benchmark's samples do not depend on the others.
-        outputs = generate_fn([[{"role": "user", "content": p}] for p in prompts])
-        save_result(out, summary, score_outputs(bench, items, outputs, tokenizer, prompts))
-    print(format_table(summary), flush=True)
+        conversations = [[{"role": "user", "content": p}] for p in prompts]
+        outputs = _shared_generate(generate_fn, conversations) if settings.infer_backend == "pt" else \
+            generate_fn(conversations)
+        if outputs is not None:
+            save_result(out, summary, score_outputs(bench, items, outputs, tokenizer, prompts))
+    if is_main():
+        print(format_table(summary), flush=True)
     return summary
+
+
+def _shared_generate(generate_fn: GenerateFn, conversations: list) -> list[list[str]] | None:
+    """Under torchrun, each rank answers every world-th question and rank 0 gathers the answers in question order
+    (None on the other ranks, which write nothing); in one process, generate_fn itself."""
+    from ..distributed import current, gather_objects
+
+    d = current()
+    if not d.active:
+        return generate_fn(conversations)
+    mine = generate_fn(conversations[d.rank :: d.world]) if conversations[d.rank :: d.world] else []
+    parts = gather_objects(mine)
+    if parts is None:
+        return None
+    outputs: list[list[str]] = [[] for _ in conversations]
+    for rank, part in enumerate(parts):
+        outputs[rank :: d.world] = part
+    return outputs
 
 
 def _device_of(loaded: tuple[Any, Any] | None, settings: EvalSettings) -> str:
