@@ -35,12 +35,14 @@ def sample(generator: Generator, prompts: Sequence[Prompt], *, num_generations: 
                         n=num_generations, seed=None)
     conversations = [list(p.messages) for p in prompts]
     rendered = generator.render(conversations)
-    # Each prompt's n samples at once: they share the prompt's KV cache (generate's num_return_sequences).
+    # Each prompt's n samples at once: they share the prompt's prefill. The fast loop takes the whole generation
+    # batch in one go (finished rows leave it, so rows cost only while they run); transformers' generate keeps
+    # batches of `batch_size` rows.
+    per_batch = len(prompts) if generator.fast_path_reason() is None else max(1, batch_size // num_generations)
     was_training = generator.model.training
     generator.model.eval()  # no dropout while sampling: the policy that samples is the one the ratio compares with
     try:
-        samples = generator.generate_ids(conversations, sampling, batch_size=max(1, batch_size // num_generations),
-                                         progress=progress)
+        samples = generator.generate_ids(conversations, sampling, batch_size=max(1, per_batch), progress=progress)
     finally:
         generator.model.train(was_training)
     end = generator.tokenizer.eos_token_id if generator.tokenizer.eos_token_id in generator.eos else generator.eos[0]
