@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..flags import Section, add_flags, typed
+from .remote import RemoteArgs
 from .runner import EvalSettings, evaluate
 
 
@@ -42,6 +43,7 @@ EVAL_FLAGS = (
     Section("generation", EvalSettings, ("limit", "num_samples", "temperature", "top_p", "max_new_tokens",
                                          "gen_batch_size", "data_seed", "seed", "infer_backend", "static_cache",
                                          "trust_remote_code")),
+    Section("served model (instead of a local one)", RemoteArgs, ("api_base", "served_model", "remote_api_key")),
 )
 
 
@@ -64,11 +66,10 @@ def default_output_dir(model: str | None, adapter: str | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Run `mathtune eval` from parsed flags; returns the exit code."""
-    job, settings = typed(args, EVAL_FLAGS)
-    return run_eval(job, settings)
+    return run_eval(*typed(args, EVAL_FLAGS))
 
 
-def run_eval(job: EvalJob, settings: EvalSettings) -> int:
+def run_eval(job: EvalJob, settings: EvalSettings, remote: RemoteArgs | None = None) -> int:
     """Evaluate (or compare) and print where the results are; returns the exit code."""
     from ..run_dir import check_output_dir
     from .report import compare
@@ -79,8 +80,10 @@ def run_eval(job: EvalJob, settings: EvalSettings) -> int:
             check_output_dir(job.output_dir)
         print(compare(dir_a, dir_b, out_dir=job.output_dir))
         return 0
-    output_dir = Path(job.output_dir) if job.output_dir else default_output_dir(job.model, job.adapter)
-    evaluate(list(job.benchmarks), settings, output_dir, model=job.model, adapter=job.adapter, baseline=job.baseline)
+    served = remote.served_model or "served" if remote is not None and remote.api_base else None
+    output_dir = Path(job.output_dir) if job.output_dir else default_output_dir(job.model or served, job.adapter)
+    evaluate(list(job.benchmarks), settings, output_dir, model=job.model, adapter=job.adapter, baseline=job.baseline,
+             remote=remote)
     if job.baseline:
         print(compare(output_dir / "base", output_dir / "adapter", out_dir=output_dir, labels=("base", "adapter")))
     print(f"results: {output_dir}")

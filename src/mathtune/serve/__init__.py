@@ -1,0 +1,74 @@
+"""`mathtune deploy`: serve a model (base, adapter checkpoint, merged folder, several adapters of one base) over an
+OpenAI-compatible API, its concurrent requests batched through `generate.Generator` (see batcher.py); or, with
+`--infer_backend vllm`, start vLLM's own OpenAI server on the same model."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+from .config import DeployArgs
+
+__all__ = ["DeployArgs", "deploy", "vllm_command"]
+
+
+def deploy(args: DeployArgs) -> int:
+    """Serve until Ctrl-C or SIGTERM, which stop taking requests, finish those in flight and exit (0)."""
+    if args.infer_backend == "vllm":
+        return _run_vllm(args)
+    import uvicorn
+
+    from .app import create_app
+    from .batcher import Batcher
+    from .models import load_served
+
+    models = load_served(args)
+    batcher = Batcher(models, args.max_batch_size, args.max_queue, args.batch_wait_ms)
+    app = create_app(models, batcher, args.api_key, args.max_new_tokens)
+    print(f"model: {models.description}", file=sys.stderr)
+    print(f"serving {', '.join(models.names)} at http://{args.host}:{args.port}/v1"
+          f"{' (Bearer key required)' if args.api_key else ''}; Ctrl-C drains and stops", file=sys.stderr, flush=True)
+    # timeout_graceful_shutdown None: on Ctrl-C uvicorn waits for every request in flight (a second Ctrl-C forces)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=None)
+    return 0
+
+
+def vllm_command(args: DeployArgs) -> list[str]:
+    """vLLM's OpenAI server on the same model and names: an adapter checkpoint is served as a LoRA of its base."""
+    from ..model import base_of_adapter, is_adapter_dir, model_name, resolve_model_path
+
+    table = args.adapter_table()
+    model = args.model
+    if model is not None and Path(model).is_dir() and is_adapter_dir(Path(model)):
+        table = {args.served_model_name or Path(model).name: model, **table}
+        model = base_of_adapter(Path(model))
+    elif model is None and table:
+        model = base_of_adapter(Path(next(iter(table.values()))))
+    base = resolve_model_path(model)
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(base), "--host", args.host,
+               "--port", str(args.port), "--served-model-name", args.served_model_name or model_name(base, model)]
+    if args.dtype.upper() != "AUTO":
+        command += ["--dtype", {"BF16": "bfloat16", "FP16": "float16", "FP32": "float32"}.get(args.dtype.upper(),
+                                                                                           args.dtype)]
+    if args.trust_remote_code:
+        command.append("--trust-remote-code")
+    if table:
+        command += ["--enable-lora", "--lora-modules", *(f"{name}={path}" for name, path in table.items())]
+    return command  # the API key goes in VLLM_API_KEY, not on a command line that `ps` shows
+
+
+def _run_vllm(args: DeployArgs) -> int:
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError("--infer_backend vllm: vllm is not installed (pip install vllm on a CUDA machine); "
+                        "or use --infer_backend pt")
+    command = vllm_command(args)
+    print("starting: " + " ".join(command), file=sys.stderr, flush=True)
+    env = {**os.environ, "VLLM_API_KEY": args.api_key} if args.api_key else None
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:  # vLLM got the Ctrl-C too and shuts itself down
+        return 130

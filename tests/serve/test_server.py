@@ -1,0 +1,121 @@
+"""`mathtune deploy`'s server through the real `openai` client on a loopback port: the routes, greedy answers equal
+to `infer`'s, streaming, sampling settings, 32 concurrent clients batched together, and authentication."""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+from serve_helpers import serve
+
+from mathtune.cli import main
+
+PROMPTS = ["What is 2 + 3?", "Solve x + 4 = 9.", "Hello! How are you?", "Compute 12 * 7.",
+           "Knights always tell the truth.", "The quick brown fox"]
+
+
+def ask(client, prompt: str, **kwargs):
+    settings = {"temperature": 0, "max_tokens": 12, **kwargs}
+    return client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": prompt}], **settings)
+
+
+@pytest.fixture(scope="module")
+def infer_answers(tiny_model_dir, tmp_path_factory) -> dict[str, str]:
+    """`mathtune infer --input` on PROMPTS, greedy, 12 new tokens: what the server must answer."""
+    folder = tmp_path_factory.mktemp("infer")
+    (folder / "in.jsonl").write_text("".join(json.dumps({"query": p}) + "\n" for p in PROMPTS))
+    assert main(["infer", "--ckpt_dir", str(tiny_model_dir), "--dtype", "fp32", "--input", str(folder / "in.jsonl"),
+                 "--output", str(folder / "out.jsonl"), "--max_new_tokens", "12"]) == 0
+    rows = [json.loads(line) for line in (folder / "out.jsonl").read_text().splitlines()]
+    return {row["query"]: row["response"] for row in rows}
+
+
+def test_models_and_health(server, client):
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    health = httpx.get(server.url.removesuffix("/v1") + "/health").json()
+    assert health["status"] == "ok" and health["admitted"] == 0
+
+
+def test_greedy_answers_equal_infer(client, infer_answers):
+    for prompt in PROMPTS:
+        reply = ask(client, prompt)
+        assert reply.choices[0].message.content == infer_answers[prompt], prompt
+        assert reply.choices[0].finish_reason in ("stop", "length") and reply.object == "chat.completion"
+        assert reply.usage.completion_tokens <= 12 and reply.usage.prompt_tokens > 5
+
+
+def test_stream_gives_the_same_text_in_pieces(client, infer_answers):
+    prompt = PROMPTS[0]
+    chunks = list(ask(client, prompt, stream=True, stream_options={"include_usage": True}))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(pieces) == infer_answers[prompt]
+    assert len(pieces) > 1  # text arrives as it is generated, not in one piece at the end
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    whole = ask(client, prompt)
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+
+
+def test_max_tokens_and_stop_sequences(client):
+    full = ask(client, PROMPTS[1], max_tokens=30).choices[0].message.content
+    short = ask(client, PROMPTS[1], max_tokens=3)
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 3
+    assert full.startswith(short.choices[0].message.content)
+    # a stop sequence taken from the greedy reply itself: the reply ends just before it, both ways
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
+    expected = full[: full.find(stop)]
+    cut = ask(client, PROMPTS[1], max_tokens=30, stop=[stop, "@@never@@"])
+    assert cut.choices[0].message.content == expected and cut.choices[0].finish_reason == "stop"
+    streamed = ask(client, PROMPTS[1], max_tokens=30, stop=stop, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == expected
+
+
+def test_sampling_n_and_seed(client):
+    first = ask(client, PROMPTS[2], temperature=1.0, n=3, seed=7, max_tokens=16)
+    again = ask(client, PROMPTS[2], temperature=1.0, n=3, seed=7, max_tokens=16)
+    texts = [c.message.content for c in first.choices]
+    assert [c.index for c in first.choices] == [0, 1, 2]
+    assert texts == [c.message.content for c in again.choices]  # the same seed, the same replies
+    assert len(set(texts)) > 1  # sampled: a random tiny model's 16 tokens do not repeat three times
+    other = ask(client, PROMPTS[2], temperature=1.0, n=3, seed=8, max_tokens=16)
+    assert [c.message.content for c in other.choices] != texts
+    greedy = ask(client, PROMPTS[2], n=2)
+    assert greedy.choices[0].message.content == greedy.choices[1].message.content
+    assert greedy.usage.completion_tokens == 2 * ask(client, PROMPTS[2]).usage.completion_tokens
+
+
+def test_32_concurrent_clients_are_batched(server, infer_answers):
+    before = server.batcher.stats()["batches"]
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(32)]
+    barrier = threading.Barrier(32)
+
+    def one(prompt: str) -> str:
+        client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
+        barrier.wait()
+        return ask(client, prompt).choices[0].message.content
+
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(one, prompts))
+    assert answers == [infer_answers[p] for p in prompts]
+    batches = server.batcher.stats()["batches"] - before
+    assert batches <= 8, f"32 requests took {batches} generate calls: not batched"
+
+
+def test_api_key(served_tiny):
+    with serve(served_tiny, api_key="s3cret") as running:
+        for key in ("wrong", "s3cre", "s3cret2"):
+            client = openai.OpenAI(base_url=running.url, api_key=key, max_retries=0)
+            with pytest.raises(openai.AuthenticationError) as caught:
+                ask(client, "What is 2 + 3?")
+            assert caught.value.body["type"] == "authentication_error"
+        anonymous = httpx.get(running.url + "/models")
+        assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_api_key"
+        good = openai.OpenAI(base_url=running.url, api_key="s3cret", max_retries=0)
+        assert [m.id for m in good.models.list().data] == ["tiny"]
+        assert ask(good, "What is 2 + 3?").choices[0].message.content is not None
+        assert httpx.get(running.url.removesuffix("/v1") + "/health").status_code == 200  # probes need no key
