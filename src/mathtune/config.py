@@ -236,15 +236,20 @@ def load_yaml(path: str) -> dict[str, Any]:
     return loaded
 
 
-def build_config(namespace: argparse.Namespace) -> RunConfig:
-    """Defaults, overridden by the YAML file, overridden by the flags the user typed."""
+def build_config(namespace: argparse.Namespace, names: dict[str, str] | None = None,
+                 handled: frozenset[str] = frozenset()) -> RunConfig:
+    """Defaults, overridden by the YAML file, overridden by the flags the user typed. Another verb on these configs
+    (rlhf) passes its flags' spellings as `names` (default sft's) and the options it reads from the YAML itself
+    (`yaml_options`) as `handled`."""
     given = {k: v for k, v in vars(namespace).items() if k not in (*_NOT_OPTIONS, "command", "func")}
     values: dict[str, Any] = {}
     source = getattr(namespace, "config", None)
     types = {f.name: str(f.type) for cls in (*SECTIONS.values(), RunConfig) for f in fields(cls)}
     if source:
         for key, value in load_yaml(source).items():
-            name = ALIASES.get(key, key)
+            name = (names or ALIASES).get(key, key)
+            if name in handled:
+                continue
             values[name] = _from_yaml(source, name, value, types.get(name))
     values.update(given)
     known = {f.name: section for section, cls in SECTIONS.items() for f in fields(cls)}
@@ -261,6 +266,26 @@ def build_config(namespace: argparse.Namespace) -> RunConfig:
         return RunConfig(**{s: SECTIONS[s](**parts[s]) for s in SECTIONS}, **top)
     except TypeError as exc:
         raise UserError(f"{source or 'flags'}: {exc}") from None
+
+
+def yaml_options(source: str, classes: tuple[type, ...], names: dict[str, str]) -> dict[str, Any]:
+    """The options in YAML file `source` that are fields of `classes` (keys in any spelling `names` maps to a field),
+    typed as those fields are; any other key is left for build_config."""
+    types = {f.name: str(f.type) for cls in classes for f in fields(cls)}
+    found = ((names.get(key, key), value) for key, value in load_yaml(source).items())
+    return {name: _typed(source, name, value, types[name]) for name, value in found if name in types}
+
+
+def _typed(source: str, name: str, value: Any, annotation: str) -> Any:
+    if not annotation.startswith("tuple[float"):  # GRPO's reward_weights: numbers, where other tuples hold names
+        return _from_yaml(source, name, value, annotation)
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(v, (int, float, str)) and not isinstance(v, bool) for v in items):
+        raise UserError(f"{source}: option '{name}' takes a number or a list of numbers, got {value!r}")
+    try:
+        return tuple(float(v) for v in items)
+    except ValueError:
+        raise UserError(f"{source}: option '{name}' takes a number or a list of numbers, got {value!r}") from None
 
 
 def _from_yaml(source: str, name: str, value: Any, annotation: str | None) -> Any:

@@ -280,6 +280,9 @@ FLAGS: dict[str, Flag] = {flag_key: flag for flag_key, flag in [
                    "a folder, hub id, merged folder or sft checkpoint (a LoRA one is merged in first) (default: the "
                    "embedded SmolLM2-135M-Instruct)", metavar="PATH_OR_ID")),
     ("rlhf_type", F(("--rlhf_type",), "rlhf_type", "grpo, the only one for now", choices=RLHF_TYPES)),
+    ("grpo_batch_size", F(("--batch_size", "--per_device_train_batch_size"), "batch_size", "completions per "
+                          "micro-batch of the policy loss; an optimizer step takes batch_size x "
+                          "gradient_accumulation_steps completions, num_generations per prompt", int)),
     ("num_generations", F(("--num_generations",), "num_generations", "completions per prompt", int)),
     ("max_completion_length", F(("--max_completion_length",), "max_completion_length",
                                 "longest completion in tokens", int)),

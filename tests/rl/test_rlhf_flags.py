@@ -56,7 +56,9 @@ def test_help_shows_each_flag_once_with_grpo_defaults(capsys):
         assert re.sub(r"\s+", "", shown) in text, shown
     # Training options show TRL's GRPO defaults, read from the dataclass that holds them, not sft's.
     assert f"--learning_rateLEARNING_RATEdefault{GRPO_OPTIM_DEFAULTS['learning_rate']}" in text
-    assert "--per_device_train_batch_sizeBATCH_SIZErowspermicro-batch(default8)" in text
+    # --batch_size says what it counts in GRPO (completions), not sft's rows.
+    assert "--per_device_train_batch_sizeBATCH_SIZEcompletionspermicro-batchofthepolicyloss" in text
+    assert "rowspermicro-batch" not in text
     assert f"default{OptimArgs().learning_rate}" not in text
 
 
@@ -89,3 +91,33 @@ def test_a_bad_grpo_flag_is_one_line(argv, said, capsys):
     assert main(["rlhf", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and said in err[0], err
+
+
+def test_grpo_options_in_a_yaml_config_are_taken_and_flags_override_them(tmp_path):
+    config = tmp_path / "grpo.yaml"
+    config.write_text("model: base-folder\ndataset: rg:gsm-symbolic#8\nnum_generations: 4\nbeta: 4e-2\n"
+                      "reward_funcs: accuracy\nreward_weights: [2, 0.5e0]\nloss_type: grpo\ntemperature: 0.7\n"
+                      "rlhf_type: grpo\nlog_completions: true\nper_device_train_batch_size: 16\n"
+                      "learning_rate: 1e-4\nmax_completion_length: 128\n")
+    argv = ["rlhf", "--config", str(config), "--max_completion_length", "64", "--reward_funcs", "accuracy", "format"]
+    cfg = config_from(build_parser("rlhf").parse_args(argv))
+    assert cfg.model.model_id_or_path == "base-folder" and cfg.data.dataset == ("rg:gsm-symbolic#8",)
+    assert (cfg.grpo.num_generations, cfg.grpo.beta, cfg.grpo.loss_type, cfg.grpo.temperature) == (4, 0.04, "grpo",
+                                                                                                     0.7)
+    assert cfg.grpo.reward_weights == (2.0, 0.5) and cfg.grpo.reward_funcs == ("accuracy", "format")
+    assert cfg.grpo.max_completion_length == 64  # the flag beats the file
+    assert cfg.optim.batch_size == 16
+    assert cfg.optim.learning_rate == 1e-4  # given in the file: kept although it is sft's default, not TRL's
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("num_generations: many\n", "option 'num_generations' takes a whole number, got 'many'"),
+    ("reward_weights: [a]\n", "option 'reward_weights' takes a number or a list of numbers"),
+    ("num_generation: 4\n", "unknown option 'num_generation'"),
+])
+def test_a_bad_grpo_option_in_yaml_is_one_line(tmp_path, capsys, text, said):
+    config = tmp_path / "grpo.yaml"
+    config.write_text(text)
+    assert main(["rlhf", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and said in err[0] and str(config) in err[0], err

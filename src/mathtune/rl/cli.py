@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from ..config import SFT_FLAGS, ModelArgs, OptimArgs, build_config
-from ..flags import Section, add_flags
+from ..config import SFT_FLAGS, ModelArgs, OptimArgs, build_config, yaml_options
+from ..flags import Section, add_flags, aliases
 from .config import GrpoArgs, GrpoConfig, GrpoOptimDefaults, grpo_optim
 
 GRPO_KEYS = ("num_generations", "max_completion_length", "reward_funcs", "reward_weights", "external_plugins", "beta",
@@ -24,13 +24,16 @@ def _rlhf_sections() -> tuple[Section, ...]:
         if section.config is ModelArgs:
             section = Section(section.name, ModelArgs,
                               tuple("rl_model" if key == "model_id_or_path" else key for key in section.keys))
-        elif section.config is OptimArgs:
-            section = Section(section.name, GrpoOptimDefaults, section.keys)
+        elif section.config is OptimArgs:  # --batch_size counts completions here
+            section = Section(section.name, GrpoOptimDefaults,
+                              tuple("grpo_batch_size" if key == "batch_size" else key for key in section.keys))
         sections.append(section)
     return (*sections, Section("grpo", GrpoArgs, GRPO_KEYS), Section("", None, ("rlhf_type", "log_completions")))
 
 
 RLHF_FLAGS = _rlhf_sections()
+NAMES = aliases(RLHF_FLAGS)  # YAML keys take every spelling of a flag, as sft's do
+OWN = frozenset({f.name for f in fields(GrpoArgs)} | {"rlhf_type", "log_completions"})  # read here, not by sft
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,11 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from(namespace: argparse.Namespace) -> GrpoConfig:
     """Defaults (TRL's for GRPO) < YAML (--config) < typed flags."""
     values = vars(namespace)
-    grpo = {f.name: values.pop(f.name) for f in fields(GrpoArgs) if f.name in values}
-    rlhf_type = values.pop("rlhf_type", "grpo")
+    source = values.get("config")
+    from_file = yaml_options(source, (GrpoArgs, GrpoConfig, OptimArgs), NAMES) if source else {}
+    grpo = {f.name: from_file[f.name] for f in fields(GrpoArgs) if f.name in from_file}
+    grpo.update({f.name: values.pop(f.name) for f in fields(GrpoArgs) if f.name in values})
+    rlhf_type = values.pop("rlhf_type", from_file.get("rlhf_type", "grpo"))
     values.pop("log_completions", None)
-    base = build_config(namespace)
-    typed = {f.name for f in fields(OptimArgs) if f.name in values}
+    base = build_config(namespace, NAMES, OWN)
+    # Given options keep their value even where it equals sft's default; the others take TRL's GRPO defaults.
+    typed = {f.name for f in fields(OptimArgs) if f.name in values or f.name in from_file}
     defaults = OptimArgs()
     optim = {f.name: getattr(base.optim, f.name) for f in fields(OptimArgs)
              if f.name in typed or getattr(base.optim, f.name) != getattr(defaults, f.name)}
