@@ -2,11 +2,16 @@
 """Generation speed: problems/s and generated tokens/s on GSM-like prompts, random-weight models.
 
 (i) hf_single: plain `model.generate`, one prompt at a time; (ii) hf_batched: plain batched `model.generate`, batches
-of 32 in the given order, left padding; (iii) mathtune: `mathtune.generate.Generator` (length-sorted batches of 32).
+of 32 in the given order, left padding; (iii) mathtune / mathtune_static: `mathtune.generate.Generator` on transformers'
+generate (length-sorted batches of 32; the static one with transformers' static cache); (iv) mathtune_fast: Generator
+on its own decoding loop (mathtune.decode: CUDA graphs, finished rows leave) with every prompt in one batch, at each of
+--fast_rows sequences (default 64 and 512), reported against the memory-bandwidth bound (weights and the live KV cache
+read once per decoding step, --bandwidth_tbs).
 Every reply is forced to exactly --max_new_tokens tokens (min_new_tokens = max_new_tokens in the generation config),
 so random weights do not stop early and every config does the same work. See benchmarks/README.md.
 
     python benchmarks/generate_speed.py --model smol135m yi6b --out results/generate.jsonl
+    python benchmarks/generate_speed.py --model smol135m yi6b --configs mathtune_fast --out results/fast.jsonl
     python benchmarks/generate_speed.py --model tiny --device cpu
 """
 
@@ -45,7 +50,7 @@ TEMPLATES = [
     "A recipe needs {a} cups of flour for {b} cookies. {name} wants to bake {c} batches of {d} cookies each. "
     "How many cups of flour are needed?",
 ]
-CONFIGS = ("hf_single", "hf_batched", "mathtune", "mathtune_static")
+CONFIGS = ("hf_single", "hf_batched", "mathtune", "mathtune_static", "mathtune_fast")
 NAMES = ["Natalia", "James", "Aiko", "Ravi", "Fatima", "Lukas", "Maria", "Chen"]
 
 
@@ -99,6 +104,68 @@ def hf_generate(model, tokenizer, prompts: list[list[int]], batch_size: int, new
     return made
 
 
+def bandwidth_bound(model, rows: int, context: float, tbs: float) -> dict:
+    """Generated tokens/s if each decoding step only read the weights once and the rows' KV cache once (`context`:
+    the mean cached length over the steps), at `tbs` TB/s. An untied embedding table is not read (a lookup); the
+    output head is."""
+    config = model.config
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    if not config.tie_word_embeddings:
+        embedding = model.get_input_embeddings().weight
+        weights -= embedding.numel() * embedding.element_size()
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    element = next(model.parameters()).element_size()
+    kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * element
+    step_bytes = weights + rows * context * kv_per_token
+    return {"bound_tokens_per_s": rows * tbs * 1e12 / step_bytes, "weights_gb": weights / 1e9,
+            "kv_gb_per_step": rows * context * kv_per_token / 1e9}
+
+
+def run_fast(shape: str, model, tokenizer, opts) -> list[dict]:
+    """mathtune_fast at each --fast_rows: every prompt in one batch, one call to warm up (CUDA graphs are captured
+    there), the next timed."""
+    import torch
+
+    from mathtune.generate import Generator, Sampling
+
+    results = []
+    cuda = opts.device.startswith("cuda")
+    for rows in opts.fast_rows:
+        conversations = gsm_prompts(rows, opts.seed + rows)
+        generator = Generator(model, tokenizer)
+        assert generator.fast_path_reason() is None, generator.fast_path_reason()
+        prompts = generator.render(conversations)
+        sampling = Sampling(opts.max_new_tokens)
+        sync(opts.device)
+        start = time.perf_counter()
+        generator.generate_ids(conversations, sampling, batch_size=rows, progress=False)
+        sync(opts.device)
+        first_call_s = time.perf_counter() - start
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        replies = generator.generate_ids(conversations, sampling, batch_size=rows, progress=False)
+        sync(opts.device)
+        seconds = time.perf_counter() - start
+        tokens = sum(len(r[0]) for r in replies)
+        assert tokens == rows * opts.max_new_tokens, (tokens, rows)  # forced lengths: every row ran to the end
+        context = sum(len(p) for p in prompts) / rows + opts.max_new_tokens / 2
+        bound = bandwidth_bound(model, rows, context, opts.bandwidth_tbs)
+        record = {"model": shape, "config": "mathtune_fast", "problems": rows, "new_tokens": tokens,
+                  "seconds": seconds, "problems_per_s": rows / seconds, "tokens_per_s": tokens / seconds,
+                  "first_call_s": first_call_s, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+                  "batch_size": rows, "max_new_tokens": opts.max_new_tokens, **bound,
+                  "share_of_bound": tokens / seconds / bound["bound_tokens_per_s"], "bandwidth_tbs": opts.bandwidth_tbs,
+                  "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
+                  "date": datetime.date.today().isoformat()}
+        shown = ("model", "config", "problems", "tokens_per_s", "bound_tokens_per_s", "share_of_bound", "seconds",
+                 "first_call_s")
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items() if k in shown}),
+              flush=True)
+        results.append(record)
+    return results
+
+
 def run_model(shape: str, opts) -> list[dict]:
     import torch
 
@@ -130,12 +197,15 @@ def run_model(shape: str, opts) -> list[dict]:
             return hf_generate(model, tokenizer, single, 1, opts.max_new_tokens, device)
         if name == "hf_batched":
             return hf_generate(model, tokenizer, prompts, opts.batch_size, opts.max_new_tokens, device)
-        replies = Generator(model, tokenizer).generate(conversations, Sampling(opts.max_new_tokens),
+        replies = Generator(model, tokenizer, fast=False).generate(conversations, Sampling(opts.max_new_tokens),
                                                        batch_size=opts.batch_size, progress=False,
                                                        static_cache=name == "mathtune_static")
         return opts.max_new_tokens * len(replies)
 
     for name in opts.configs:
+        if name == "mathtune_fast":
+            results += run_fast(shape, model, tokenizer, opts)
+            continue
         problems = len(single) if name == "hf_single" else len(prompts)
         first_call_s = None
         if name == "mathtune_static":  # the first call compiles; time the second
@@ -180,8 +250,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=list(CONFIGS),
                         help="hf_single: plain generate one prompt at a time; hf_batched: plain generate, batches in "
-                             "prompt order; mathtune: mathtune.generate; mathtune_static: with a static KV cache, "
-                             "which transformers compiles on a GPU (its compilation is timed too)")
+                             "prompt order; mathtune: mathtune.generate on transformers' generate; mathtune_static: "
+                             "with a static KV cache, which transformers compiles on a GPU (its compilation is timed "
+                             "too); mathtune_fast: mathtune.decode's loop, every prompt in one batch (--fast_rows)")
+    parser.add_argument("--fast_rows", type=int, nargs="+", default=None,
+                        help="sequences per mathtune_fast batch (default 64 512; tiny 8 32)")
+    parser.add_argument("--bandwidth_tbs", type=float, default=4.8, help="memory bandwidth for the bound (H200: 4.8)")
     parser.add_argument("--out", default=None, help="append one JSON line per config to this file")
     opts = parser.parse_args(argv)
 
@@ -194,6 +268,7 @@ def main(argv=None) -> int:
     tiny_only = opts.model == ["tiny"]
     opts.prompts = opts.prompts or (8 if tiny_only else 64)
     opts.max_new_tokens = opts.max_new_tokens or (16 if tiny_only else 256)
+    opts.fast_rows = opts.fast_rows or ([8, 32] if tiny_only else [64, 512])
     if tiny_only:
         opts.batch_size = min(opts.batch_size, 4)
         opts.single_limit = min(opts.single_limit, 2)
@@ -211,8 +286,9 @@ def main(argv=None) -> int:
         single = next((x for x in results if x["model"] == r["model"] and x["config"] == "hf_single"), None)
         peak = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "-"
         ratio = f"{r['tokens_per_s'] / single['tokens_per_s']:.1f}x" if single else "-"
+        bound = f" (bound {r['bound_tokens_per_s']:,.0f})" if "bound_tokens_per_s" in r else ""
         print(f"| {r['model']} | {r['config']} | {r['problems']} | {r['problems_per_s']:.2f} | {r['tokens_per_s']:,.0f}"
-              f" | {peak} | {ratio} |")
+              f"{bound} | {peak} | {ratio} |")
     print(f"\n{opts.max_new_tokens} new tokens per reply (forced), greedy; total {time.perf_counter() - started:.0f} s")
     return 0
 
