@@ -137,6 +137,9 @@ def test_generator_takes_the_fast_path_where_it_applies(tiny_model_dir, tiny_tok
     model.config._attn_implementation = "flash_attention_2"
     assert "flash_attention_2" in unsupported(model)
     model.config._attn_implementation = "sdpa"
+    model.config.sliding_window = 64
+    assert "sliding-window" in unsupported(model)
+    model.config.sliding_window = None
     model.generation_config.repetition_penalty = 1.3
     assert "repetition_penalty" in unsupported(model)
 

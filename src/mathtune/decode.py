@@ -51,6 +51,10 @@ def unsupported(model: Any) -> str | None:
     attention = getattr(config, "_attn_implementation", None)
     if attention not in ATTENTION:
         return f"attention '{attention}' does not take a ready 4D mask"
+    layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
+    window = getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True)
+    if layer_types != {"full_attention"} or window:
+        return "sliding-window or non-attention layers (the loop's mask is plain causal)"
     params = inspect.signature(type(base).forward).parameters
     if "cache" not in params and "past_key_values" not in params:
         return "its forward takes no KV cache"
