@@ -61,25 +61,25 @@ def check_job(remote: RemoteArgs, *, model: str | None, adapter: str | None, loa
         raise UserError("--infer_backend and --static_cache are the server's business under --api_base")
 
 
-def post(remote: RemoteArgs, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def post(remote: RemoteArgs, path: str, body: dict[str, Any] | None = None, retries: int = RETRIES) -> dict[str, Any]:
     """One JSON request, retried on 429, 5xx and dropped connections; any other failure is one UserError line."""
     headers = {"Content-Type": "application/json"}
     if remote.key():
         headers["Authorization"] = f"Bearer {remote.key()}"
     data = json.dumps(body).encode() if body is not None else None
     url = f"{remote.api_base}/{path}"
-    for attempt in range(RETRIES + 1):
+    for attempt in range(retries + 1):
         request = urllib.request.Request(url, data, headers, method="POST" if body is not None else "GET")
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            if (exc.code == 429 or exc.code >= 500) and attempt < RETRIES:
+            if (exc.code == 429 or exc.code >= 500) and attempt < retries:
                 time.sleep(0.5 * 2**attempt)
                 continue
             raise UserError(f"--api_base {url} answered {exc.code}: {_message(exc)}") from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            if attempt < RETRIES:
+            if attempt < retries:
                 time.sleep(0.5 * 2**attempt)
                 continue
             reason = getattr(exc, "reason", exc)
@@ -100,7 +100,8 @@ def _message(exc: urllib.error.HTTPError) -> str:
 
 def pick_model(remote: RemoteArgs) -> str:
     """--served_model, checked against the server's list; or the only model it lists."""
-    listed = [entry.get("id") for entry in post(remote, "models").get("data", []) if isinstance(entry, dict)]
+    # no retries: a server that is not there at the start is a wrong URL, said at once
+    listed = [entry.get("id") for entry in post(remote, "models", retries=0).get("data", []) if isinstance(entry, dict)]
     if remote.served_model is not None:
         if listed and remote.served_model not in listed:
             raise UserError(f"--served_model '{remote.served_model}' is not served at {remote.api_base}; it serves: "

@@ -4,10 +4,14 @@ OpenAI-compatible API, its concurrent requests batched through `generate.Generat
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import signal
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UserError
@@ -26,15 +30,51 @@ def deploy(args: DeployArgs) -> int:
     from .batcher import Batcher
     from .models import load_served
 
-    models = load_served(args)
-    batcher = Batcher(models, args.max_batch_size, args.max_queue, args.batch_wait_ms)
-    app = create_app(models, batcher, args.api_key, args.max_new_tokens)
-    print(f"model: {models.description}", file=sys.stderr)
-    print(f"serving {', '.join(models.names)} at http://{args.host}:{args.port}/v1"
-          f"{' (Bearer key required)' if args.api_key else ''}; Ctrl-C drains and stops", file=sys.stderr, flush=True)
-    # timeout_graceful_shutdown None: on Ctrl-C uvicorn waits for every request in flight (a second Ctrl-C forces)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=None)
+    # bound before loading: a taken port fails at once, not after the model has loaded
+    with _bind(args.host, args.port) as sock:
+        models = load_served(args)
+        batcher = Batcher(models, args.max_batch_size, args.max_queue, args.batch_wait_ms)
+        app = create_app(models, batcher, args.api_key, args.max_new_tokens)
+        print(f"model: {models.description}", file=sys.stderr)
+        print(f"serving {', '.join(models.names)} at http://{args.host}:{sock.getsockname()[1]}/v1"
+              f"{' (Bearer key required)' if args.api_key else ''}; Ctrl-C drains and stops", file=sys.stderr,
+              flush=True)
+        # timeout_graceful_shutdown None: on Ctrl-C uvicorn waits for every request in flight (a second Ctrl-C
+        # forces)
+        config = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=None)
+        _server_class()(config).run(sockets=[sock])
+    print("stopped: every request in flight was answered", file=sys.stderr)
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, except that after a graceful stop it does not raise the signal again (uvicorn does, so
+        the process would die by it): a server asked to stop that answered everything exits 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
 
 
 def vllm_command(args: DeployArgs) -> list[str]:

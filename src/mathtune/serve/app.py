@@ -154,7 +154,7 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request", "type": ""}
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body" and not _type_tag(part))
         if first.get("type") == "json_invalid":
             return APIError(400, f"the body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})"
                             ).response()
@@ -168,6 +168,12 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
         return APIError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error").response()
+
+
+def _type_tag(part: Any) -> bool:
+    """A union member's name in pydantic's error location ('str', 'list[TextPart]'), not a field of the request."""
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool", "none") or "[" in part or
+                                      part[:1].isupper())
 
 
 def _checked(body: ChatRequest, models: ServedModels, limit: int | None, default_max_tokens: int) -> Work:

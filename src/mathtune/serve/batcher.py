@@ -118,7 +118,8 @@ class Batcher:
         self._admitted = 0
         self._running = 0
         self._closing = False
-        self.batches = 0  # generate calls made (tests and /health read it)
+        self.batches = 0  # generate calls made and tokens generated (for /health)
+        self.tokens = 0
         self._thread = threading.Thread(target=self._loop, name="mathtune-batcher", daemon=True)
         self._thread.start()
 
@@ -147,7 +148,7 @@ class Batcher:
     def stats(self) -> dict[str, int]:
         with self._cond:
             return {"admitted": self._admitted, "waiting": len(self._pending), "running": self._running,
-                    "batches": self.batches}
+                    "batches": self.batches, "tokens": self.tokens}
 
     def close(self, timeout: float | None = None) -> None:
         """Answer what is queued, then stop the worker."""
@@ -245,6 +246,7 @@ class Batcher:
                     choice.finish = "stop"
                     continue
                 choice.ids.append(values[k])
+                self.tokens += 1
                 stop[k] = False
                 if job.needs_text:
                     texty.append((k, job, choice))
