@@ -113,10 +113,10 @@ def _eval_flags() -> tuple[Section, ...]:
     return EVAL_FLAGS
 
 
-def _eval(job, settings, remote=None) -> int:
+def _eval(job, settings) -> int:
     from .evaluate.cli import run_eval
 
-    return run_eval(job, settings, remote)
+    return run_eval(job, settings)
 
 
 def _deploy_flags() -> tuple[Section, ...]:
@@ -214,12 +214,8 @@ LAUNCHED_VERBS = ("sft", "eval")
 
 
 def _reports(exc: UserError) -> bool:
-    """Under torchrun every rank meets the same bad input: rank 0 alone says so, but each survivor of a lost peer."""
-    if "RANK" not in os.environ:
-        return True
-    from .distributed import PeerLost
-
-    return isinstance(exc, PeerLost) or os.environ.get("RANK") == "0"
+    """Under torchrun every rank meets the same bad input: rank 0 alone says so."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _launch(command: str, argv: list[str]) -> int:
@@ -252,10 +248,14 @@ def _launch(command: str, argv: list[str]) -> int:
     try:
         run(get_args_parser().parse_args([*launch, "-m", "mathtune", *argv]))
     except ChildFailedError as exc:
-        rank, failure = min(exc.failures.items())
+        from .distributed import PEER_LOST_EXIT
+
+        rank, failure = exc.get_first_failure()
         code = failure.exitcode
-        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        print(f"mathtune {command}: rank {rank} {how}; the job stopped", file=sys.stderr)
+        # Exit 2 is a user error rank 0 has reported; PEER_LOST_EXIT a survivor that reported the lost rank.
+        if code != 2 and all(f.exitcode != PEER_LOST_EXIT for f in exc.failures.values()):
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            print(f"mathtune {command}: rank {rank} {how}; the job stopped", file=sys.stderr)
         return code if code > 0 else 1
     return 0
 

@@ -23,6 +23,9 @@ class EvalJob:
     output_dir: str | None = None  # None: default_output_dir(model, adapter)
     baseline: bool = False  # also the base model without the adapter, and the comparison
     compare: tuple[str, str] | None = None  # two finished evaluation folders to compare instead of running one
+    api_base: str | None = None  # a served model instead of a local one (evaluate/remote.py)
+    served_model: str | None = None
+    api_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.output_dir is not None and not self.output_dir.strip():
@@ -39,11 +42,11 @@ class EvalJob:
 
 
 EVAL_FLAGS = (
-    Section("what", EvalJob, ("model", "adapter", "benchmarks", "eval_output_dir", "baseline", "compare")),
+    Section("what", EvalJob, ("model", "adapter", "benchmarks", "eval_output_dir", "baseline", "compare",
+                              "api_base", "served_model", "remote_api_key")),
     Section("generation", EvalSettings, ("limit", "num_samples", "temperature", "top_p", "max_new_tokens",
                                          "gen_batch_size", "data_seed", "seed", "infer_backend", "static_cache",
                                          "trust_remote_code")),
-    Section("served model (instead of a local one)", RemoteArgs, ("api_base", "served_model", "remote_api_key")),
 )
 
 
@@ -66,10 +69,11 @@ def default_output_dir(model: str | None, adapter: str | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Run `mathtune eval` from parsed flags; returns the exit code."""
-    return run_eval(*typed(args, EVAL_FLAGS))
+    job, settings = typed(args, EVAL_FLAGS)
+    return run_eval(job, settings)
 
 
-def run_eval(job: EvalJob, settings: EvalSettings, remote: RemoteArgs | None = None) -> int:
+def run_eval(job: EvalJob, settings: EvalSettings) -> int:
     """Evaluate (or compare) and print where the results are; returns the exit code."""
     from ..run_dir import check_output_dir
     from .report import compare
@@ -80,7 +84,8 @@ def run_eval(job: EvalJob, settings: EvalSettings, remote: RemoteArgs | None = N
             check_output_dir(job.output_dir)
         print(compare(dir_a, dir_b, out_dir=job.output_dir))
         return 0
-    served = remote.served_model or "served" if remote is not None and remote.api_base else None
+    remote = RemoteArgs(job.api_base, job.served_model, job.api_key)
+    served = (job.served_model or "served") if job.api_base else None
     output_dir = Path(job.output_dir) if job.output_dir else default_output_dir(job.model or served, job.adapter)
     evaluate(list(job.benchmarks), settings, output_dir, model=job.model, adapter=job.adapter, baseline=job.baseline,
              remote=remote)
