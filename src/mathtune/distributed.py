@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .data.packing import Batch, pack_rows
-from .errors import UserError, first_line
+from .errors import UserError
 
 
 @dataclass(frozen=True)
@@ -238,6 +238,12 @@ class Parallel:
         """LossFn-shaped (for evaluation): the model argument is the one already wrapped."""
         return self.wrapped(batch)
 
+    def reshard(self) -> None:
+        """After forwards without a backward (evaluation): FSDP keeps the root's weights gathered after a forward
+        for the backward that usually follows; put the shards back, which the optimizer and the state helpers hold."""
+        if self.fsdp:
+            self.wrapped.reshard()
+
     @contextlib.contextmanager
     def accumulating(self, last: bool) -> Iterator[None]:
         if last:
@@ -309,22 +315,26 @@ def peer_lost(exc: BaseException) -> bool:
         word in text for word in ("connection closed", "connection reset", "broken pipe", "gloo", "nccl"))
 
 
-class PeerLost(UserError):
-    """Another rank went away mid-run (killed, crashed, out of memory); every surviving rank reports it."""
+PEER_LOST_EXIT = 3
+"""Exit code of a rank that lost a peer and said so in its one line (the launcher then adds nothing)."""
 
 
 @contextlib.contextmanager
-def peer_guard(d: Dist, run_path: Callable[[], Any]) -> Iterator[None]:
-    """Turn a collective that failed because a peer died into one line naming the last complete checkpoint (saves
-    are staged then renamed, so it is intact whatever moment the peer died at)."""
+def peer_guard(d: Dist, run_path: Callable[[], Any], command: str = "sft") -> Iterator[None]:
+    """A collective that failed because a peer died ends this rank at once with one line naming the last complete
+    checkpoint (saves are staged then renamed, so it is intact whatever moment the peer died at). At once: torchrun
+    is about to SIGTERM the survivors, and a teardown through a dead peer's collectives could hang."""
     try:
         yield
     except Exception as exc:
         if not d.active or isinstance(exc, UserError) or not peer_lost(exc):
             raise
+        import sys
+
         from .run_dir import latest_checkpoint
 
         path = run_path()
         last = latest_checkpoint(path) if path is not None and path.is_dir() else None
-        raise PeerLost(f"rank {d.rank}: another rank stopped ({first_line(exc, 120)}); training ends here; last "
-                       f"complete checkpoint: {last or 'none yet'}") from None
+        print(f"mathtune {command}: error: rank {d.rank} lost another rank (killed or crashed), so training stopped; "
+              f"last complete checkpoint: {last or 'none yet'}", file=sys.stderr, flush=True)
+        os._exit(PEER_LOST_EXIT)

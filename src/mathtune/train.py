@@ -356,6 +356,7 @@ def _evaluate_loss_parallel(parallel: Parallel, examples: Sequence[Encoded], opt
             total += float(parallel.loss(batch)) * weight
             count += batch.num_trained * weight
     parallel.wrapped.train()
+    parallel.reshard()
     total, count = all_reduce_sum([total, count], parallel.device)
     return total / max(count, 1)
 
