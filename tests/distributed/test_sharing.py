@@ -1,0 +1,68 @@
+"""How a step is shared out across ranks, without launching any: every row once, balanced by tokens, equal forward
+counts; and the launcher's checks of its environment."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mathtune.cli import main
+from mathtune.distributed import SINGLE, Dist, current, share_of_step, split_rows
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_split_covers_every_row_once_and_balances_tokens(world):
+    rng = random.Random(world)
+    lengths = [rng.randint(10, 400) for _ in range(50)]
+    rows = rng.sample(range(50), 23)
+    groups = split_rows(rows, lengths, world)
+    assert sorted(r for g in groups for r in g) == sorted(rows)
+    loads = [sum(lengths[r] for r in g) for g in groups]
+    # Longest-first to the least loaded: no group exceeds another by more than the longest row.
+    assert max(loads) - min(loads) <= max(lengths[r] for r in rows)
+    assert groups == split_rows(list(reversed(rows)), lengths, world), "every rank must compute the same split"
+
+
+@pytest.mark.parametrize(("packing", "capacity", "batch_size"), [(True, 300, 1), (False, 0, 2)])
+def test_each_rank_runs_as_many_micro_batches_and_the_padding_weighs_nothing(packing, capacity, batch_size):
+    lengths = [250, 40, 30, 20, 260, 10, 90]
+    step = [[0, 1], [2, 3, 4], [5, 6]]
+    shares = [share_of_step(step, lengths, Dist(rank, 3), packing=packing, capacity=capacity, batch_size=batch_size)
+              for rank in range(3)]
+    assert len({len(s) for s in shares}) == 1
+    real = sorted(r for share in shares for rows, weight in share if weight for r in rows)
+    assert real == sorted(r for micro in step for r in micro)
+    for share in shares:
+        for rows, weight in share:
+            assert weight in (0.0, 1.0)
+            if packing and weight:
+                assert sum(lengths[r] for r in rows) <= capacity or len(rows) == 1
+            if not packing:
+                assert len(rows) <= batch_size
+
+
+def test_a_step_with_fewer_rows_than_ranks_still_meets_on_every_rank():
+    shares = [share_of_step([[3]], [5, 5, 5, 7], Dist(rank, 2), packing=True, capacity=64, batch_size=1)
+              for rank in range(2)]
+    assert shares == [[([3], 1.0)], [([3], 0.0)]]
+
+
+def test_one_process_is_single():
+    assert current() == SINGLE and not SINGLE.active and SINGLE.is_main
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"NPROC_PER_NODE": "two"}, "must be whole numbers"),
+    ({"NPROC_PER_NODE": "2", "NNODES": "2", "NODE_RANK": "2"}, "0 <= NODE_RANK < NNODES"),
+    ({"NPROC_PER_NODE": "0"}, "NPROC_PER_NODE >= 1"),
+])
+def test_launcher_refuses_a_bad_environment_in_one_line(monkeypatch, capsys, tmp_path, env, message):
+    for key in ("LOCAL_RANK", "RANK", "NNODES", "NODE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["sft", "--dataset", "x.jsonl", "--output_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith("mathtune sft: error:")
+    assert not list(tmp_path.iterdir())
