@@ -144,6 +144,44 @@ def test_generator_takes_the_fast_path_where_it_applies(tiny_model_dir, tiny_tok
     assert "repetition_penalty" in unsupported(model)
 
 
+def test_kept_buffers_and_replayed_steps_serve_later_calls():
+    """The GPU path's bookkeeping on the CPU: a stand-in graph replays the step by recomputing into the output it
+    returned at capture (as a CUDA graph writes its static output), buffers are kept and grown across calls, and
+    live rows are checked every 8 steps."""
+    model = random_llama()
+    decoder = Decoder(model, EOS, pad_id=0, graphs=True)
+    decoder.check_every = 8
+    captured: list[int] = []
+
+    class Replay:
+        def __init__(self, b):
+            self.b, self.out = b, decoder._run(b)
+
+        def replay(self):
+            self.out.copy_(decoder._run(self.b))
+
+    def capture(b):
+        captured.append(b)
+        graph = Replay(b)
+        return graph, graph.out
+
+    decoder._capture = capture
+    compactions = count_compactions(decoder)
+    calls = [(prompts(), 1, 12), (prompts((4, 2, 6)), 2, 10), (prompts(), 3, 12)]
+    per_call = []
+    for questions, n, new in calls:
+        want = [reference(model, q, new) for q in questions for _ in range(n)]
+        assert decoder.generate(questions, n=n, max_new_tokens=new) == want
+        per_call.append(captured[:])
+        captured.clear()
+    assert decoder.buffers.rows == 27 and decoder.buffers.length == 64  # grown to the largest call, then kept
+    first, second, third = per_call
+    assert first[0] == 9 and second[0] == 6 and third[0] == 27  # each call's own batch shape
+    assert not set(first) & set(second)  # the second call replays the first call's graphs where shapes repeat
+    assert len(first) == len(set(first)) and len(third) == len(set(third))  # one capture per shape
+    assert compactions and len(first) > 1  # rows left the batch between replays: a smaller shape was captured
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cuda_graphs_give_the_eager_replies():
     model = random_llama().cuda()

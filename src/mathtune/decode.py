@@ -147,6 +147,8 @@ class Decoder:
         self.keep_last = "logits_to_keep" in params
         self.device = next(model.parameters()).device
         self.graphs_on = self.device.type == "cuda" if graphs is None else graphs
+        # Steps between host syncs (live rows, progress): each sync stalls the queue of launched steps on a GPU.
+        self.check_every = 1 if self.device.type == "cpu" else 8
         self.buffers: _Buffers | None = None
         self.graphs: dict[tuple[int, int], tuple[Any, torch.Tensor]] = {}
         self.fingerprint: tuple | None = None
@@ -172,7 +174,7 @@ class Decoder:
         row_ids = torch.arange(rows, device=self.device)
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)
         counts = torch.zeros(max_new_tokens, dtype=torch.long, device=self.device)
-        every = 8 if self.device.type == "cuda" else 1  # host syncs: each one stalls the queue of launched steps
+        every = self.check_every
         b, heard, logits = rows, 0, first
         for k in range(max_new_tokens):
             if k > 0:
@@ -262,12 +264,13 @@ class Decoder:
         if self.graphs_on:
             length = -(-length // 64) * 64  # similar calls share one cache length, hence one set of graphs
         buf = self.buffers
-        if buf is not None and self.graphs_on and buf.rows >= rows and buf.length == length:
-            return
-        self.buffers, self.graphs = None, {}
+        if buf is not None and self.graphs_on and buf.rows >= rows and buf.length >= length:
+            return  # a longer cache costs a little bandwidth; reallocating costs new graphs
+        if self.graphs_on and buf is not None:  # grow to fit every call so far
+            rows, length = max(rows, buf.rows), max(length, buf.length)
+        self.buffers, self.graphs, buf = None, {}, None
         if self.graphs_on:
-            torch.cuda.empty_cache()
-            rows = max(rows, buf.rows if buf is not None else 0)
+            torch.cuda.empty_cache()  # the old buffers and graph pools go before the new ones come
         keys = [torch.zeros((rows, k.shape[1], length, k.shape[3]), dtype=k.dtype, device=k.device)
                 for k in prefill_cache.keys]
         values = [torch.zeros((rows, v.shape[1], length, v.shape[3]), dtype=v.dtype, device=v.device)
