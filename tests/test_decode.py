@@ -74,9 +74,14 @@ def test_n_samples_of_a_prompt_share_its_prefill():
 
 
 def test_lora_model_and_eager_attention_decode_as_transformers_does(tiny_model_dir, lora_model):
+    from mathtune.fastpath import attention
+
     peft_model = lora_model(tiny_model_dir).eval()
     eos = [5, 17]
-    cases = [(peft_model, eos), (random_llama("eager"), EOS)]
+    trained = random_llama()
+    trained.set_attn_implementation(attention.register())  # as sft's fast path leaves a model it trained
+    cases = [(peft_model, eos), (random_llama("eager"), EOS), (trained, EOS)]
+    assert all(unsupported(model) is None for model, _ in cases)
     for model, end in cases:
         questions = [[(7 * k + j) % 300 + 3 for j in range(n)] for k, n in enumerate(LENGTHS)]
         want = [reference(model, q, 9, end) for q in questions]
@@ -134,7 +139,7 @@ def test_generator_takes_the_fast_path_where_it_applies(tiny_model_dir, tiny_tok
     assert fast.generate(questions, Sampling(10), progress=False) == slow.generate(questions, Sampling(10),
                                                                                    progress=False)
     assert fast._decoder is not None and slow._decoder is None
-    model.config._attn_implementation = "flash_attention_2"
+    model.config._attn_implementation = "flash_attention_2"  # takes no 4D mask
     assert "flash_attention_2" in unsupported(model)
     model.config._attn_implementation = "sdpa"
     model.config.sliding_window = 64

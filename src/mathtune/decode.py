@@ -31,7 +31,9 @@ UNSUPPORTED_GENERATION = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, 
                           "suppress_tokens": None, "begin_suppress_tokens": None, "forced_bos_token_id": None,
                           "forced_eos_token_id": None, "sequence_bias": None, "min_p": None, "typical_p": 1.0,
                           "epsilon_cutoff": 0.0, "eta_cutoff": 0.0, "encoder_repetition_penalty": 1.0}
-ATTENTION = ("sdpa", "eager")  # implementations that take a ready 4D mask (bool for sdpa, additive for eager)
+# Implementations that take a ready 4D mask: bool for sdpa and for sft's fast path (mathtune_varlen hands any masked
+# call to sdpa, so a model fresh from training decodes here too), additive for eager.
+ATTENTION = ("sdpa", "eager", "mathtune_varlen")
 PREFILL_TOKENS = 16384  # prompt tokens per prefill forward: bounds its activations (the 6B shape: ~1.5 GiB)
 
 
