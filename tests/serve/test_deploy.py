@@ -72,6 +72,25 @@ def test_several_adapters_of_one_base(tiny_model_dir, adapters):
             assert got == expected[name], name
 
 
+def test_an_adapter_checkpoint_as_the_model(tiny_model_dir, adapters, tmp_path, capsys):
+    from mathtune.serve.config import DeployArgs
+    from mathtune.serve.models import load_served
+
+    served = load_served(DeployArgs(model=str(adapters["alpha"]), dtype="fp32"))
+    assert list(served.names) == ["alpha"]  # a checkpoint-N folder would be named <run>-checkpoint-N
+    expected = _local_answers(tiny_model_dir, adapters["alpha"])
+    with serve(served) as running:
+        client = openai.OpenAI(base_url=running.url, api_key="unused", max_retries=0)
+        got = [client.chat.completions.create(model=next(iter(served.names)), temperature=0, max_tokens=10,
+                                              messages=[{"role": "user", "content": q}]).choices[0].message.content
+               for q in QUESTIONS]
+    assert got == expected
+    run = tmp_path / "run"
+    (run / "checkpoint-5").mkdir(parents=True)
+    assert main(["deploy", "--adapters", f"a={run}"]) == 2
+    assert "is a run folder, not a checkpoint; its checkpoints: checkpoint-5" in capsys.readouterr().err
+
+
 def test_adapter_of_another_base_is_refused(tmp_path, tiny_model_dir, adapters):
     other = tmp_path / "other"
     other.mkdir()

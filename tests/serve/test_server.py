@@ -18,7 +18,7 @@ PROMPTS = ["What is 2 + 3?", "Solve x + 4 = 9.", "Hello! How are you?", "Compute
            "Knights always tell the truth.", "The quick brown fox"]
 
 
-def ask(client, prompt: str, **kwargs):
+def ask(client, prompt, **kwargs):
     settings = {"temperature": 0, "max_tokens": 12, **kwargs}
     return client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": prompt}], **settings)
 
@@ -119,3 +119,51 @@ def test_api_key(served_tiny):
         assert [m.id for m in good.models.list().data] == ["tiny"]
         assert ask(good, "What is 2 + 3?").choices[0].message.content is not None
         assert httpx.get(running.url.removesuffix("/v1") + "/health").status_code == 200  # probes need no key
+
+
+def test_stream_of_several_sampled_choices_equals_the_whole_answer(client):
+    settings = {"temperature": 1.0, "n": 2, "seed": 3, "max_tokens": 10}
+    whole = ask(client, PROMPTS[3], **settings)
+    pieces = {0: "", 1: ""}
+    reasons = {}
+    for chunk in ask(client, PROMPTS[3], stream=True, **settings):
+        for choice in chunk.choices:
+            pieces[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                reasons[choice.index] = choice.finish_reason
+    assert pieces == {c.index: c.message.content for c in whole.choices}
+    assert reasons == {c.index: c.finish_reason for c in whole.choices}
+
+
+def test_content_as_text_parts_and_a_conversation(client, tiny_model_dir):
+    from mathtune.generate import Generator, Sampling
+    from mathtune.model import load_for_inference
+
+    parts = [{"type": "text", "text": "What is "}, {"type": "text", "text": "2 + 3?"}]
+    assert ask(client, parts).choices[0].message.content == ask(client, "What is 2 + 3?").choices[0].message.content
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"},
+                    {"role": "assistant", "content": "Hi."}, {"role": "user", "content": "What is 2 + 3?"}]
+    reply = client.chat.completions.create(model="tiny", messages=conversation, temperature=0, max_tokens=12)
+    model, tokenizer, _ = load_for_inference(str(tiny_model_dir), dtype="fp32")
+    expected = Generator(model, tokenizer).generate([conversation], Sampling(12), progress=False)[0][0]
+    assert reply.choices[0].message.content == expected
+
+
+def test_a_failed_generation_is_a_500_and_the_server_keeps_serving(served_tiny, monkeypatch):
+    with serve(served_tiny) as running:
+        real = running.batcher.generator.generate_ids
+        calls = []
+
+        def failing_once(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(running.batcher.generator, "generate_ids", failing_once)
+        client = openai.OpenAI(base_url=running.url, api_key="unused", max_retries=0)
+        with pytest.raises(openai.InternalServerError) as caught:
+            ask(client, "What is 2 + 3?")
+        assert "out of memory" in caught.value.body["message"] and caught.value.body["type"] == "server_error"
+        assert ask(client, "What is 2 + 3?").choices[0].message.content is not None
+        assert running.batcher.stats()["admitted"] == 0

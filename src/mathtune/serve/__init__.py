@@ -36,6 +36,9 @@ def deploy(args: DeployArgs) -> int:
         batcher = Batcher(models, args.max_batch_size, args.max_queue, args.batch_wait_ms)
         app = create_app(models, batcher, args.api_key, args.max_new_tokens)
         print(f"model: {models.description}", file=sys.stderr)
+        if not args.api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"warning: listening on {args.host} without --api_key: anyone who can reach this machine can use "
+                  "the model", file=sys.stderr)
         print(f"serving {', '.join(models.names)} at http://{args.host}:{sock.getsockname()[1]}/v1"
               f"{' (Bearer key required)' if args.api_key else ''}; Ctrl-C drains and stops", file=sys.stderr,
               flush=True)

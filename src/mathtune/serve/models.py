@@ -49,12 +49,20 @@ class ServedModels:
 def load_served(args: DeployArgs) -> ServedModels:
     """Load --ckpt_dir (default: the embedded model) and put every --adapters checkpoint on it; one line for any
     checkpoint that does not fit the base."""
-    from ..model import base_of_adapter, is_adapter_dir, load_for_inference, model_name, resolve_model_path
+    from ..model import (
+        base_of_adapter,
+        is_adapter_dir,
+        load_for_inference,
+        model_name,
+        resolve_model_path,
+        run_folder_hint,
+    )
 
     table = args.adapter_table()
     for name, path in table.items():
         if not is_adapter_dir(Path(path)):
-            raise UserError(f"--adapters {name}={path}: no adapter_config.json there (is it a LoRA checkpoint?)")
+            raise UserError(run_folder_hint(Path(path), f"--adapters {name}={path}") or
+                            f"--adapters {name}={path}: no adapter_config.json there (is it a LoRA checkpoint?)")
     requested = args.model
     if requested is None and table:  # adapters alone: their base, as recorded by the run that trained the first
         first = next(iter(table.values()))
@@ -66,8 +74,8 @@ def load_served(args: DeployArgs) -> ServedModels:
     base_path = resolve_model_path(base_requested)
     network, tokenizer, description = load_for_inference(requested, dtype=args.dtype,
                                                         trust_remote_code=args.trust_remote_code)
-    served = args.served_model_name or (Path(requested).name if own_adapter else model_name(base_path,
-                                                                                         base_requested))
+    served = args.served_model_name or (_checkpoint_name(Path(requested)) if own_adapter else
+                                        model_name(base_path, base_requested))
     names = {served: "default" if own_adapter else BASE}
     for number, (name, path) in enumerate(table.items(), start=1):
         wrapped = hasattr(network, "peft_config")
@@ -76,6 +84,12 @@ def load_served(args: DeployArgs) -> ServedModels:
         description += f" + {name}={path}"
     network.eval()
     return ServedModels(network, tokenizer, names, description)
+
+
+def _checkpoint_name(path: Path) -> str:
+    """A checkpoint's served name: 'checkpoint-100' says little alone, so its run folder's name comes first."""
+    path = path.resolve()
+    return f"{path.parent.name}-{path.name}" if path.name.startswith("checkpoint-") else path.name
 
 
 def _put_adapter(network: Any, peft_name: str, path: Path, base_path: Path) -> Any:
