@@ -11,13 +11,17 @@ weights write noise, and grading noise would only time the grader). Every comple
 min_new_tokens, which its sampler honours as transformers' generate does), so both do the same work.
 
 mathtune: rl.step.make_generation_batch (sampling through Generator's decoding loop, rewards, advantages) and
-rl.step.take_step (policy loss, backward, optimizer), as `mathtune rlhf` runs them. TRL 1.16: GRPOTrainer.train with
-its built-in transformers generation (no vLLM), gradient checkpointing off as in mathtune. The first --warmup steps of
-each are not timed. Also reported: each one's sampling tokens/s (TRL's timed around its model.generate calls) and
-mathtune's against the memory-bandwidth bound (generate_speed.bandwidth_bound). JSON lines to --out.
+rl.step.take_step (policy loss, backward, optimizer) on a model with sft's fast path applied, as `mathtune rlhf` runs
+them (here with gradient checkpointing off). TRL 1.16: GRPOTrainer.train with its built-in transformers generation (no
+vLLM), gradient checkpointing off. Every TRL run comes before the first mathtune run: liger-kernel's RoPE patch (part
+of mathtune's fast path where liger is installed) replaces a function of transformers' Llama module for the whole
+process. The first --warmup steps of each are not timed. Also reported: each one's sampling tokens/s (TRL's timed
+around its model.generate calls) and mathtune's against the memory-bandwidth bound (generate_speed.bandwidth_bound).
+JSON lines to --out.
 
     python benchmarks/rl_speed.py --out results/rl_speed.jsonl            # H200: both shapes, about 4 minutes
-    python benchmarks/rl_speed.py --model tiny --device cpu --prompts 2 --generations 4 --completion_length 8
+    python benchmarks/rl_speed.py --model tiny --device cpu --prompts 2 --generations 4 --completion_length 8 \
+        --micro_batch 4
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ def fresh_model(shape: str, tokenizer, opts):
 def run_mathtune(shape: str, tokenizer, conversations, opts, deadline: float) -> dict:
     import torch
 
+    from mathtune.config import FastArgs
+    from mathtune.fastpath import apply
     from mathtune.generate import Generator
     from mathtune.model import attach_lora
     from mathtune.rl.config import build
@@ -72,6 +78,7 @@ def run_mathtune(shape: str, tokenizer, conversations, opts, deadline: float) ->
     model = fresh_model(shape, tokenizer, opts)
     model.generation_config.min_new_tokens = opts.completion_length  # forced lengths (see the module docstring)
     model = attach_lora(model, LORA["rank"], LORA["alpha"], 0.0, "all-linear")
+    fast = apply(model, FastArgs(gradient_checkpointing=False), torch.device(opts.device)).report
     cfg = build({"optim": {"batch_size": opts.micro_batch, "learning_rate": LEARNING_RATE,
                            "gradient_accumulation_steps": opts.prompts * opts.generations // opts.micro_batch},
                  "grpo": {"num_generations": opts.generations, "max_completion_length": opts.completion_length,
@@ -110,7 +117,7 @@ def run_mathtune(shape: str, tokenizer, conversations, opts, deadline: float) ->
     return {"step_s": sum(s["step_s"] for s in timed) / len(timed), "sample_s": sample_s,
             "sampling_tokens_per_s": sampling_tps, **bound,
             "share_of_bound": sampling_tps / bound["bound_tokens_per_s"], "timed_steps": len(timed),
-            "first_step_s": steps[0]["step_s"]}
+            "first_step_s": steps[0]["step_s"], "fast_path": fast}
 
 
 def run_trl(shape: str, tokenizer, conversations, opts, deadline: float) -> dict:
@@ -184,36 +191,33 @@ def time_generate(model, device: str) -> list[float]:
     return seconds
 
 
-def run_shape(shape: str, opts, started: float) -> list[dict]:
+def run_one(name: str, shape: str, opts, started: float, runs_left: int) -> dict | None:
     import torch
 
+    left = opts.max_seconds - (time.perf_counter() - started)
+    if left <= 0:
+        print(f"{shape} {name}: skipped, --max_seconds {opts.max_seconds} spent", flush=True)
+        return None
     conversations = gsm_prompts(opts.prompts * (opts.warmup + opts.steps), opts.seed)
     tokenizer = build_tokenizer(conversations, min(2000, SHAPES[shape]["vocab_size"]))
-    results = []
-    for name, runner in (("mathtune", run_mathtune), ("trl", run_trl)):
-        left = opts.max_seconds - (time.perf_counter() - started)
-        if left <= 0:
-            print(f"{shape} {name}: skipped, --max_seconds {opts.max_seconds} spent", flush=True)
-            continue
-        if opts.cuda:
-            torch.cuda.reset_peak_memory_stats()
-        # Each framework gets an equal share of what is left for this shape and the ones after it.
-        deadline = time.perf_counter() + left / (2 if name == "mathtune" else 1) / opts.shapes_left
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            measured = runner(shape, tokenizer, conversations, opts, deadline)
-        record = {"model": shape, "framework": name, **measured, "prompts": opts.prompts,
-                  "generations": opts.generations, "completion_length": opts.completion_length,
-                  "micro_batch": opts.micro_batch, "peak_gib": torch.cuda.max_memory_allocated() / 2**30
-                  if opts.cuda else None, "device": torch.cuda.get_device_name() if opts.cuda else "cpu",
-                  "torch": torch.__version__, "date": datetime.date.today().isoformat()}
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()
-                          if k not in ("device", "torch", "date")}), flush=True)
-        results.append(record)
-        gc.collect()
-        if opts.cuda:
-            torch.cuda.empty_cache()
-    return results
+    if opts.cuda:
+        torch.cuda.reset_peak_memory_stats()
+    deadline = time.perf_counter() + left / runs_left  # an equal share of what is left
+    runner = run_mathtune if name == "mathtune" else run_trl
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        measured = runner(shape, tokenizer, conversations, opts, deadline)
+    record = {"model": shape, "framework": name, **measured, "prompts": opts.prompts,
+              "generations": opts.generations, "completion_length": opts.completion_length,
+              "micro_batch": opts.micro_batch, "peak_gib": torch.cuda.max_memory_allocated() / 2**30
+              if opts.cuda else None, "device": torch.cuda.get_device_name() if opts.cuda else "cpu",
+              "torch": torch.__version__, "date": datetime.date.today().isoformat()}
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()
+                      if k not in ("device", "torch", "date")}), flush=True)
+    gc.collect()
+    if opts.cuda:
+        torch.cuda.empty_cache()
+    return record
 
 
 def main(argv=None) -> int:
@@ -244,14 +248,16 @@ def main(argv=None) -> int:
     if not opts.cuda:
         torch.set_num_threads(min(4, os.cpu_count() or 1))
     results = []
-    for k, shape in enumerate(opts.model):
-        opts.shapes_left = len(opts.model) - k
-        for record in run_shape(shape, opts, started):
-            results.append(record)
-            if opts.out:
-                Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
-                with open(opts.out, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+    runs = [(name, shape) for name in ("trl", "mathtune") for shape in opts.model]  # TRL first: see the docstring
+    for k, (name, shape) in enumerate(runs):
+        record = run_one(name, shape, opts, started, len(runs) - k)
+        if record is None:
+            continue
+        results.append(record)
+        if opts.out:
+            Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
+            with open(opts.out, "a") as f:
+                f.write(json.dumps(record) + "\n")
     print("\n| model | framework | s / optimizer step | x TRL | sampling tok/s | bound tok/s | share of bound |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in results:

@@ -17,6 +17,7 @@ memory bandwidth allows over a million). This loop does less per step and lets t
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
 from collections.abc import Callable, Sequence
@@ -68,6 +69,7 @@ def unsupported(model: Any) -> str | None:
     return None
 
 
+@functools.cache
 def _cache_class() -> type:
     from transformers.cache_utils import Cache
 

@@ -80,6 +80,7 @@ def _prepare(cfg: GrpoConfig, run: RunDir, model_path, tokenizer, n_prompts: int
     """(policy, reference model or None, benchmark results before training); the run folder exists afterwards.
     For LoRA the reference is the policy with its adapter switched off (no copy); for full fine-tuning with beta >
     0, a frozen copy of the starting weights. An sft LoRA checkpoint is merged in first (rl.start)."""
+    from ..fastpath import apply as apply_fast_path
     from ..model import attach_lora, check_target_modules
     from ..sft import evaluate_model, load_weights
     from .start import load_start_model, save_base_merged
@@ -106,6 +107,9 @@ def _prepare(cfg: GrpoConfig, run: RunDir, model_path, tokenizer, n_prompts: int
             ref_model = copy.deepcopy(model).eval().requires_grad_(False)
         if run.resume is not None:
             load_weights(model, run.resume, lora)
+        # sft's speed features for the policy's forward and backward (and the sampler's steps): fused LoRA,
+        # liger's kernels, checkpointing; as in sft, on the CPU only checkpointing changes anything.
+        apply_fast_path(model, cfg.fast, next(model.parameters()).device)
         run.start(mix)
     return model, ref_model, before
 
