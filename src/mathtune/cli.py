@@ -223,7 +223,9 @@ def _launch(command: str, argv: list[str]) -> int:
     NNODES > 1 a rendezvous at MASTER_ADDR:MASTER_PORT as node NODE_RANK. A rank that fails ends the job: its own
     line says why, and this adds one line naming it (torchrun's report would be a page)."""
     import logging
+    import signal
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -247,6 +249,9 @@ def _launch(command: str, argv: list[str]) -> int:
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its failure report: see below
     try:
         run(get_args_parser().parse_args([*launch, "-m", "mathtune", *argv]))
+    except SignalException as exc:  # Ctrl-C or SIGTERM: torchrun has passed it on and waited for the ranks
+        print(f"mathtune {command}: stopped by {signal.Signals(exc.sigval).name}", file=sys.stderr)
+        return 130
     except ChildFailedError as exc:
         from .distributed import PEER_LOST_EXIT
 

@@ -338,3 +338,29 @@ def peer_guard(d: Dist, run_path: Callable[[], Any], command: str = "sft") -> It
         print(f"mathtune {command}: error: rank {d.rank} lost another rank (killed or crashed), so training stopped; "
               f"last complete checkpoint: {last or 'none yet'}", file=sys.stderr, flush=True)
         os._exit(PEER_LOST_EXIT)
+
+
+def stop_on_signal(d: Dist):
+    """sft's Ctrl-C/SIGTERM handler; on several ranks, the same signal arriving twice within a few seconds counts once:
+    a Ctrl-C reaches each rank from the terminal and again from torchrun, which forwards what it gets (and a second
+    signal would otherwise mean 'quit at once, without a checkpoint')."""
+    import time
+
+    from .signals import StopOnSignal
+
+    if not d.active:
+        return StopOnSignal()
+
+    class StopTogether(StopOnSignal):
+        first = 0.0
+
+        def _handle(self, signum, frame) -> None:
+            if self.requested and time.monotonic() - self.first < 5.0:
+                return
+            self.first = self.first or time.monotonic()
+            if d.is_main or self.requested:
+                super()._handle(signum, frame)
+            else:
+                self.requested = True  # rank 0 says it once
+
+    return StopTogether()

@@ -25,7 +25,6 @@ from .model import (
 )
 from .run_dir import RunDir, check_output_dir, load_state
 from .seeding import seed_everything
-from .signals import StopOnSignal
 from .train import LossFn, TrainResult, packing_capacity, train
 
 
@@ -98,7 +97,7 @@ def _run_sft(cfg: RunConfig, progress: bool, d: distributed.Dist) -> SftResult:
     with RunDir.open(cfg, model_name(model_path, cfg.model.model_id_or_path)) as run:
         model, loss_fn, before = _prepare(cfg, run, model_path, tokenizer, built, progress, d)
         parallel = distributed.Parallel(model, loss_fn, d, cfg.fast.fsdp, default_device()) if d.active else None
-        with StopOnSignal() as stop, distributed.peer_guard(d, lambda: run.path):
+        with distributed.stop_on_signal(d) as stop, distributed.peer_guard(d, lambda: run.path):
             # Ctrl-C or SIGTERM: checkpoint after this step, then stop (all ranks together)
             result = train_in(run, model, tokenizer, built.train, built.val, loss_fn, origins=built.train_origins,
                               should_stop=stop, progress=progress, parallel=parallel)

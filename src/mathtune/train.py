@@ -197,11 +197,8 @@ def train(model, train_set: Sequence[Encoded], val_set: Sequence[Encoded], optim
 
     `on_start(state)` runs once the state has been taken up (a resumed run may then drop what came after it);
     `on_log(record)` gets each log and eval line; `on_save(state)` runs every `save_steps`, at the end and when
-    `should_stop()` turns true (the loop then ends after that step).
-
-    With `parallel` (several ranks, distributed.Parallel), each step's rows are shared out across ranks and the
-    result is the one-process result for the same global batch; every rank calls `on_save`, `on_log` goes only where
-    it is given (rank 0)."""
+    `should_stop()` turns true (the loop then ends after that step). With `parallel` (distributed.Parallel), every
+    rank runs this on its share of each step, with the one-process result for the same global batch."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
@@ -236,11 +233,8 @@ def train(model, train_set: Sequence[Encoded], val_set: Sequence[Encoded], optim
             if position >= len(plan):
                 epoch, position = epoch + 1, 0
                 plan = epoch_plan(epoch)
-            if share is None:
-                batches = [collate(train_set, rows, packing=optim.packing, pad_id=pad_id) for rows in plan[position]]
-                grad_norm = _take_step(model, batches, params, optimizer, optim, loss_fn, step + 1, origins, window)
-            else:
-                grad_norm = share.take_step(plan[position], params, optimizer, step + 1, origins, window)
+            grad_norm = _step(share, model, train_set, plan[position], params, optimizer, optim, loss_fn, pad_id,
+                              step + 1, origins, window)
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             step += 1
@@ -263,9 +257,7 @@ def train(model, train_set: Sequence[Encoded], val_set: Sequence[Encoded], optim
                     on_log({**at, "eval_loss": last_eval})
                 model.train()
             bar.update(1)
-            interrupted = should_stop is not None and should_stop()
-            if share is not None and should_stop is not None:  # stop together, or one rank waits for the others
-                interrupted = share.any(interrupted)
+            interrupted = _stop_now(should_stop, share)
             if on_save is not None and (step % save_steps == 0 or step == total_steps or interrupted):
                 _check_weights(params, step)
                 saved = optimizer.state_dict() if parallel is None else parallel.optimizer_state(optimizer)
@@ -274,6 +266,22 @@ def train(model, train_set: Sequence[Encoded], val_set: Sequence[Encoded], optim
             if interrupted:
                 break
     return TrainResult(step, last_checkpoint, interrupted, last_loss, last_eval)
+
+
+def _step(share: _StepShare | None, model, train_set: Sequence[Encoded], step_plan: list[list[int]], params: list,
+          optimizer, optim: OptimArgs, loss_fn: LossFn, pad_id: int, step: int, origins: Sequence[str] | None,
+          window: dict):
+    """One optimizer step: all of it here, or this rank's share of it."""
+    if share is not None:
+        return share.take_step(step_plan, params, optimizer, step, origins, window)
+    batches = [collate(train_set, rows, packing=optim.packing, pad_id=pad_id) for rows in step_plan]
+    return _take_step(model, batches, params, optimizer, optim, loss_fn, step, origins, window)
+
+
+def _stop_now(should_stop: Callable[[], bool] | None, share: _StepShare | None) -> bool:
+    """should_stop(), agreed by every rank under `share` (a rank that stopped alone would leave the others waiting)."""
+    stop = should_stop is not None and should_stop()
+    return share.any(stop) if share is not None and should_stop is not None else stop
 
 
 class _StepShare:

@@ -217,3 +217,31 @@ def test_eval_shared_across_ranks_gives_the_one_process_predictions(tmp_path, ti
     assert len(records[0]) == 5
     for key in ("question", "outputs", "verdicts"):
         assert [r[key] for r in records[1]] == [r[key] for r in records[0]], key
+
+
+def test_ctrl_c_stops_every_rank_after_one_step_with_a_checkpoint_that_resumes(tmp_path, tiny_model_dir, data):
+    """Ctrl-C in a terminal reaches the launcher and every rank at once (the process group); torchrun passes it on
+    again: each rank must count it once, agree on the step, save, and the job end with exit 130."""
+    env = {**ENV, "NPROC_PER_NODE": "2"}
+    args = sft_args(tiny_model_dir, data, tmp_path, 400)
+    job = subprocess.Popen([sys.executable, *MATHTUNE, *args], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not list(tmp_path.glob("*/v*/checkpoint-2")):
+            assert job.poll() is None and time.monotonic() < deadline, "the job ended or never saved"
+            time.sleep(0.2)
+        os.killpg(job.pid, signal.SIGINT)
+        out, err = job.communicate(timeout=90)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 130, err[-3000:]
+    assert out.count("Stopped at step") == 1, out[-2000:] + err[-2000:]
+    assert "Traceback" not in err
+    stopped = int(out.split("Stopped at step ")[1].split(";")[0])
+    run = run_dir(tmp_path)
+    assert (run / f"checkpoint-{stopped}" / "trainer_state.json").is_file()
+    one_rank(sft_args(tiny_model_dir, data, tmp_path, stopped + 1, "--resume_from_checkpoint",
+                      str(run / f"checkpoint-{stopped}")))
+    assert (run / f"checkpoint-{stopped + 1}" / "adapter_model.safetensors").is_file()
