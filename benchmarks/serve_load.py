@@ -42,11 +42,16 @@ LEVELS = (1, 8, 32, 128)
 
 # --- the client side (child process) ----------------------------------------------------------------------------
 
-async def _one(client, url: str, messages: list, max_tokens: int) -> dict:
-    """One streamed request: its latency, time to first text and output tokens (from the usage chunk)."""
-    body = {"model": "bench", "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
+async def _one(client, url: str, messages: list, max_tokens: int, stream: bool) -> dict:
+    """One request: its latency, time to first streamed text and output tokens (from the usage)."""
+    body = {"model": "bench", "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": stream}
     start = time.perf_counter()
+    if not stream:
+        response = await client.post(url + "/chat/completions", json=body)
+        response.raise_for_status()
+        tokens = response.json()["usage"]["completion_tokens"]
+        return {"latency": time.perf_counter() - start, "ttft": None, "tokens": tokens}
+    body["stream_options"] = {"include_usage": True}
     first, tokens = None, 0
     async with client.stream("POST", url + "/chat/completions", json=body) as response:
         response.raise_for_status()
@@ -58,7 +63,8 @@ async def _one(client, url: str, messages: list, max_tokens: int) -> dict:
     return {"latency": time.perf_counter() - start, "ttft": first, "tokens": tokens}
 
 
-async def _level(url: str, prompts: list, clients: int, rounds: int, max_tokens: int, seconds: float) -> dict:
+async def _level(url: str, prompts: list, clients: int, rounds: int, max_tokens: int, seconds: float,
+                 stream: bool) -> dict:
     import httpx
 
     deadline = time.perf_counter() + seconds
@@ -68,23 +74,26 @@ async def _level(url: str, prompts: list, clients: int, rounds: int, max_tokens:
         for k in range(rounds):
             if k and time.perf_counter() > deadline:
                 return
-            results.append(await _one(client, url, prompts[(number * rounds + k) % len(prompts)], max_tokens))
+            messages = prompts[(number * rounds + k) % len(prompts)]
+            results.append(await _one(client, url, messages, max_tokens, stream))
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=None, limits=limits) as client:
         start = time.perf_counter()
         await asyncio.gather(*(client_loop(n, client) for n in range(clients)))
         wall = time.perf_counter() - start
-    return {"clients": clients, "requests": len(results), "seconds": wall, "results": results}
+    return {"clients": clients, "stream": stream, "requests": len(results), "seconds": wall, "results": results}
 
 
 def run_client(opts) -> int:
     """Drive the server at opts.client with each level; one JSON line per level on stdout."""
     prompts = json.loads(Path(opts.prompts_file).read_text())
     started = time.perf_counter()
-    for done, clients in enumerate(opts.levels):
-        share = max(1.0, (opts.max_seconds - (time.perf_counter() - started)) / (len(opts.levels) - done))
-        record = asyncio.run(_level(opts.client, prompts, clients, opts.rounds, opts.max_tokens, share))
+    runs = [(stream, clients) for stream in opts.stream for clients in opts.levels]
+    for done, (stream, clients) in enumerate(runs):
+        share = max(1.0, (opts.max_seconds - (time.perf_counter() - started)) / (len(runs) - done))
+        record = asyncio.run(_level(opts.client, prompts, clients, opts.rounds, opts.max_tokens, share,
+                                    stream == "true"))
         print(json.dumps(record), flush=True)
     return 0
 
@@ -113,13 +122,14 @@ def build(shape: str, opts):
     return ServedModels(model, tokenizer, {"bench": BASE}, f"random {shape}"), conversations
 
 
-def sequential(served, conversations: list, opts) -> dict:
-    """The same prompts answered one at a time, as `infer --input --batch_size 1` answers them."""
+def sequential(served, conversations: list, opts, fast: bool = True) -> dict:
+    """The same prompts answered one at a time, as `infer --input --batch_size 1` answers them (`fast`: through
+    the generator's fast decoding loop, as infer does; else transformers' generate, as streamed requests are)."""
     from train_speed import sync
 
     from mathtune.generate import Generator, Sampling
 
-    generator = Generator(served.network, served.tokenizer)
+    generator = Generator(served.network, served.tokenizer, fast=fast)
     single = conversations[: opts.single_limit]
     generator.generate(single[:1], Sampling(opts.max_tokens), batch_size=1, progress=False)  # warm-up
     sync(opts.device)
@@ -163,20 +173,24 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def summarize(shape: str, level: dict, one_at_a_time: dict, batches: int, opts) -> dict:
+def summarize(shape: str, level: dict, baselines: dict[str, dict], batches: int, opts) -> dict:
     import torch
 
     results = level["results"]
     tokens = sum(r["tokens"] for r in results)
-    seq_tps = one_at_a_time["tokens"] / one_at_a_time["seconds"]
+    rates = {name: b["tokens"] / b["seconds"] for name, b in baselines.items()}
     latencies = [r["latency"] for r in results]
     ttfts = [r["ttft"] for r in results if r["ttft"] is not None]
     cuda = opts.device.startswith("cuda")
-    return {"model": shape, "clients": level["clients"], "requests": level["requests"], "seconds": level["seconds"],
+    return {"model": shape, "clients": level["clients"], "stream": level["stream"], "requests": level["requests"],
+            "seconds": level["seconds"],
             "requests_per_s": level["requests"] / level["seconds"], "output_tokens_per_s": tokens / level["seconds"],
             "latency_p50_s": percentile(latencies, 0.5), "latency_p99_s": percentile(latencies, 0.99),
             "ttft_p50_s": percentile(ttfts, 0.5), "ttft_p99_s": percentile(ttfts, 0.99),
-            "x_one_at_a_time": tokens / level["seconds"] / seq_tps, "one_at_a_time_tokens_per_s": seq_tps,
+            # against infer's one-at-a-time (fast loop) and transformers' generate one at a time
+            "x_one_at_a_time": tokens / level["seconds"] / rates["fast"],
+            "x_generate_one_at_a_time": tokens / level["seconds"] / rates["generate"],
+            "one_at_a_time_tokens_per_s": rates["fast"], "generate_one_at_a_time_tokens_per_s": rates["generate"],
             "generate_calls": batches, "max_tokens": opts.max_tokens, "prompts": opts.prompts,
             "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
             "date": datetime.date.today().isoformat()}
@@ -187,26 +201,34 @@ def run_model(shape: str, opts, seconds: float) -> list[dict]:
 
     started = time.perf_counter()
     served, conversations = build(shape, opts)
-    one = sequential(served, conversations, opts)
-    print(json.dumps({"model": shape, "config": "one_at_a_time", "requests": one["requests"],
-                      "output_tokens_per_s": round(one["tokens"] / one["seconds"], 1)}), flush=True)
+    baselines = {"fast": sequential(served, conversations, opts), "generate": sequential(served, conversations,
+                                                                                         opts, fast=False)}
+    for name, one in baselines.items():
+        print(json.dumps({"model": shape, "config": f"one_at_a_time_{name}", "requests": one["requests"],
+                          "output_tokens_per_s": round(one["tokens"] / one["seconds"], 1)}), flush=True)
     url, batcher, stop = start_server(served, opts)
+    from mathtune.generate import Sampling
+
+    for clients in opts.levels:  # the fast loop captures a CUDA graph per batch shape: not inside the timed levels
+        batcher.generator.generate_ids(conversations[:clients], Sampling(opts.max_tokens), batch_size=clients,
+                                       progress=False)
     prompts_file = Path(opts.workdir) / f"prompts_{shape}.json"
     prompts_file.write_text(json.dumps(conversations))
     left = max(5.0, seconds - (time.perf_counter() - started))
     command = [sys.executable, __file__, "--client", url, "--prompts_file", str(prompts_file), "--levels",
                *map(str, opts.levels), "--rounds", str(opts.rounds), "--max_tokens", str(opts.max_tokens),
-               "--max_seconds", str(left)]
+               "--max_seconds", str(left), "--stream", *opts.stream]
     records = []
     try:
         with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as child:
             before = batcher.stats()["batches"]
             for line in child.stdout:
                 calls = batcher.stats()["batches"]
-                record = summarize(shape, json.loads(line), one, calls - before, opts)
+                record = summarize(shape, json.loads(line), baselines, calls - before, opts)
                 before = calls
-                shown = ("model", "clients", "requests", "requests_per_s", "output_tokens_per_s", "latency_p50_s",
-                         "latency_p99_s", "ttft_p50_s", "x_one_at_a_time", "generate_calls")
+                shown = ("model", "clients", "stream", "requests", "requests_per_s", "output_tokens_per_s",
+                         "latency_p50_s", "latency_p99_s", "ttft_p50_s", "x_one_at_a_time",
+                         "x_generate_one_at_a_time", "generate_calls")
                 print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in record.items()
                                   if k in shown}), flush=True)
                 records.append(record)
@@ -227,6 +249,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     parser.add_argument("--levels", nargs="+", type=int, default=list(LEVELS), help="concurrent clients per level")
     parser.add_argument("--rounds", type=int, default=2, help="requests per client per level (fewer if time is up)")
+    parser.add_argument("--stream", nargs="+", choices=("true", "false"), default=["true", "false"],
+                        help="streamed requests (transformers' generate with a per-step hook; TTFT measured) and/or "
+                             "plain ones (the fast decoding loop)")
     parser.add_argument("--max_tokens", type=int, default=None, help="tokens per reply, forced (default 128; tiny 16)")
     parser.add_argument("--prompts", type=int, default=256, help="distinct prompts to cycle through")
     parser.add_argument("--single_limit", type=int, default=4, help="prompts answered one at a time (the baseline)")
@@ -261,14 +286,15 @@ def main(argv=None) -> int:
                     Path(opts.out).parent.mkdir(parents=True, exist_ok=True)
                     with open(opts.out, "a") as f:
                         f.write(json.dumps(record) + "\n")
-    print("\n| model | clients | requests | req/s | output tok/s | p50 / p99 latency s | p50 TTFT s | "
-          "x one at a time |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| model | clients | stream | requests | req/s | output tok/s | p50 / p99 latency s | p50 TTFT s | "
+          "x one at a time (infer) | x generate one at a time |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         ttft = f"{r['ttft_p50_s']:.2f}" if r["ttft_p50_s"] is not None else "-"
-        print(f"| {r['model']} | {r['clients']} | {r['requests']} | {r['requests_per_s']:.2f} | "
+        print(f"| {r['model']} | {r['clients']} | {'yes' if r['stream'] else 'no'} | {r['requests']} | "
+              f"{r['requests_per_s']:.2f} | "
               f"{r['output_tokens_per_s']:,.0f} | {r['latency_p50_s']:.2f} / {r['latency_p99_s']:.2f} | {ttft} | "
-              f"{r['x_one_at_a_time']:.1f}x |")
+              f"{r['x_one_at_a_time']:.1f}x | {r['x_generate_one_at_a_time']:.1f}x |")
     total = time.perf_counter() - started
     print(f"\n{opts.max_tokens} tokens per reply (forced), greedy, streamed; total {total:.0f} s")
     return 0

@@ -3,9 +3,10 @@ waiting (up to `max_batch_size` rows) and answers it in one `Generator.generate_
 can share a batch (same served model and sampling settings).
 
 Step-level batching: a batch runs until its last row ends, and requests arriving meanwhile wait for the next one.
-Through the generator's per-step hook each row's tokens are seen as they come, so a reply is streamed step by step,
-delivered the moment its own row ends (not when the batch does), ended at its own `max_tokens` or stop sequence, and
-stopped when its client leaves (which also frees its place in the queue at once).
+Streamed requests and those with stop sequences go through the generator's per-step hook (transformers' generate):
+each row's tokens are seen as they come, so a reply is streamed step by step, delivered the moment its own row ends
+(not when the batch does), ended at its own `max_tokens` or stop sequence, and stopped when its client leaves (which
+also frees its place in the queue at once). Plain requests take the generator's fast decoding loop (see `_whole`).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class Job:
         """Requests of equal keys share a batch. A seeded request runs alone: its reply then depends on the seed
         alone, not on what else happened to arrive with it."""
         r = self.request
-        return (r.model, r.temperature, r.top_p if r.temperature else 1.0, r.rows,
+        return (r.model, r.temperature, r.top_p if r.temperature else 1.0, r.rows, self.needs_text,
                 None if r.seed is None else (r.seed, id(self)))
 
     @property
@@ -207,13 +208,11 @@ class Batcher:
             self._running = len(jobs)
         try:
             with self.models.using(first.model):
-                self.generator.generate_ids([j.request.messages for j in jobs], sampling, batch_size=len(jobs),
-                                            progress=False, on_step=lambda rows: self._hook(jobs, rows))
+                if jobs[0].needs_text or self.generator.fast_path_reason() is not None:
+                    self._stepped(jobs, sampling)
+                else:
+                    self._whole(jobs, sampling)
             self.batches += 1
-            for job in (j for j in jobs if not j.cancelled):  # rows that ran to the batch's token limit unseen
-                for choice in job.choices:
-                    choice.finish = choice.finish or "length"
-                self._finish(job)
         except Exception as exc:  # the server keeps serving; these requests get a 500 naming the cause
             for job in jobs:
                 if not job.done:
@@ -224,6 +223,31 @@ class Batcher:
         finally:
             with self._cond:
                 self._running = 0
+
+    def _stepped(self, jobs: list[Job], sampling: Sampling) -> None:
+        """Streamed requests and those with stop sequences: transformers' generate with the per-step hook, each row
+        seen as it grows, ended at its own limit or stop sequence, each reply delivered when its row ends."""
+        self.generator.generate_ids([j.request.messages for j in jobs], sampling, batch_size=len(jobs),
+                                    progress=False, on_step=lambda rows: self._hook(jobs, rows))
+        for job in (j for j in jobs if not j.cancelled):  # rows that ran to the batch's token limit unseen
+            for choice in job.choices:
+                choice.finish = choice.finish or "length"
+            self._finish(job)
+
+    def _whole(self, jobs: list[Job], sampling: Sampling) -> None:
+        """Plain requests: the generator's fast decoding loop (decode.py: several times transformers' generate on a
+        GPU), which takes no per-step hook; so replies come when the batch ends, a request asking for fewer tokens
+        than the batch's longest has its reply cut to them, and a client that leaves frees its place at once but
+        not its row."""
+        replies = self.generator.generate_ids([j.request.messages for j in jobs], sampling, batch_size=len(jobs),
+                                              progress=False)
+        for job, rows in zip(jobs, replies, strict=True):
+            for choice, ids in zip(job.choices, rows, strict=True):
+                choice.ids = ids[: job.request.max_tokens]
+                choice.finish = "length" if len(ids) >= job.request.max_tokens else "stop"
+                self.tokens += len(ids)
+            if not job.cancelled:
+                self._finish(job)
 
     def _hook(self, jobs: list[Job], rows: list[int]) -> Callable[[Any], Any]:
         """The per-step function of one generate batch: `rows[k]` is the job index of batch row k."""
