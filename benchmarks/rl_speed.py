@@ -27,8 +27,10 @@ JSON lines to --out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import gc
+import importlib.util
 import json
 import os
 import sys
@@ -121,6 +123,7 @@ def run_mathtune(shape: str, tokenizer, conversations, opts, deadline: float) ->
 
 
 def run_trl(shape: str, tokenizer, conversations, opts, deadline: float) -> dict:
+    import trl
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import TrainerCallback
@@ -148,7 +151,7 @@ def run_trl(shape: str, tokenizer, conversations, opts, deadline: float) -> dict
 
     clock = Clock()
     with tempfile.TemporaryDirectory() as out:
-        args = GRPOConfig(
+        wanted = dict(
             output_dir=out, per_device_train_batch_size=opts.micro_batch,
             gradient_accumulation_steps=opts.prompts * opts.generations // opts.micro_batch,
             num_generations=opts.generations, max_completion_length=opts.completion_length, temperature=1.0,
@@ -157,6 +160,10 @@ def run_trl(shape: str, tokenizer, conversations, opts, deadline: float) -> dict
             report_to="none", bf16=opts.cuda, use_cpu=not opts.cuda, gradient_checkpointing=False,
             generation_kwargs={"min_new_tokens": opts.completion_length}, seed=opts.seed, disable_tqdm=True,
             dataloader_num_workers=0)
+        # Another TRL version may lack an option; what it lacks is reported rather than failing the whole call.
+        known = {f.name for f in dataclasses.fields(GRPOConfig)}
+        dropped = sorted(set(wanted) - known)
+        args = GRPOConfig(**{k: v for k, v in wanted.items() if k in known})
         lora = LoraConfig(r=LORA["rank"], lora_alpha=LORA["alpha"], lora_dropout=0.0, target_modules="all-linear",
                           task_type="CAUSAL_LM")
         trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=dataset,
@@ -169,6 +176,7 @@ def run_trl(shape: str, tokenizer, conversations, opts, deadline: float) -> dict
     tokens = opts.prompts * opts.generations * opts.completion_length
     del trainer
     return {"step_s": sum(timed) / len(timed), "timed_steps": len(timed), "first_step_s": step_s[0],
+            "trl": trl.__version__, "trl_options_dropped": dropped,
             "sample_s": sum(gen) / len(gen) if gen else None,
             "sampling_tokens_per_s": tokens / (sum(gen) / len(gen)) if gen else None}
 
@@ -204,6 +212,9 @@ def run_one(name: str, shape: str, opts, started: float, runs_left: int) -> dict
         torch.cuda.reset_peak_memory_stats()
     deadline = time.perf_counter() + left / runs_left  # an equal share of what is left
     runner = run_mathtune if name == "mathtune" else run_trl
+    if name == "trl" and importlib.util.find_spec("trl") is None:
+        print(f"{shape} trl: skipped, trl is not installed (pip install 'trl>=1.16,<2')", flush=True)
+        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         measured = runner(shape, tokenizer, conversations, opts, deadline)
