@@ -60,6 +60,9 @@ def init() -> Dist:
     if not dist.is_initialized():
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if torch.cuda.is_available():
+            if local >= torch.cuda.device_count():
+                raise UserError(f"rank with LOCAL_RANK {local} has no GPU of its own: {torch.cuda.device_count()} "
+                                "visible; start at most that many processes per node (NCCL takes one GPU per rank)")
             torch.cuda.set_device(local)
             dist.init_process_group("nccl", device_id=torch.device("cuda", local))
         else:

@@ -21,6 +21,7 @@ from .model import (
     load_model,
     load_tokenizer,
     model_name,
+    resolve_dtype,
     resolve_model_path,
 )
 from .run_dir import RunDir, check_output_dir, load_state
@@ -136,8 +137,10 @@ def _prepare(cfg: RunConfig, run: RunDir, model_path, tokenizer, built, progress
     attn = None if cfg.fast.attn_impl == "varlen" else cfg.fast.attn_impl
     # Under FSDP the model is read into host memory and each rank moves only its shard to its card, so a model
     # larger than one card still loads.
-    load_on = "cpu" if d.active and cfg.fast.fsdp else device
-    model = load_model(model_path, cfg.model.dtype, load_on, attn, cfg.model.trust_remote_code)
+    load_on, dtype = device, cfg.model.dtype
+    if d.active and cfg.fast.fsdp:  # in the dtype the card would get (AUTO on the CPU alone would mean fp32)
+        load_on, dtype = "cpu", str(resolve_dtype(cfg.model.dtype, device)).removeprefix("torch.")
+    model = load_model(model_path, dtype, load_on, attn, cfg.model.trust_remote_code)
     lora = cfg.lora.sft_type == "lora"
     if lora:
         check_target_modules(model, cfg.lora.target_modules)

@@ -21,6 +21,10 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="th
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 ENV.pop("NPROC_PER_NODE", None)
+if os.environ.get("MATHTUNE_DIST_TEST_CUDA") != "1":
+    # gloo on the CPU; MATHTUNE_DIST_TEST_CUDA=1 runs the same tests with NCCL on a machine with 2+ GPUs (fp32
+    # weights either way, so the tolerances below hold).
+    ENV["CUDA_VISIBLE_DEVICES"] = ""
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 MATHTUNE = ["-m", "mathtune"]
 
@@ -42,7 +46,7 @@ def sft_args(model_dir: Path, data: Path, output: Path, max_steps: int, *extra: 
             "--max_steps", str(max_steps), "--save_steps", "2", "--logging_steps", "1", "--eval_steps", "3",
             "--lora_dropout", "0", "--batch_size", "2", "--gradient_accumulation_steps", "3", "--learning_rate", "0.01",
             "--lr_scheduler_type", "constant", "--warmup_ratio", "0", "--max_length", "256", "--packing", "true",
-            "--packing_length", "120", "--save_total_limit", "10", *extra]
+            "--packing_length", "120", "--save_total_limit", "10", "--dtype", "fp32", *extra]
 
 
 def run(cmd: list[str], timeout: int = 120, **kw) -> subprocess.CompletedProcess:
