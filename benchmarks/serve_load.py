@@ -149,7 +149,8 @@ def start_server(served, opts):
     from mathtune.serve.batcher import Batcher
 
     batcher = Batcher(served, max_batch_size=max(LEVELS), max_queue=4 * max(LEVELS), batch_wait_ms=opts.batch_wait_ms)
-    sock = socket.socket()
+    # proto TCP, as `deploy` binds it: asyncio sets TCP_NODELAY only on such sockets (else 40 ms stalls a reply)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(create_app(served, batcher, None, opts.max_tokens), log_level="warning",
                                            timeout_graceful_shutdown=None))

@@ -28,7 +28,8 @@ def serve(models, *, api_key: str | None = None, max_queue: int = 512, max_batch
 
     batcher = Batcher(models, max_batch_size, max_queue, batch_wait_ms)
     app = create_app(models, batcher, api_key, default_max_tokens)
-    sock = socket.socket()
+    # proto TCP, as `deploy` binds it: asyncio sets TCP_NODELAY only on such sockets (else 40 ms stalls a reply)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=None))

@@ -166,6 +166,13 @@ def test_sigterm_drains_the_request_in_flight(tiny_model_dir):
                 pass
             assert time.time() < deadline, "the server did not start"
             time.sleep(0.2)
+        with httpx.Client() as keep_alive:  # one connection: replies must not wait for delayed ACKs (~40 ms)
+            times = []
+            for _ in range(7):
+                started = time.perf_counter()
+                keep_alive.get(base + "/health")
+                times.append(time.perf_counter() - started)
+            assert sorted(times)[3] < 0.025, times
         body = {"model": "tiny", "messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 480,
                 "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
         lines = []

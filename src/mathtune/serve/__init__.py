@@ -52,6 +52,8 @@ def deploy(args: DeployArgs) -> int:
 
 def _bind(host: str, port: int) -> socket.socket:
     try:
+        # proto is IPPROTO_TCP here, which asyncio needs to set TCP_NODELAY on each connection: on a socket made with
+        # proto 0 a keep-alive client waits ~40 ms per reply (Nagle's algorithm against delayed ACKs)
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

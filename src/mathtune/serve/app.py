@@ -129,14 +129,15 @@ def create_app(models: ServedModels, batcher: Batcher, api_key: str | None = Non
 
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat(body: ChatRequest, request: Request) -> Any:
-        work = await run_in_threadpool(_checked, body, models, limit, default_max_tokens)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Event] = asyncio.Queue()
-        try:
-            job = batcher.submit(work, lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
-        except QueueFull as exc:
-            raise APIError(429, f"too many requests: {exc}; retry later", "rate_limit_error",
-                           code="rate_limit_exceeded") from None
+        with batcher.arriving():
+            work = await run_in_threadpool(_checked, body, models, limit, default_max_tokens)
+            try:
+                job = batcher.submit(work, lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
+            except QueueFull as exc:
+                raise APIError(429, f"too many requests: {exc}; retry later", "rate_limit_error",
+                               code="rate_limit_exceeded") from None
         reply = Reply(work, f"chatcmpl-{uuid.uuid4().hex}", int(time.time()))
         if work.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -11,9 +11,10 @@ also frees its place in the queue at once). Plain requests take the generator's 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,7 @@ class Batcher:
         self._cond = threading.Condition()
         self._pending: list[Job] = []
         self._admitted = 0
+        self._arriving = 0  # requests being checked (tokenized) on their way to the queue
         self._running = 0
         self._closing = False
         self.batches = 0  # generate calls made and tokens generated (for /health)
@@ -125,6 +127,18 @@ class Batcher:
         self._thread.start()
 
     # --- the request side (event loop threads) ---
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Around checking a request before `submit`: an idle worker waits for it to join the next batch."""
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._arriving -= 1
+                self._cond.notify_all()
 
     def submit(self, request: Request, deliver: Callable[[Event], None]) -> Job:
         job = Job(request, deliver)
@@ -183,11 +197,14 @@ class Batcher:
                 if self._closing:
                     return None
                 self._cond.wait()
-            give_up = time.monotonic() + 10 * self.wait_s
+            # A burst is over when nothing arrived for wait_s and no request is between its HTTP parsing and the
+            # queue; at most 25 x wait_s (250 ms by default, a small part of a batch's seconds on a GPU), so a
+            # steady stream of arrivals cannot hold a batch back for long.
+            give_up = time.monotonic() + 25 * self.wait_s
             while self.wait_s and sum(j.request.rows for j in self._pending) < self.max_batch_size:
                 before = len(self._pending)
                 self._cond.wait(self.wait_s)
-                if len(self._pending) == before or time.monotonic() > give_up:
+                if time.monotonic() > give_up or (len(self._pending) == before and not self._arriving):
                     break
             taken, rows = [], 0
             for job in list(self._pending):
