@@ -56,3 +56,47 @@ def test_quickstart_keeps_the_predictions_it_summarises(tmp_path, tiny_model_dir
 ])
 def test_looping_flags_a_reply_that_repeats_itself(text, loops):
     assert quickstart.looping(text) is loops
+
+
+def test_the_plan_follows_the_device_unless_a_task_is_given():
+    on_gpu, on_cpu = quickstart.make_plan(None, "cuda"), quickstart.make_plan(None, "cpu")
+    assert on_gpu.gsm and on_gpu.benchmarks == ("rg:gsm-symbolic", "rg:gsm-symbolic-unseen", "rg:equations")
+    assert (on_gpu.questions, on_gpu.max_new_tokens) == (200, 512)
+    assert not on_cpu.gsm and on_cpu.benchmarks == ("rg:number_sequence", "rg:chain_sum")
+    assert (on_cpu.questions, on_cpu.max_new_tokens) == (100, 64)
+    assert quickstart.make_plan("gsm-symbolic", "cpu").gsm  # asked for by name, on any device
+    assert quickstart.make_plan("chain_sum", "cuda").benchmarks == ("rg:chain_sum",)
+    assert quickstart.QuickstartArgs().task is None
+    assert quickstart.QuickstartArgs(task="gsm_symbolic").task == "gsm-symbolic"
+
+
+def test_the_gsm_recipe_scales_every_source_and_adds_replay_rows(tmp_path):
+    full = quickstart.gsm_config(str(tmp_path), None, 42, tmp_path / "replay.jsonl").data.dataset
+    assert full[:2] == ("rg:gsm-symbolic#6000", "rg:arithmetic#500")
+    assert full[-1] == f"{tmp_path / 'replay.jsonl'}#300"
+    small = quickstart.gsm_config(str(tmp_path), 600, 42, None).data.dataset
+    assert small == ("rg:gsm-symbolic#600", *(f"{d.rpartition('#')[0]}#50" for d in full[1:-1]))
+
+
+def test_gsm_quickstart_shows_seen_and_unseen_templates(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    # The CUDA plan, run on the tiny model on the CPU (same code path, tiny counts).
+    monkeypatch.setattr(embedded, "embedded_model_dir", lambda: tiny_model_dir)
+    monkeypatch.setattr(quickstart, "GSM_EVAL_QUESTIONS", 3)
+    monkeypatch.setattr(quickstart, "GSM_MAX_NEW_TOKENS", 8)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert quickstart.run_quickstart(str(tmp_path / "output"), train_rows=12, task="gsm-symbolic") == 0
+    out = capsys.readouterr().out
+    (run_dir,) = (tmp_path / "output" / "tiny-llama").iterdir()
+    for name, label in (("rg:gsm-symbolic", "trained task"), ("rg:gsm-symbolic-unseen", "unseen templates"),
+                        ("rg:equations", "not trained on")):
+        assert re.search(rf"^{name} \({label}, 3 held-out\)\s+\d+% \[\d+%, \d+%\]\s+\d+% \[\d+%, \d+%\]\s+\d+% \('",
+                         out, re.M), out
+        for phase in ("before", "after"):
+            summary = json.loads((run_dir / "eval" / phase / "summary.json").read_text())
+            assert summary["benchmarks"][name]["n"] == 3 and summary["settings"]["max_new_tokens"] == 8
+    assert "held-out rg:gsm-symbolic-unseen questions right" in out
+    trained = json.loads((run_dir / "args.json").read_text())["data"]["dataset"]
+    assert trained[:2] == ["rg:gsm-symbolic#12", "rg:arithmetic#1"]
+    assert trained[-1].endswith("quickstart-replay.jsonl#1")
+    assert (run_dir / "eval" / "comparison.png").is_file()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from mathtune import quickstart
 from mathtune.cli import build_parser
 from mathtune.config import build_config
 from mathtune.evaluate.benchmarks import get_benchmark
@@ -16,15 +17,18 @@ def load(name: str, *flags: str):
     return build_config(build_parser("sft").parse_args(["sft", "--config", str(CONFIGS / name), *flags]))
 
 
-def test_the_embedded_recipe_is_the_one_measured():
-    cfg = load("smollm2-135m-math.yaml")
+def test_the_embedded_recipe_is_what_the_cuda_quickstart_runs(tmp_path):
+    cfg = load("smollm2-135m-math.yaml", "--output_dir", str(tmp_path))
     assert cfg.model.model_id_or_path is None  # the embedded model
-    assert cfg.data.dataset == ("rg:gsm-symbolic#6000",)
-    assert (cfg.lora.sft_type, cfg.lora.lora_rank, cfg.lora.lora_alpha) == ("lora", 16, 32)
-    assert cfg.optim.learning_rate == pytest.approx(5e-4)
-    assert (cfg.optim.batch_size, cfg.optim.gradient_accumulation_steps, cfg.optim.packing_length) == (16, 1, 32768)
-    assert cfg.fast.gradient_checkpointing is False
+    assert cfg.data.dataset[0] == "rg:gsm-symbolic#6000" and len(cfg.data.dataset) == 8  # gsm + seven arithmetic tasks
     assert "rg:gsm-symbolic-unseen" in cfg.eval_benchmarks
+    # The quickstart builds the same sft config in code (the file is not installed with the package); everything it
+    # trains with must match, apart from its replay rows (added after the recipe's own sources).
+    quick = quickstart.gsm_config(str(tmp_path), None, cfg.data.data_seed, None)
+    for section in ("model", "lora", "data", "optim", "run", "fast"):
+        assert getattr(quick, section) == getattr(cfg, section), section
+    with_replay = quickstart.gsm_config(str(tmp_path), None, cfg.data.data_seed, tmp_path / "replay.jsonl")
+    assert with_replay.data.dataset[:-1] == cfg.data.dataset
 
 
 def test_the_yi_recipe_keeps_the_tutorials_model_and_flags_still_win():

@@ -1,7 +1,14 @@
-"""`mathtune quickstart`: the tutorial's whole workflow on the embedded model and built-in data, offline, on a CPU.
+"""`mathtune quickstart`: the tutorial's whole workflow on the embedded model and built-in data, offline.
 
 Answers held-out questions, fine-tunes with LoRA, merges, answers them again with the merged model, draws the loss
 curve, and prints where everything is and how long each stage took.
+
+Two sizes, picked by the device unless --task says otherwise:
+
+- a CPU learns rg:number_sequence's short answers (400 rows, 100 questions, 64 new tokens: minutes on 2 cores);
+- CUDA runs the default GSM recipe (configs/smollm2-135m-math.yaml, kept equal to GSM_RECIPE by
+  tests/test_recipes.py) and answers 200 questions each of rg:gsm-symbolic (seen templates), rg:gsm-symbolic-unseen
+  (held-out templates) and the untrained rg:equations with up to 512 new tokens: step-by-step answers.
 """
 
 from __future__ import annotations
@@ -12,12 +19,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import FastArgs, LoraArgs, OptimArgs, RunArgs, RunConfig
 from .data.config import DataArgs
 from .errors import UserError
 
 DEFAULT_TASK = "number_sequence"
+GSM_TASK = "gsm-symbolic"
 # A task the run does not train on, answered before and after: a drop would show the fine-tune costing general skill.
 CHECK_TASK = "chain_sum"
 # 100 questions: a gain of 20 points has 95% intervals that do not overlap (40 gave +-15 points each).
@@ -26,6 +35,25 @@ SHOWN = 3
 # 400 rows: on an H200 sweep (docs/results.md, "Quickstart task") 400 rows of rg:number_sequence gave 10% -> 44% and
 # 800 rows 9% -> 48%; 400 rows (33k tokens) train in about 4 minutes on a 2-core CPU, 800 took 8.
 DEFAULT_TRAIN_ROWS = 400
+# The default recipe (configs/smollm2-135m-math.yaml; tests/test_recipes.py keeps the two equal), as sft options.
+GSM_RECIPE: dict[str, Any] = {
+    "dataset": ("rg:gsm-symbolic#6000", "rg:arithmetic#500", "rg:leg_counting#500", "rg:products#500", "rg:gcd#500",
+                "rg:lcm#500", "rg:prime_factorization#500", "rg:count_bits#500"),
+    "max_length": 1024, "sft_type": "lora", "lora_rank": 16, "lora_alpha": 32, "target_modules": ("all-linear",),
+    "learning_rate": 5e-4, "num_train_epochs": 1.0, "batch_size": 32, "gradient_accumulation_steps": 1,
+    "packing_length": 32768, "gradient_checkpointing": False, "use_liger_kernel": False, "logging_steps": 10,
+    "eval_steps": 100, "save_steps": 1000,
+}
+# The base model's replies to everyday prompts, repeated to this many rows (about 3% of the recipe's 9,500): 29
+# distinct rows would be 0.3% of them, where the CPU run's 7% kept the model answering ordinary questions.
+GSM_REPLAY_ROWS = 300
+# 200 questions per split: a 10-point gain on the unseen split then has intervals that can separate (at 1% -> 11%,
+# Wilson [0.3, 3.6] and [7.4, 16]). Batches of 256: a step of the dynamic cache costs about the same for 1 row or
+# 256 (launch-bound, docs/benchmarks.md), and a static cache would compile again for the tuned model (38 s each).
+GSM_EVAL_QUESTIONS = 200
+GSM_MAX_NEW_TOKENS = 512
+GSM_BATCH = 256
+GSM_CHECK_TASK = "equations"  # in no recipe's mix
 # Ordinary prompts, each with words a relevant reply contains: a check that the tuned model still chats.
 CHAT_PROMPTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("What is the capital of France?", ("paris",)),
@@ -41,8 +69,8 @@ class QuickstartArgs:
     """`mathtune quickstart`'s options."""
 
     output_dir: str = "output"
-    train_rows: int | None = None  # None: DEFAULT_TRAIN_ROWS, sized for a 2-core CPU
-    task: str = DEFAULT_TASK
+    train_rows: int | None = None  # None: the plan's own size (400 short rows; the GSM recipe's 6,000 + mix)
+    task: str | None = None  # None: by device, the GSM recipe on CUDA and number_sequence elsewhere
 
     def __post_init__(self) -> None:
         # Checked first because a bad value would otherwise surface only after minutes of answering and training.
@@ -50,7 +78,34 @@ class QuickstartArgs:
             raise UserError(f"--train_rows must be a positive whole number, got {self.train_rows}")
         from .data.generators import canonical_task
 
-        object.__setattr__(self, "task", canonical_task(self.task))  # a typo or an eval-only split: one line now
+        if self.task is not None:  # a typo or an eval-only split: one line now
+            object.__setattr__(self, "task", canonical_task(self.task))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one quickstart answers and trains, on which device."""
+
+    device: str
+    task: str  # the trained task, without "rg:"
+    gsm: bool  # the default GSM recipe (GSM_RECIPE); else the short-answer recipe of _short_config
+    benchmarks: tuple[str, ...]  # the trained task's benchmark first
+    questions: int
+    max_new_tokens: int
+    batch_size: int
+
+
+def make_plan(task: str | None, device: str) -> Plan:
+    """The GSM recipe when asked for (--task gsm-symbolic) or on CUDA by default; else the short-answer recipe."""
+    if task is None:
+        task = GSM_TASK if device.startswith("cuda") else DEFAULT_TASK
+    if task == GSM_TASK:
+        return Plan(device, task, True, (f"rg:{task}", f"rg:{task}-unseen", f"rg:{GSM_CHECK_TASK}"),
+                    GSM_EVAL_QUESTIONS, GSM_MAX_NEW_TOKENS, GSM_BATCH)
+    # 64 new tokens: the answers are one line. Batches of 50: a CPU step reads every weight once whatever the batch,
+    # so larger batches generate more tokens per second (16 rows gave about 95 tokens/s on 2 cores).
+    check = () if task == CHECK_TASK else (f"rg:{CHECK_TASK}",)
+    return Plan(device, task, False, (f"rg:{task}", *check), EVAL_QUESTIONS, 64, 50)
 
 
 def quickstart(args: QuickstartArgs) -> int:
@@ -61,16 +116,15 @@ def quickstart(args: QuickstartArgs) -> int:
     return run_quickstart(args.output_dir, args.train_rows, args.task)
 
 
-def _answer(model, tokenizer, description: str, tasks: list[str], data_seed: int, out_dir: Path) -> dict:
-    """Answer and grade the held-out questions of each task through `mathtune eval`'s entry point; predictions.jsonl
+def _answer(model, tokenizer, description: str, plan: Plan, data_seed: int, out_dir: Path) -> dict:
+    """Answer and grade the plan's held-out questions through `mathtune eval`'s entry point; predictions.jsonl
     and summary.json go to `out_dir`. Returns {benchmark: (accuracy, prediction rows)}."""
     from .evaluate.runner import EvalSettings, bench_dir_name, evaluate
     from .jsonl import read_jsonl
 
-    names = [f"rg:{task}" for task in tasks]
-    # 64 new tokens: the answers are one line. Batches of 50: a CPU step reads every weight once whatever the batch,
-    # so larger batches generate more tokens per second (16 rows gave about 95 tokens/s on 2 cores).
-    settings = EvalSettings(limit=EVAL_QUESTIONS, max_new_tokens=64, batch_size=50, data_seed=data_seed)
+    names = list(plan.benchmarks)
+    settings = EvalSettings(limit=plan.questions, max_new_tokens=plan.max_new_tokens, batch_size=plan.batch_size,
+                            data_seed=data_seed)
     summary = evaluate(names, settings, out_dir, loaded=(model, tokenizer), description=description).summary
     return {name: (summary["benchmarks"][name]["accuracy"],
                    [row for _, row in read_jsonl(out_dir / bench_dir_name(name) / "predictions.jsonl")])
@@ -122,7 +176,8 @@ def result_table(before: dict, after: dict, chat: tuple[tuple[int, int], tuple[i
     for name, (acc_before, rows_before) in before.items():
         acc_after, rows_after = after[name]
         gold, count = Counter(row["gold"] for row in rows_after).most_common(1)[0]
-        label = f"{name} ({'trained task' if name == trained else 'not trained on'}, {len(rows_after)} held-out)"
+        kind = {trained: "trained task", f"{trained}-unseen": "unseen templates"}.get(name, "not trained on")
+        label = f"{name} ({kind}, {len(rows_after)} held-out)"
         rows.append((label, _cell(acc_before, len(rows_before)), _cell(acc_after, len(rows_after)),
                      f"{count / len(rows_after):.0%} ('{gold}')"))
     n = len(CHAT_PROMPTS)
@@ -134,10 +189,9 @@ def result_table(before: dict, after: dict, chat: tuple[tuple[int, int], tuple[i
     return text_table(rows)
 
 
-def _train(output_dir: str, task: str, rows: int, data_seed: int, replay: Path | None):
-    from .sft import run_sft
-
-    cfg = RunConfig(
+def _short_config(output_dir: str, task: str, rows: int, data_seed: int, replay: Path | None) -> RunConfig:
+    """The CPU-sized recipe: LoRA on one task's short "The answer is \\boxed{A}." replies (docs/results.md)."""
+    return RunConfig(
         lora=LoraArgs(lora_rank=16, lora_alpha=32),
         data=DataArgs(dataset=(f"rg:{task}#{rows}", *([str(replay)] if replay else [])), data_seed=data_seed,
                       max_length=512,
@@ -147,45 +201,71 @@ def _train(output_dir: str, task: str, rows: int, data_seed: int, replay: Path |
         run=RunArgs(output_dir=output_dir, logging_steps=5, save_steps=1000, eval_steps=1000),
         fast=FastArgs(gradient_checkpointing=False),
     )
+
+
+def gsm_config(output_dir: str, rows: int | None, data_seed: int, replay: Path | None) -> RunConfig:
+    """GSM_RECIPE as an sft config, plus the replay rows; `rows` scales every source (None: the recipe's sizes)."""
+    import argparse
+    import re
+
+    from .config import build_config
+
+    scale = 1.0 if rows is None else rows / int(GSM_RECIPE["dataset"][0].rpartition("#")[2])
+    dataset = [re.sub(r"#(\d+)$", lambda m: f"#{max(1, round(int(m.group(1)) * scale))}", source)
+               for source in GSM_RECIPE["dataset"]]
+    if replay:
+        dataset.append(f"{replay}#{max(1, round(GSM_REPLAY_ROWS * scale))}")
+    options = {**GSM_RECIPE, "dataset": tuple(dataset), "output_dir": output_dir, "data_seed": data_seed}
+    return build_config(argparse.Namespace(config=None, **options))
+
+
+def _train(output_dir: str, plan: Plan, rows: int | None, data_seed: int, replay: Path | None):
+    from .sft import run_sft
+
+    if plan.gsm:
+        cfg = gsm_config(output_dir, rows, data_seed, replay)
+    else:
+        cfg = _short_config(output_dir, plan.task, rows or DEFAULT_TRAIN_ROWS, data_seed, replay)
     also = f" and the base model's own replies to everyday prompts ({replay}), so that it stays a chat model" \
         if replay else ""
-    print(f"\nfine-tuning on rg:{task}#{rows} (held-out questions are never trained on){also} ...")
+    print(f"\nfine-tuning on {' + '.join(d for d in cfg.data.dataset if d.startswith('rg:'))} (held-out questions "
+          f"are never trained on){also} ...")
     return run_sft(cfg)
 
 
-def _measure(model, tokenizer, description: str, tasks: list[str], data_seed: int, out_dir: Path, title: str):
-    results = _answer(model, tokenizer, description, tasks, data_seed, out_dir)
+def _measure(model, tokenizer, description: str, plan: Plan, data_seed: int, out_dir: Path, title: str):
+    results = _answer(model, tokenizer, description, plan, data_seed, out_dir)
     chat = chat_check(model, tokenizer, out_dir)
-    accuracy, rows = results[f"rg:{tasks[0]}"]
-    _show(f"{title}: {accuracy:.0%} of {len(rows)} held-out rg:{tasks[0]} questions right", rows)
+    for name in plan.benchmarks[: 2 if plan.gsm else 1]:  # the GSM plan shows seen and unseen templates
+        accuracy, rows = results[name]
+        _show(f"{title}: {accuracy:.0%} of {len(rows)} held-out {name} questions right", rows)
     return results, chat
 
 
-def run_quickstart(output_dir: str = "output", train_rows: int | None = None, task: str = DEFAULT_TASK) -> int:
+def run_quickstart(output_dir: str = "output", train_rows: int | None = None, task: str | None = None) -> int:
     """Answer, fine-tune, merge, answer again; print one table of the gain next to the trivial baseline, an untrained
-    task and a chat check. Returns the exit code."""
+    task and a chat check. `task` None: the GSM recipe on CUDA, number_sequence elsewhere. Returns the exit code."""
     from .evaluate.report import compare
     from .export import merge_lora
-    from .model import load_for_inference
+    from .model import default_device, load_for_inference
     from .replay import write_replay_rows
 
     timings: dict[str, float] = {}
     start = mark = time.perf_counter()
-    rows, data_seed = train_rows or DEFAULT_TRAIN_ROWS, 42
-    tasks = [task] + ([CHECK_TASK] if task != CHECK_TASK else [])
+    plan, data_seed = make_plan(task, default_device()), 42
     # The run folder exists only once training starts: the answers before it wait here, then move into it.
     staging = Path(tempfile.mkdtemp(prefix="mathtune-quickstart-"))
     try:
-        base, tokenizer, description = load_for_inference(None, device="cpu")
-        print(f"model: {description}")
-        before, chat_before = _measure(base, tokenizer, description, tasks, data_seed, staging / "before",
+        base, tokenizer, description = load_for_inference(None, device=plan.device)
+        print(f"model: {description} on {plan.device}")
+        before, chat_before = _measure(base, tokenizer, description, plan, data_seed, staging / "before",
                                        "before fine-tuning")
         replay = Path(output_dir) / "quickstart-replay.jsonl"  # the same rows every time: greedy replies of the base
         replay = replay if write_replay_rows(base, tokenizer, replay) else None
         del base
         timings["answer before"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        result = _train(output_dir, task, rows, data_seed, replay)
+        result = _train(output_dir, plan, train_rows, data_seed, replay)
         eval_dir = Path(result.run_dir) / "eval"
         eval_dir.mkdir(parents=True, exist_ok=True)
         shutil.move(staging / "before", eval_dir / "before")
@@ -200,13 +280,13 @@ def run_quickstart(output_dir: str = "output", train_rows: int | None = None, ta
     timings["merge"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    merged, tokenizer, merged_description = load_for_inference(str(merged_dir), device="cpu")
-    after, chat_after = _measure(merged, tokenizer, merged_description, tasks, data_seed, eval_dir / "after",
+    merged, tokenizer, merged_description = load_for_inference(str(merged_dir), device=plan.device)
+    after, chat_after = _measure(merged, tokenizer, merged_description, plan, data_seed, eval_dir / "after",
                                  "after fine-tuning (merged model)")
     timings["answer after"] = time.perf_counter() - mark
     chart = compare(eval_dir / "before", eval_dir / "after", out_dir=eval_dir, labels=("before", "after"))
     _report(result, merged_dir, eval_dir, chart.rsplit("chart: ", 1)[-1], timings, time.perf_counter() - start)
-    print(f"\n{result_table(before, after, (chat_before, chat_after), f'rg:{task}')}")
+    print(f"\n{result_table(before, after, (chat_before, chat_after), plan.benchmarks[0])}")
     return 0
 
 

@@ -175,38 +175,36 @@ def load_config() -> dict[str, Any]:
 
 
 def train(cfg, deadline: float) -> tuple[Any, float, int | None]:
-    """run_sft with a deadline: past it the loop stops after its step and saves a checkpoint (Ctrl-C's path).
-    (result, seconds, step it stopped at or None)."""
-    import mathtune.sft as sft
+    """run_sft with a deadline: past it the loop stops after its step and saves a checkpoint, the path Ctrl-C takes
+    (sft asks its signal handler, a mathtune.signals.StopOnSignal, after every step; its answer gets the deadline
+    for this call). (result, seconds, step it stopped at or None)."""
+    from mathtune.sft import run_sft
     from mathtune.signals import StopOnSignal
 
-    class StopAtDeadline(StopOnSignal):
-        def __call__(self) -> bool:
-            return self.requested or time.perf_counter() > deadline
-
+    original = StopOnSignal.__call__
+    StopOnSignal.__call__ = lambda self: self.requested or time.perf_counter() > deadline  # type: ignore[method-assign]
     started = time.perf_counter()
-    original, sft.StopOnSignal = sft.StopOnSignal, StopAtDeadline
     try:
-        result = sft.run_sft(cfg, progress=False)
+        result = run_sft(cfg, progress=False)
     finally:
-        sft.StopOnSignal = original
-    steps = last_step(Path(result.run_dir))
-    return result, time.perf_counter() - started, steps if result.interrupted else None
+        StopOnSignal.__call__ = original  # type: ignore[method-assign]
+    return result, time.perf_counter() - started, checkpoint_step(result) if result.interrupted else None
 
 
-def last_step(run_dir: Path) -> int | None:
-    log_file = run_dir / "logging.jsonl"
-    steps = [json.loads(line).get("step") for line in log_file.read_text().splitlines()] if log_file.is_file() else []
-    return max((s for s in steps if s is not None), default=None)
+def checkpoint_step(result) -> int | None:
+    name = Path(str(result.last_checkpoint or "")).name
+    return int(name.rpartition("-")[2]) if name.startswith("checkpoint-") else None
 
 
-def train_figures(run_dir: Path) -> dict[str, Any]:
-    rows = [json.loads(line) for line in (run_dir / "logging.jsonl").read_text().splitlines()]
+def train_figures(result) -> dict[str, Any]:
+    """Steps, first and last logged loss, median logged speed (a run stopped before its first log has none)."""
+    log_file = Path(result.run_dir) / "logging.jsonl"
+    rows = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.is_file() else []
     losses = [r["loss"] for r in rows if "loss" in r]
-    speeds = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r]
-    return {"steps": last_step(run_dir), "first_loss": losses[0] if losses else None,
+    speeds = sorted(r["tokens_per_s"] for r in rows if "tokens_per_s" in r)
+    return {"steps": checkpoint_step(result), "first_loss": losses[0] if losses else None,
             "final_loss": losses[-1] if losses else None,
-            "median_tokens_per_s": sorted(speeds)[len(speeds) // 2] if speeds else None}
+            "median_tokens_per_s": speeds[len(speeds) // 2] if speeds else None}
 
 
 # ---- the sweep ----------------------------------------------------------------------------------------------------
@@ -219,12 +217,12 @@ def run_variant(name: str, overrides: dict[str, Any], args, limits, timing: dict
     train_share = left - eval_s - setup_s
     if train_share < args.min_train_s:
         return {"variant": name, "status": "skipped", "why": f"{left:.0f} s left, {eval_s + setup_s:.0f} s needed "
-                f"for setup and answering, under {args.min_train_s:.0f} s for training"}
+                f"for setup and answering: {train_share:.0f} s for training, under --min_train_s"}
     cfg = build_config(overrides, args.work / "runs" / name, args.smoke)
     log(f"{name}: training (share {train_share:.0f} s) with {json.dumps(overrides, default=str)}")
     started = time.perf_counter()
     result, train_s, stopped = train(cfg, deadline=time.perf_counter() + setup_s + train_share)
-    figures = train_figures(Path(result.run_dir))
+    figures = train_figures(result)
     log(f"{name}: trained in {train_s:.0f} s ({figures}); answering")
     eval_started = time.perf_counter()
     results = load_and_evaluate(str(result.last_checkpoint), limits, args.work / "eval" / name, args.max_new_tokens)
@@ -298,7 +296,8 @@ def markdown_table(out: Path) -> str:
         for name in names:
             got = r["results"].get(name, {})
             cells.append(f"{got['accuracy']:.1%} [{got['ci'][0]:.1%}, {got['ci'][1]:.1%}]" if "ci" in got else "-")
-        head = f"| {r['variant']} | {r.get('train_s', '-')} | {r.get('steps', '-')} | "
+        steps = f"{r.get('steps', '-')}{' (stopped: time)' if r.get('stopped_at_step') else ''}"
+        head = f"| {r['variant']} | {r.get('train_s', '-')} | {steps} | "
         lines.append(head + " | ".join(cells) + " |")
     return "\n".join(lines)
 
