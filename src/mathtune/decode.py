@@ -292,7 +292,7 @@ class Decoder:
         buf.positions[:b] += 1
         buf.mask[:b, :, :, slot] = 0.0 if self.additive else True
         if not self.graphs_on:
-            return self._run(b)
+            return self._run(b, slot + 1)
         key = (b, buf.length)
         if key not in self.graphs:
             try:
@@ -302,16 +302,19 @@ class Decoder:
                       "decoding without graphs", file=sys.stderr, flush=True)
                 self.graphs_on, self.graphs = False, {}
                 torch.cuda.synchronize()
-                return self._run(b)
+                return self._run(b, slot + 1)
         graph, logits = self.graphs[key]
         graph.replay()
         return logits
 
-    def _run(self, b: int) -> torch.Tensor:
+    def _run(self, b: int, used: int | None = None) -> torch.Tensor:
+        """The step's forward over the first `b` rows and the first `used` cache slots (None: all of them, one shape
+        for a graph; eagerly, attention need not read the slots not written yet)."""
         buf = self.buffers
         assert buf is not None
-        cache = _cache_class()([k[:b] for k in buf.keys], [v[:b] for v in buf.values], buf.slot)
-        return self._forward(buf.ids[:b], buf.mask[:b], buf.positions[:b], cache)
+        used = used or buf.length
+        cache = _cache_class()([k[:b, :, :used] for k in buf.keys], [v[:b, :, :used] for v in buf.values], buf.slot)
+        return self._forward(buf.ids[:b], buf.mask[:b, :, :, :used], buf.positions[:b], cache)
 
     def _capture(self, b: int) -> tuple[Any, torch.Tensor]:
         """A CUDA graph of `_run(b)`. The warm-up runs write the same keys and values at the same slot as the replay
