@@ -29,11 +29,11 @@ def prompts(lengths=LENGTHS) -> list[list[int]]:
     return [torch.randint(3, 96, (n,), generator=g).tolist() for n in lengths]
 
 
-def reference(model, prompt: list[int], max_new_tokens: int, eos=EOS) -> list[int]:
+def reference(model, prompt: list[int], max_new_tokens: int, eos=EOS, **kwargs) -> list[int]:
     """transformers' greedy reply to one unpadded prompt, cut before its end-of-turn token."""
     with torch.inference_mode():
         out = model.generate(torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=eos, pad_token_id=0)
+                             eos_token_id=eos, pad_token_id=0, **kwargs)
     ids = out[0, len(prompt) :].tolist()
     return next((ids[:k] for k, t in enumerate(ids) if t in eos), ids)
 
@@ -149,42 +149,62 @@ def test_generator_takes_the_fast_path_where_it_applies(tiny_model_dir, tiny_tok
     assert "repetition_penalty" in unsupported(model)
 
 
-def test_kept_buffers_and_replayed_steps_serve_later_calls():
+def stand_in_graphs(decoder: Decoder, captured: list[tuple[int, int]]) -> None:
     """The GPU path's bookkeeping on the CPU: a stand-in graph replays the step by recomputing into the output it
-    returned at capture (as a CUDA graph writes its static output), buffers are kept and grown across calls, and
-    live rows are checked every 8 steps."""
-    model = random_llama()
-    decoder = Decoder(model, EOS, pad_id=0, graphs=True)
-    decoder.check_every = 8
-    captured: list[int] = []
+    returned at capture, as a CUDA graph writes its static output."""
 
     class Replay:
-        def __init__(self, b):
-            self.b, self.out = b, decoder._run(b)
+        def __init__(self, b, used):
+            self.b, self.used, self.out = b, used, decoder._run(b, used)
 
         def replay(self):
-            self.out.copy_(decoder._run(self.b))
+            self.out.copy_(decoder._run(self.b, self.used))
 
-    def capture(b):
-        captured.append(b)
-        graph = Replay(b)
+    def capture(b, used):
+        captured.append((b, used))
+        graph = Replay(b, used)
         return graph, graph.out
 
     decoder._capture = capture
+
+
+def test_kept_buffers_and_replayed_steps_serve_later_calls():
+    """Buffers are kept and grown across calls, graphs replayed where shapes repeat, live rows checked every 8
+    steps."""
+    model = random_llama()
+    decoder = Decoder(model, EOS, pad_id=0, graphs=True)
+    decoder.check_every = 8
+    shapes: list[tuple[int, int]] = []
+    stand_in_graphs(decoder, shapes)
     compactions = count_compactions(decoder)
     calls = [(prompts(), 1, 12), (prompts((4, 2, 6)), 2, 10), (prompts(), 3, 12)]
     per_call = []
     for questions, n, new in calls:
         want = [reference(model, q, new) for q in questions for _ in range(n)]
         assert decoder.generate(questions, n=n, max_new_tokens=new) == want
-        per_call.append(captured[:])
-        captured.clear()
+        per_call.append(shapes[:])
+        shapes.clear()
     assert decoder.buffers.rows == 27 and decoder.buffers.length == 64  # grown to the largest call, then kept
-    first, second, third = per_call
+    first, second, third = ([b for b, _ in call] for call in per_call)
     assert first[0] == 9 and second[0] == 6 and third[0] == 27  # each call's own batch shape
     assert not set(first) & set(second)  # the second call replays the first call's graphs where shapes repeat
     assert len(first) == len(set(first)) and len(third) == len(set(third))  # one capture per shape
     assert compactions and len(first) > 1  # rows left the batch between replays: a smaller shape was captured
+    assert {used for call in per_call for _, used in call} == {64}  # these calls fit in one block of GRAPH_SLOTS
+
+
+def test_a_replayed_step_reads_the_slots_written_so_far_in_blocks(monkeypatch):
+    from mathtune import decode
+
+    monkeypatch.setattr(decode, "GRAPH_SLOTS", 16)
+    model = random_llama()
+    decoder = Decoder(model, EOS, pad_id=0, graphs=True)
+    shapes: list[tuple[int, int]] = []
+    stand_in_graphs(decoder, shapes)
+    want = [reference(model, q, 40, min_new_tokens=40) for q in prompts()]
+    assert decoder.generate(prompts(), n=1, max_new_tokens=40, min_new_tokens=40) == want
+    length = decoder.buffers.length  # 15 + 40 slots, rounded up to 64
+    assert length == 64 and shapes == [(9, 16), (9, 32), (9, 48), (9, 64)]  # a graph per block of 16 slots
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

@@ -10,9 +10,9 @@ memory bandwidth allows over a million). This loop does less per step and lets t
   and a 4D mask works, LoRA (peft) included;
 - sampling (temperature, top_p, greedy) stays on the device; rows end at their end-of-turn token;
 - finished rows leave the batch: the live rows are gathered to the front at power-of-two sizes, so there are few shapes;
-- on CUDA each (rows, cache length) shape is captured once as a CUDA graph and replayed; the buffers and graphs are
-  kept between calls (a GRPO run samples the same shapes every step). A graph that cannot be captured makes the
-  decoder run eagerly from then on, said in one line.
+- on CUDA each (rows, slots attended) shape is captured once as a CUDA graph (one memory pool for all) and replayed;
+  the buffers and graphs are kept between calls (a GRPO run samples the same shapes every step). A graph that cannot
+  be captured makes the decoder run eagerly from then on, said in one line.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ UNSUPPORTED_GENERATION = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, 
 # call to sdpa, so a model fresh from training decodes here too), additive for eager.
 ATTENTION = ("sdpa", "eager", "mathtune_varlen")
 PREFILL_TOKENS = 16384  # prompt tokens per prefill forward: bounds its activations (the 6B shape: ~1.5 GiB)
+# A captured step attends over the cache slots up to the next multiple of this: the KV read per step follows the
+# replies' length (a 135M model's KV cache outweighs its weights from ~40 rows of 300 tokens) for a few more graphs.
+GRAPH_SLOTS = 128
 
 
 def unwrap(model: Any) -> Any:
@@ -155,6 +158,7 @@ class Decoder:
         self.check_every = 1 if self.device.type == "cpu" else 8
         self.buffers: _Buffers | None = None
         self.graphs: dict[tuple[int, int], tuple[Any, torch.Tensor]] = {}
+        self.pool: Any = None  # the graphs' one memory pool: each output is read right after its own replay
         self.fingerprint: tuple | None = None
         self.additive = getattr(base.config, "_attn_implementation", "sdpa") == "eager"
 
@@ -263,7 +267,7 @@ class Decoder:
         earlier calls, which a longer cache could change through summation order); else allocate anew."""
         fingerprint = _fingerprint(self.model)
         if fingerprint != self.fingerprint:
-            self.graphs.clear()  # another adapter state or other weights: captured graphs would run the old ones
+            self.graphs, self.pool = {}, None  # another adapter state or other weights: graphs would run the old
             self.fingerprint = fingerprint
         if self.graphs_on:
             length = -(-length // 64) * 64  # similar calls share one cache length, hence one set of graphs
@@ -272,7 +276,7 @@ class Decoder:
             return  # a longer cache costs a little bandwidth; reallocating costs new graphs
         if self.graphs_on and buf is not None:  # grow to fit every call so far
             rows, length = max(rows, buf.rows), max(length, buf.length)
-        self.buffers, self.graphs, buf = None, {}, None
+        self.buffers, self.graphs, self.pool, buf = None, {}, None, None
         if self.graphs_on:
             torch.cuda.empty_cache()  # the old buffers and graph pools go before the new ones come
         keys = [torch.zeros((rows, k.shape[1], length, k.shape[3]), dtype=k.dtype, device=k.device)
@@ -293,14 +297,15 @@ class Decoder:
         buf.mask[:b, :, :, slot] = 0.0 if self.additive else True
         if not self.graphs_on:
             return self._run(b, slot + 1)
-        key = (b, buf.length)
+        used = min(buf.length, -(-(slot + 1) // GRAPH_SLOTS) * GRAPH_SLOTS)
+        key = (b, used)
         if key not in self.graphs:
             try:
-                self.graphs[key] = self._capture(b)
+                self.graphs[key] = self._capture(b, used)
             except Exception as exc:  # noqa: BLE001 - any failure: decode eagerly, still correct
                 print(f"mathtune.decode: CUDA graph capture failed ({type(exc).__name__}: {str(exc)[:200]}); "
                       "decoding without graphs", file=sys.stderr, flush=True)
-                self.graphs_on, self.graphs = False, {}
+                self.graphs_on, self.graphs, self.pool = False, {}, None
                 torch.cuda.synchronize()
                 return self._run(b, slot + 1)
         graph, logits = self.graphs[key]
@@ -316,18 +321,20 @@ class Decoder:
         cache = _cache_class()([k[:b, :, :used] for k in buf.keys], [v[:b, :, :used] for v in buf.values], buf.slot)
         return self._forward(buf.ids[:b], buf.mask[:b, :, :, :used], buf.positions[:b], cache)
 
-    def _capture(self, b: int) -> tuple[Any, torch.Tensor]:
-        """A CUDA graph of `_run(b)`. The warm-up runs write the same keys and values at the same slot as the replay
-        will (same inputs), so running them changes nothing."""
+    def _capture(self, b: int, used: int) -> tuple[Any, torch.Tensor]:
+        """A CUDA graph of `_run(b, used)`. The warm-up runs write the same keys and values at the same slot as the
+        replay will (same inputs), so running them changes nothing."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):
-                self._run(b)
+                self._run(b, used)
         torch.cuda.current_stream().wait_stream(stream)
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            logits = self._run(b)
+        with torch.cuda.graph(graph, pool=self.pool):
+            logits = self._run(b, used)
         return graph, logits
 
     def _compact(self, b: int, live: int, done: torch.Tensor, row_ids: torch.Tensor, rows: int) -> int:
