@@ -152,8 +152,10 @@ def start_server(served, opts):
     # proto TCP, as `deploy` binds it: asyncio sets TCP_NODELAY only on such sockets (else 40 ms stalls a reply)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
+    # keep-alive well past a level: uvicorn's default 5 s closes a pooled connection just as a client reuses it
+    # (httpx.ReadError, seen in a 128-client level)
     server = uvicorn.Server(uvicorn.Config(create_app(served, batcher, None, opts.max_tokens), log_level="warning",
-                                           timeout_graceful_shutdown=None))
+                                           timeout_graceful_shutdown=None, timeout_keep_alive=600))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started:
