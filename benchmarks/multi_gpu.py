@@ -93,11 +93,20 @@ def materialise(wrapped, model, device: str) -> None:
             else:
                 local.normal_(0.0, 0.02, generator=gen)
         for module in model.modules():
-            if hasattr(module, "rope_init_fn") and hasattr(module, "inv_freq"):
-                inv, _ = module.rope_init_fn(module.config, device)
-                module.inv_freq.copy_(inv)
+            if hasattr(module, "inv_freq"):
+                module.inv_freq.copy_(rotary_table(module))
                 if hasattr(module, "original_inv_freq"):
-                    module.original_inv_freq.copy_(inv)
+                    module.original_inv_freq.copy_(module.inv_freq)
+
+
+def rotary_table(module):
+    """The inverse frequencies a rotary module computes in its __init__ (transformers 5 keeps no handle on the
+    function it used: the default one, or the rope_type's)."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    rope_type = getattr(module, "rope_type", "default")
+    init = module.compute_default_rope_parameters if rope_type == "default" else ROPE_INIT_FUNCTIONS[rope_type]
+    return init(module.config)[0]
 
 
 def prepare(case: str, opts, d):
@@ -106,7 +115,7 @@ def prepare(case: str, opts, d):
 
     from mathtune import distributed, fastpath
     from mathtune.config import FastArgs
-    from mathtune.fastpath.checkpointing import set_gradient_checkpointing
+    from mathtune.fastpath.checkpointing import decoder_layers, set_gradient_checkpointing
     from mathtune.fastpath.liger import liger_available
     from mathtune.model import attach_lora
 
@@ -121,7 +130,7 @@ def prepare(case: str, opts, d):
     dtype = getattr(torch, opts.dtype) if opts.dtype else (torch.bfloat16 if cuda else torch.float32)
     shape = BIG_SHAPES[opts.model] if which == "big" else SHAPES[opts.model]
     # Sharded cases start on the meta device: no rank ever holds the whole model, and no slow host-side init.
-    meta = fsdp and d.active
+    meta = (fsdp and d.active) or which == "big"
     model = build_on_meta(shape, dtype) if meta else build_model(opts.model, opts.device, dtype)
     if bench.sft == "lora":
         model = attach_lora(model, 8, 32, 0.05, "all-linear")
@@ -132,9 +141,10 @@ def prepare(case: str, opts, d):
     fast = FastArgs(gradient_checkpointing=False, use_liger_kernel=bench.liger, fast_lora=bench.fast_lora,
                     attn_impl=bench.attn, fsdp=fsdp)
     path = fastpath.apply(model, fast, opts.device)
-    parallel = distributed.Parallel(model, path.loss_fn, d, fsdp, opts.device) if d.active else None
+    parallel = distributed.Parallel(model, path.loss_fn, d, fsdp, opts.device, decoder_layers(model)) \
+        if d.active else None
     if meta:
-        materialise(parallel.wrapped, model, opts.device)
+        materialise(model if parallel is None else parallel.wrapped, model, opts.device)
     return model, parallel, path.loss_fn, bench, shape
 
 

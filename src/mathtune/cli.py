@@ -257,8 +257,10 @@ def _launch(command: str, argv: list[str]) -> int:
 
         rank, failure = exc.get_first_failure()
         code = failure.exitcode
-        # Exit 2 is a user error rank 0 has reported; PEER_LOST_EXIT a survivor that reported the lost rank.
-        if code != 2 and all(f.exitcode != PEER_LOST_EXIT for f in exc.failures.values()):
+        # Rank 0 exiting 2 has reported a user error; PEER_LOST_EXIT is a survivor that reported the lost rank.
+        said = getattr(exc.failures.get(0), "exitcode", None) == 2 or any(
+            f.exitcode == PEER_LOST_EXIT for f in exc.failures.values())
+        if not said:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             print(f"mathtune {command}: rank {rank} {how}; the job stopped", file=sys.stderr)
         return code if code > 0 else 1

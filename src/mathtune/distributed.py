@@ -208,17 +208,17 @@ class Parallel:
     """A model prepared for training on every rank: `loss(batch)` replaces the loss function, `accumulating(last)`
     skips the gradient sync on all but a step's last micro-batch, and the state helpers give single-process files."""
 
-    def __init__(self, model, loss_fn: Callable[[Any, Batch], Any], d: Dist, fsdp: bool, device: Any) -> None:
+    def __init__(self, model, loss_fn: Callable[[Any, Batch], Any], d: Dist, fsdp: bool, device: Any,
+                 layers: Sequence[Any] = ()) -> None:
+        """`layers`: the decoder layers, each sharded as its own FSDP group (fastpath.checkpointing.decoder_layers)."""
         self.model, self.dist, self.fsdp, self.device = model, d, fsdp, device
         module = _loss_module(model, loss_fn)
         if fsdp:
             from torch.distributed.fsdp import fully_shard
 
-            from .fastpath.checkpointing import decoder_layers
-
             # One group per decoder layer, so only one layer's full weights exist at a time; the root group holds
             # the embeddings, the final norm and the head.
-            for layer in decoder_layers(model):
+            for layer in layers:
                 fully_shard(layer)
             self.wrapped = fully_shard(module)
         else:
@@ -323,7 +323,7 @@ PEER_LOST_EXIT = 3
 
 
 @contextlib.contextmanager
-def peer_guard(d: Dist, run_path: Callable[[], Any], command: str = "sft") -> Iterator[None]:
+def peer_guard(d: Dist, last_checkpoint: Callable[[], Any], command: str = "sft") -> Iterator[None]:
     """A collective that failed because a peer died ends this rank at once with one line naming the last complete
     checkpoint (saves are staged then renamed, so it is intact whatever moment the peer died at). At once: torchrun
     is about to SIGTERM the survivors, and a teardown through a dead peer's collectives could hang."""
@@ -334,10 +334,7 @@ def peer_guard(d: Dist, run_path: Callable[[], Any], command: str = "sft") -> It
             raise
         import sys
 
-        from .run_dir import latest_checkpoint
-
-        path = run_path()
-        last = latest_checkpoint(path) if path is not None and path.is_dir() else None
+        last = last_checkpoint()
         print(f"mathtune {command}: error: rank {d.rank} lost another rank (killed or crashed), so training stopped; "
               f"last complete checkpoint: {last or 'none yet'}", file=sys.stderr, flush=True)
         os._exit(PEER_LOST_EXIT)

@@ -14,6 +14,7 @@ from .config import RunConfig
 from .data.tokenize import Encoded
 from .data.types import Conversation
 from .errors import UserError
+from .fastpath.checkpointing import decoder_layers
 from .model import (
     attach_lora,
     check_target_modules,
@@ -24,7 +25,7 @@ from .model import (
     resolve_dtype,
     resolve_model_path,
 )
-from .run_dir import RunDir, check_output_dir, load_state
+from .run_dir import RunDir, check_output_dir, latest_checkpoint, load_state
 from .seeding import seed_everything
 from .train import LossFn, TrainResult, packing_capacity, train
 
@@ -97,8 +98,9 @@ def _run_sft(cfg: RunConfig, progress: bool, d: distributed.Dist) -> SftResult:
     built = _build_data(cfg, tokenizer)
     with RunDir.open(cfg, model_name(model_path, cfg.model.model_id_or_path)) as run:
         model, loss_fn, before = _prepare(cfg, run, model_path, tokenizer, built, progress, d)
-        parallel = distributed.Parallel(model, loss_fn, d, cfg.fast.fsdp, default_device()) if d.active else None
-        with distributed.stop_on_signal(d) as stop, distributed.peer_guard(d, lambda: run.path):
+        parallel = distributed.Parallel(model, loss_fn, d, cfg.fast.fsdp, default_device(),
+                                        decoder_layers(model)) if d.active else None
+        with distributed.stop_on_signal(d) as stop, distributed.peer_guard(d, lambda: _last_checkpoint(run.path)):
             # Ctrl-C or SIGTERM: checkpoint after this step, then stop (all ranks together)
             result = train_in(run, model, tokenizer, built.train, built.val, loss_fn, origins=built.train_origins,
                               should_stop=stop, progress=progress, parallel=parallel)
@@ -116,6 +118,10 @@ def _run_sft(cfg: RunConfig, progress: bool, d: distributed.Dist) -> SftResult:
           f"time: {time.perf_counter() - started:.0f} s", flush=True)
     return SftResult(run.path, result.last_checkpoint, result.interrupted, result.final_loss, result.final_eval_loss,
                      summary)
+
+
+def _last_checkpoint(run_dir: Path | None) -> Path | None:
+    return latest_checkpoint(run_dir) if run_dir is not None and run_dir.is_dir() else None
 
 
 def _build_data(cfg: RunConfig, tokenizer):

@@ -249,3 +249,15 @@ def test_ctrl_c_stops_every_rank_after_one_step_with_a_checkpoint_that_resumes(t
     one_rank(sft_args(tiny_model_dir, data, tmp_path, stopped + 1, "--resume_from_checkpoint",
                       str(run / f"checkpoint-{stopped}")))
     assert (run / f"checkpoint-{stopped + 1}" / "adapter_model.safetensors").is_file()
+
+
+def test_bad_input_on_every_rank_is_one_line_and_exit_2(tmp_path, tiny_model_dir):
+    env = {**ENV, "NPROC_PER_NODE": "2"}
+    missing = tmp_path / "missing.jsonl"
+    done = subprocess.run([sys.executable, *MATHTUNE, "sft", "--model", str(tiny_model_dir), "--dataset", str(missing),
+                           "--output_dir", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    ours = [line for line in done.stderr.splitlines() if line.startswith("mathtune")]
+    assert len(ours) == 1 and "missing.jsonl" in ours[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
