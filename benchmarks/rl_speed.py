@@ -119,7 +119,13 @@ def run_mathtune(shape: str, tokenizer, conversations, opts, deadline: float) ->
     return {"step_s": sum(s["step_s"] for s in timed) / len(timed), "sample_s": sample_s,
             "sampling_tokens_per_s": sampling_tps, **bound,
             "share_of_bound": sampling_tps / bound["bound_tokens_per_s"], "timed_steps": len(timed),
-            "first_step_s": steps[0]["step_s"], "fast_path": fast}
+            "first_step_s": steps[0]["step_s"], "fast_path": fast, "cuda_graphs": graphs_used(generator)}
+
+
+def graphs_used(generator) -> int | None:
+    """How many CUDA graphs the sampler holds (None: it decoded eagerly, as on a CPU or after a failed capture)."""
+    decoder = generator._decoder
+    return len(decoder.graphs) if decoder is not None and decoder.graphs_on else None
 
 
 def run_trl(shape: str, tokenizer, conversations, opts, deadline: float) -> dict:
