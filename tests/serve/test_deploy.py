@@ -172,7 +172,7 @@ def test_sigterm_drains_the_request_in_flight(tiny_model_dir):
                 started = time.perf_counter()
                 keep_alive.get(base + "/health")
                 times.append(time.perf_counter() - started)
-            assert sorted(times)[3] < 0.025, times
+            assert sorted(times)[3] < 0.035, times  # with the stall every one takes 40 ms or more
         body = {"model": "tiny", "messages": [{"role": "user", "content": "What is 2 + 3?"}], "max_tokens": 480,
                 "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
         lines = []
