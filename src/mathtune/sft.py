@@ -202,7 +202,7 @@ def evaluate_after(model, tokenizer, cfg: RunConfig, run_dir: Path, before: dict
     is one; {"before": ..., "after": ...}."""
     model.eval()
     after = evaluate_model(model, tokenizer, cfg, run_dir / "eval" / "after", progress)
-    if before is not None:
+    if before is not None and distributed.is_main():  # under torchrun the files are rank 0's, written by now
         from .evaluate.report import compare
 
         print(compare(run_dir / "eval" / "before", run_dir / "eval" / "after"), flush=True)

@@ -261,3 +261,15 @@ def test_bad_input_on_every_rank_is_one_line_and_exit_2(tmp_path, tiny_model_dir
     assert len(ours) == 1 and "missing.jsonl" in ours[0], done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_benchmarks_before_and_after_training_on_two_ranks(tmp_path, tiny_model_dir, data):
+    done = ranks(2, sft_args(tiny_model_dir, data, tmp_path, 2, "--eval_benchmarks", "rg:arithmetic",
+                             "--eval_limit", "4"))
+    run = run_dir(tmp_path)
+    for when in ("before", "after"):
+        summary = json.loads((run / "eval" / when / "summary.json").read_text())
+        assert summary["benchmarks"]["rg:arithmetic"]["n"] == 4, summary
+        (predictions,) = (run / "eval" / when).glob("*/predictions.jsonl")
+        assert len(predictions.read_text().splitlines()) == 4
+    assert done.stdout.count("last checkpoint:") == 1
