@@ -2,8 +2,8 @@
 
 `Generator` holds what every caller needs decided the same way: prompts rendered through the chat template, the
 end-of-turn tokens (the model's and the tokenizer's, see `model.end_of_turn_ids`), stop words, and sampling
-settings. It serves batched generation (left padding, length-sorted batches, KV cache, optionally a static cache)
-with live progress in tokens, and one streamed reply that Ctrl-C stops.
+settings. It serves batched generation (length-sorted batches through mathtune.decode's loop, or transformers'
+generate where that loop does not apply) with live progress in tokens, and one streamed reply that Ctrl-C stops.
 """
 
 from __future__ import annotations
