@@ -237,10 +237,6 @@ class Parallel:
     def loss(self, batch: Batch):
         return self.wrapped(batch)
 
-    def loss_fn(self, model, batch: Batch):
-        """LossFn-shaped (for evaluation): the model argument is the one already wrapped."""
-        return self.wrapped(batch)
-
     def reshard(self) -> None:
         """After forwards without a backward (evaluation): FSDP keeps the root's weights gathered after a forward
         for the backward that usually follows; put the shards back, which the optimizer and the state helpers hold."""

@@ -142,12 +142,13 @@ def test_two_nodes_on_one_host_rendezvous_and_match(tmp_path, tiny_model_dir, da
 
 
 def test_resume_two_ranks_on_one_and_back(tmp_path, tiny_model_dir, data, reference):
-    """FSDP on 2 ranks to step 2, one process to step 4, plain DDP on 2 ranks to step 6: the one-process run."""
-    ranks(2, sft_args(tiny_model_dir, data, tmp_path, 2, "--sft_type", "full", "--fsdp", "true"))
+    """DDP on 2 ranks to step 2, one process to step 4, FSDP on 2 ranks (loading the one-process optimizer state into
+    its shards) to step 6: the one-process run. (FSDP's gathered saves are checked by the 2-rank runs above.)"""
+    ranks(2, sft_args(tiny_model_dir, data, tmp_path, 2, "--sft_type", "full"))
     run = run_dir(tmp_path)
     one_rank(sft_args(tiny_model_dir, data, tmp_path, 4, "--sft_type", "full",
                       "--resume_from_checkpoint", str(run / "checkpoint-2")))
-    ranks(2, sft_args(tiny_model_dir, data, tmp_path, 6, "--sft_type", "full",
+    ranks(2, sft_args(tiny_model_dir, data, tmp_path, 6, "--sft_type", "full", "--fsdp", "true",
                       "--resume_from_checkpoint", str(run / "checkpoint-4")))
     assert_same_run(run, reference["full"], 6)
 
