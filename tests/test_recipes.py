@@ -42,3 +42,38 @@ def test_the_yi_recipe_keeps_the_tutorials_model_and_flags_still_win():
 def test_every_recipe_names_known_benchmarks(name):
     for bench in load(name).eval_benchmarks:
         assert get_benchmark(bench).name == bench
+
+
+def _sweep2():
+    import importlib.util
+
+    path = CONFIGS.parent / "docs" / "results" / "recipe_sweep" / "sweep2.py"
+    spec = importlib.util.spec_from_file_location("sweep2", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_sweep2_variant_is_a_valid_sft_config(tmp_path):
+    # The GPU sweep runs once in a short call: a variant with a mistyped option would cost its share of that call.
+    sweep2 = _sweep2()
+    default = load("smollm2-135m-math.yaml")
+    built = {name: sweep2.build_config(overrides, tmp_path / name, smoke=False)
+             for name, overrides in sweep2.variants(sweep2.load_config())}
+    assert list(built)[:2] == ["default", "tutorial"]
+    assert built["default"].data.dataset == default.data.dataset and built["default"].optim == default.optim
+    assert built["default"].lora == default.lora and built["default"].fast == default.fast
+    assert built["default"].data.split_dataset_ratio == 0  # the sweep measures on benchmarks, not a validation split
+    tutorial = built["tutorial"]
+    assert (tutorial.lora.lora_rank, tutorial.lora.lora_alpha, tutorial.lora.target_modules) == (
+        8, 32, ("q_proj", "k_proj", "v_proj"))
+    assert (tutorial.optim.learning_rate, tutorial.optim.lr_scheduler_type, tutorial.optim.warmup_ratio) == (
+        1e-4, "linear", 0.05)
+    assert tutorial.optim.batch_size * tutorial.optim.gradient_accumulation_steps == 16
+    assert tutorial.data.dataset == default.data.dataset  # the same data
+    assert built["gsm_only"].data.dataset == ("rg:gsm-symbolic#6000",)
+    assert built["rows2x"].data.dataset[0] == "rg:gsm-symbolic#12000"
+    assert built["rows2x"].data.dataset[1:] == default.data.dataset[1:]
+    assert (built["full_fp32"].lora.sft_type, built["full_fp32"].model.dtype) == ("full", "fp32")
+    smoke = sweep2.build_config({}, tmp_path / "smoke", smoke=True).data.dataset
+    assert smoke[0] == "rg:gsm-symbolic#6" and all(d.endswith("#2") for d in smoke[1:])

@@ -16,16 +16,17 @@ variant to --out as soon as it is done, so a timeout keeps every finished varian
 Each trained variant goes through mathtune's own `run_sft` (packed fast path) and is then answered on rg:gsm-symbolic
 (seen templates, 200), rg:gsm-symbolic-unseen (held-out templates, 200), rg:equations (never trained on, 100) and
 CHAMP (100), greedy, at most 512 new tokens, graded by mathtune's grader; predictions.jsonl and summary.json of every
-variant stay under --work. Every benchmark's prompts go to the model in one batched call (the dynamic cache is
-launch-bound at 25-32 ms a step whatever the batch, docs/benchmarks.md; a static cache would recompile for each new
-model, 38 s each).
+variant go to --eval_dir (beside --out by default), run folders to --work. Every benchmark's prompts go to the model
+in one batched call (the dynamic cache is launch-bound at 25-32 ms a step whatever the batch, docs/benchmarks.md; a
+static cache would recompile for each new model, 38 s each).
 
 Time: a variant starts only if its predicted time fits the budget left; a training run that would pass its share
 stops after its current step and saves a checkpoint, as Ctrl-C does (recorded as `stopped_at_step`), and is answered
 as it is. Each variant runs inside try/except: a failure is one JSON line and the sweep goes on.
 
-GPU (from the repository root, embedded model converted or convertible in $MATHTUNE_CACHE):
-  python docs/results/recipe_sweep/sweep2.py --out $OUT/sweep2.jsonl --work $OUT/work --budget_s 540
+GPU (from the repository root, embedded model converted or convertible in $MATHTUNE_CACHE; checkpoints stay on the
+machine, predictions come back beside --out):
+  PYTHONPATH=src python docs/results/recipe_sweep/sweep2.py --out $OUT/sweep2.jsonl --work /tmp/sweep2 --budget_s 540
 CPU proof of the same code path (tiny counts, a few minutes on 2 cores):
   python docs/results/recipe_sweep/sweep2.py --smoke --out /tmp/sweep2_smoke.jsonl --work /tmp/sweep2_smoke
 """
@@ -225,7 +226,7 @@ def run_variant(name: str, overrides: dict[str, Any], args, limits, timing: dict
     figures = train_figures(result)
     log(f"{name}: trained in {train_s:.0f} s ({figures}); answering")
     eval_started = time.perf_counter()
-    results = load_and_evaluate(str(result.last_checkpoint), limits, args.work / "eval" / name, args.max_new_tokens)
+    results = load_and_evaluate(str(result.last_checkpoint), limits, args.eval_dir / name, args.max_new_tokens)
     eval_s = time.perf_counter() - eval_started
     timing["eval_s"] = max(timing.get("eval_s", 0.0), eval_s)  # the next variant's prediction
     return {"variant": name, "status": "ok", "overrides": overrides, "dataset": list(cfg.data.dataset),
@@ -237,7 +238,9 @@ def run_variant(name: str, overrides: dict[str, Any], args, limits, timing: dict
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON lines, one per variant (appended)")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/sweep2"), help="run folders and predictions")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/sweep2"), help="run folders (checkpoints)")
+    parser.add_argument("--eval_dir", type=Path, default=None,
+                        help="predictions.jsonl and summary.json per variant (default: sweep2_eval beside --out)")
     parser.add_argument("--budget_s", type=float, default=540)
     parser.add_argument("--variants", nargs="+", default=None, help="names to run, in this order (default: all)")
     parser.add_argument("--min_train_s", type=float, default=25, help="skip a variant with less training time left")
@@ -257,12 +260,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         table = [(v, known[v]) for v in args.variants]
     args.work.mkdir(parents=True, exist_ok=True)
+    args.eval_dir = args.eval_dir or args.out.parent / "sweep2_eval"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}
     emit(args.out, environment(args, config, limits))
     try:
         started = time.perf_counter()
-        results = load_and_evaluate(None, limits, args.work / "eval" / "base", args.max_new_tokens)
+        results = load_and_evaluate(None, limits, args.eval_dir / "base", args.max_new_tokens)
         timing["eval_s"] = time.perf_counter() - started
         emit(args.out, {"variant": "base", "status": "ok", "eval_s": round(timing["eval_s"], 1), "results": results})
     except Exception as exc:  # noqa: BLE001 - the trained variants are still worth having
