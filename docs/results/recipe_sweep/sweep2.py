@@ -215,7 +215,8 @@ def run_variant(name: str, overrides: dict[str, Any], args, limits, timing: dict
     left = args.budget_s - (time.perf_counter() - START)
     eval_s = timing.get("eval_s", 60.0) * 1.2 + 10  # loading, merging and answering, from the base run
     setup_s = timing.get("setup_s", 20.0)
-    train_share = left - eval_s - setup_s
+    # Capped, so that one slow variant (the tutorial's 16-row steps) cannot take the time of all those after it.
+    train_share = min(left - eval_s - setup_s, args.max_train_s)
     if train_share < args.min_train_s:
         return {"variant": name, "status": "skipped", "why": f"{left:.0f} s left, {eval_s + setup_s:.0f} s needed "
                 f"for setup and answering: {train_share:.0f} s for training, under --min_train_s"}
@@ -244,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget_s", type=float, default=540)
     parser.add_argument("--variants", nargs="+", default=None, help="names to run, in this order (default: all)")
     parser.add_argument("--min_train_s", type=float, default=25, help="skip a variant with less training time left")
+    parser.add_argument("--max_train_s", type=float, default=150,
+                        help="a training run still going after this many seconds stops and is answered as it is")
     parser.add_argument("--smoke", action="store_true", help="tiny counts on the same code path (a CPU check)")
     args = parser.parse_args(argv)
     config = load_config()
