@@ -48,8 +48,8 @@ GSM_RECIPE: dict[str, Any] = {
 # distinct rows would be 0.3% of them, where the CPU run's 7% kept the model answering ordinary questions.
 GSM_REPLAY_ROWS = 300
 # 200 questions per split: a 10-point gain on the unseen split then has intervals that can separate (at 1% -> 11%,
-# Wilson [0.3, 3.6] and [7.4, 16]). Batches of 256: a step of the dynamic cache costs about the same for 1 row or
-# 256 (launch-bound, docs/benchmarks.md), and a static cache would compile again for the tuned model (38 s each).
+# Wilson [0.3, 3.6] and [7.4, 16]). Batches of 256: a 135M model's decoding step is launch-bound, so it costs about
+# the same for 1 row or 256 (docs/benchmarks.md); Generator's loop (mathtune.decode) brings its own static cache.
 GSM_EVAL_QUESTIONS = 200
 GSM_MAX_NEW_TOKENS = 512
 GSM_BATCH = 256

@@ -17,8 +17,8 @@ Each trained variant goes through mathtune's own `run_sft` (packed fast path) an
 (seen templates, 200), rg:gsm-symbolic-unseen (held-out templates, 200), rg:equations (never trained on, 100) and
 CHAMP (100), greedy, at most 512 new tokens, graded by mathtune's grader; predictions.jsonl and summary.json of every
 variant go to --eval_dir (beside --out by default), run folders to --work. Every benchmark's prompts go to the model
-in one batched call (the dynamic cache is launch-bound at 25-32 ms a step whatever the batch, docs/benchmarks.md; a
-static cache would recompile for each new model, 38 s each).
+in one batched call of mathtune's Generator (its decoding loop, mathtune.decode: a static cache, finished rows leaving
+the batch, CUDA graphs): a 135M model's step is launch-bound, so one batch of 600 costs about what one of 100 does.
 
 Time: a variant starts only if its predicted time fits the budget left; a training run that would pass its share
 stops after its current step and saves a checkpoint, as Ctrl-C does (recorded as `stopped_at_step`), and is answered
