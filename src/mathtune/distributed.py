@@ -9,7 +9,8 @@ rows are split across ranks by tokens (longest first, to the least-loaded rank) 
 the same number of micro-batches (a rank short of rows runs a zero-weight one), because FSDP all-gathers in every
 forward and DDP reduces in the last backward, so the ranks must meet equally often. The step's trained-token count is
 known to every rank from the plan, and each rank's loss is divided by it (times the world size, since DDP and FSDP
-average gradients), so the summed gradient is exactly the one-process gradient of the token-weighted loss.
+average gradients), so the summed gradient is the one-process gradient of the token-weighted loss (up to the order
+of floating-point sums).
 """
 
 from __future__ import annotations
