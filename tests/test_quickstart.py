@@ -73,7 +73,7 @@ def test_the_plan_follows_the_device_unless_a_task_is_given():
 def test_the_gsm_recipe_scales_every_source_and_adds_replay_rows(tmp_path):
     full = quickstart.gsm_config(str(tmp_path), None, 42, tmp_path / "replay.jsonl").data.dataset
     assert full[:2] == ("rg:gsm-symbolic#6000", "rg:arithmetic#500")
-    assert full[-1] == f"{tmp_path / 'replay.jsonl'}#300"
+    assert full[-1] == f"{tmp_path / 'replay.jsonl'}#600"
     small = quickstart.gsm_config(str(tmp_path), 600, 42, None).data.dataset
     assert small == ("rg:gsm-symbolic#600", *(f"{d.rpartition('#')[0]}#50" for d in full[1:-1]))
 
