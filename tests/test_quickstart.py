@@ -100,3 +100,15 @@ def test_gsm_quickstart_shows_seen_and_unseen_templates(tmp_path, tiny_model_dir
     assert trained[:2] == ["rg:gsm-symbolic#12", "rg:arithmetic#1"]
     assert trained[-1].endswith("quickstart-replay.jsonl#1")
     assert (run_dir / "eval" / "comparison.png").is_file()
+
+
+def test_the_gsm_recipe_is_refused_on_a_cpu_in_one_line(tmp_path, capsys, monkeypatch):
+    from mathtune import model
+    from mathtune.cli import main
+
+    monkeypatch.setattr(model, "default_device", lambda: "cpu")  # also on a machine with a GPU
+
+    assert main(["quickstart", "--task", "gsm-symbolic", "--output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "needs a CUDA GPU" in err
+    assert not (tmp_path / "out").exists()
