@@ -116,8 +116,9 @@ def quickstart(args: QuickstartArgs) -> int:
 
     check_output_dir(args.output_dir)
     if args.task == GSM_TASK and not default_device().startswith("cuda"):
-        # Measured: one step of 32 packed GSM rows (~6k tokens) kept 24 GiB of CPU attention scores for the backward
-        # and was killed for memory on a 24 GiB machine, where the whole run would have taken hours anyway.
+        # Seen on the 2-core, 24 GiB machine: the first step of 32 packed GSM rows (~6k tokens) grew the process to
+        # 24 GiB and the kernel killed it (CPU attention over a masked pack keeps its full score matrices for the
+        # backward, about 1.5 GB a layer here), and the whole run would have taken hours anyway.
         raise UserError("--task gsm-symbolic runs the GSM recipe, which needs a CUDA GPU; on a CPU leave --task out "
                         "(number_sequence) or train it with `mathtune sft --config configs/smollm2-135m-math.yaml`")
     return run_quickstart(args.output_dir, args.train_rows, args.task)
