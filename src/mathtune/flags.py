@@ -261,7 +261,8 @@ FLAGS: dict[str, Flag] = {flag_key: flag for flag_key, flag in [
     # --- quickstart ---
     ("train_rows", F(("--train_rows",), "train_rows", "training rows (default: sized for a 2-core CPU)", int)),
     ("task", F(("--task",), "task", "built-in task to learn and measure (rg:TASK without the prefix): number_sequence, "
-               "chain_sum, arithmetic, equations, gsm-symbolic, syllogism, ...; `mathtune data list` names them all")),
+               "chain_sum, arithmetic, equations, gsm-symbolic, syllogism, ...; `mathtune data list` names them all",
+               none_means="by device: the GSM recipe on CUDA, number_sequence elsewhere")),
     # --- data actions ---
     ("sources", F(("sources",), "sources", "files, folders, rg:TASK or hub sets", nargs="+", metavar="SRC[#N]")),
     ("rows", F(("-n", "--rows"), "rows", "rows to show per source", int)),
