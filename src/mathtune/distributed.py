@@ -61,9 +61,12 @@ def init() -> Dist:
     if not dist.is_initialized():
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if torch.cuda.is_available():
-            if local >= torch.cuda.device_count():
-                raise UserError(f"rank with LOCAL_RANK {local} has no GPU of its own: {torch.cuda.device_count()} "
-                                "visible; start at most that many processes per node (NCCL takes one GPU per rank)")
+            # Every rank checks the node's process count, not only its own index: the launcher prints rank 0's
+            # error alone, and no process group exists yet through which another rank's could reach it.
+            per_node = max(local + 1, int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0))
+            if per_node > torch.cuda.device_count():
+                raise UserError(f"{per_node} processes on this node but {torch.cuda.device_count()} GPUs visible: "
+                                "start at most that many processes per node (NCCL takes one GPU per rank)")
             torch.cuda.set_device(local)
             dist.init_process_group("nccl", device_id=torch.device("cuda", local))
         else:

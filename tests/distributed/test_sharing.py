@@ -66,3 +66,23 @@ def test_launcher_refuses_a_bad_environment_in_one_line(monkeypatch, capsys, tmp
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and err.startswith("mathtune sft: error:")
     assert not list(tmp_path.iterdir())
+
+
+def test_too_many_processes_for_the_gpus_is_refused_on_rank_0_too(monkeypatch):
+    """Rank 0 alone prints a user error, so rank 0 must raise it as well when only ranks 2 and 3 lack a GPU."""
+    import torch
+    import torch.distributed as dist
+
+    from mathtune import distributed
+    from mathtune.errors import UserError
+
+    joined: list[str] = []
+    for key, value in {"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "4", "LOCAL_RANK": "0", "RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: joined.append(backend))
+    with pytest.raises(UserError, match="4 processes on this node but 2 GPUs visible"):
+        distributed.init()
+    assert not joined, "joined a process group that the other ranks could never complete"
