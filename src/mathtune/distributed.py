@@ -308,14 +308,19 @@ def local_value(tensor):
 
 
 def peer_lost(exc: BaseException) -> bool:
-    """Whether `exc` is a collective that failed because another rank went away."""
+    """Whether `exc` is a collective that failed because another rank went away. Only torch.distributed's own error
+    family and the socket words a dead peer leaves (gloo: "Connection closed by peer", "Connection reset by peer";
+    a stalled peer: "timed out"): a backend's name alone is not enough, since an NCCL out-of-memory or a CUDA error
+    mentions "nccl" too, and those must keep their traceback."""
     import torch.distributed as dist
 
+    text = str(exc).lower()
+    if "out of memory" in text:
+        return False
     if isinstance(exc, getattr(dist, "DistError", ())):
         return True
-    text = str(exc).lower()
     return isinstance(exc, RuntimeError) and any(
-        word in text for word in ("connection closed", "connection reset", "broken pipe", "gloo", "nccl"))
+        word in text for word in ("connection closed", "connection reset", "broken pipe", "timed out", "timeout"))
 
 
 PEER_LOST_EXIT = 3

@@ -86,3 +86,27 @@ def test_too_many_processes_for_the_gpus_is_refused_on_rank_0_too(monkeypatch):
     with pytest.raises(UserError, match="4 processes on this node but 2 GPUs visible"):
         distributed.init()
     assert not joined, "joined a process group that the other ranks could never complete"
+
+
+@pytest.mark.parametrize(("exc", "lost"), [
+    (RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:4242"), True),
+    (RuntimeError("[gloo/transport/tcp/pair.cc:598] Read error [127.0.0.1]:4242: Connection reset by peer"), True),
+    (RuntimeError("Timed out waiting 1800000ms for recv operation to complete"), True),
+    (RuntimeError("NCCL error in: ProcessGroupNCCL.cpp:1970, unhandled cuda error: out of memory"), False),
+    (RuntimeError("CUDA error: an illegal memory access was encountered (while running an nccl kernel)"), False),
+    (RuntimeError("gloo: expected a tensor of 4 elements"), False),
+    (ValueError("connection closed"), False),
+])
+def test_only_a_lost_peer_counts_as_one(exc, lost):
+    from mathtune.distributed import peer_lost
+
+    assert peer_lost(exc) is lost
+
+
+def test_a_dist_error_is_a_lost_peer_unless_it_ran_out_of_memory():
+    import torch.distributed as dist
+
+    from mathtune.distributed import peer_lost
+
+    assert peer_lost(dist.DistNetworkError("remote process exited or there was a network error"))
+    assert not peer_lost(dist.DistBackendError("NCCL error: ncclUnhandledCudaError: out of memory"))
