@@ -59,6 +59,10 @@ def check_job(remote: RemoteArgs, *, model: str | None, adapter: str | None, loa
                         "compare the two folders with --compare")
     if settings.infer_backend != "pt" or settings.static_cache:
         raise UserError("--infer_backend and --static_cache are the server's business under --api_base")
+    from ..distributed import launched
+
+    if launched():  # the server batches the requests; several ranks would only split the token counts apart
+        raise UserError("--api_base runs in one process: drop NPROC_PER_NODE (or torchrun); the server batches")
 
 
 def post(remote: RemoteArgs, path: str, body: dict[str, Any] | None = None, retries: int = RETRIES) -> dict[str, Any]:
@@ -114,13 +118,20 @@ def pick_model(remote: RemoteArgs) -> str:
 
 
 class ServerCounts:
-    """Stands in for the tokenizer where the runner counts output tokens: the counts the server reported."""
+    """Stands in for the tokenizer where the runner counts output tokens: the counts the server reported for the
+    last call's replies, in their order (not keyed by text: two questions answered "42" have their own counts)."""
 
     def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
+        self.texts: list[str] = []
+        self.counts: list[int] = []
+
+    def record(self, texts: list[str], counts: list[int]) -> None:
+        self.texts, self.counts = texts, counts
 
     def __call__(self, texts: Sequence[str], add_special_tokens: bool = False) -> dict[str, list[range]]:
-        return {"input_ids": [range(self.counts.get(text, 0)) for text in texts]}
+        if list(texts) != self.texts:
+            raise ValueError("server token counts are known only for the last call's replies, in their order")
+        return {"input_ids": [range(n) for n in self.counts]}
 
 
 def remote_generator(remote: RemoteArgs, settings: Any,
@@ -130,7 +141,7 @@ def remote_generator(remote: RemoteArgs, settings: Any,
     name = pick_model(remote)
     counts = ServerCounts()
 
-    def ask(messages: list[dict[str, str]]) -> list[str]:
+    def ask(messages: list[dict[str, str]]) -> tuple[list[str], list[int]]:
         body = {"model": name, "messages": messages, "max_tokens": settings.max_new_tokens,
                 "temperature": settings.temperature, "top_p": settings.top_p, "n": settings.num_samples}
         answer = post(remote, "chat/completions", body)
@@ -141,9 +152,7 @@ def remote_generator(remote: RemoteArgs, settings: Any,
         used = (answer.get("usage") or {}).get("completion_tokens")
         if not isinstance(used, int):
             raise UserError(f"--api_base {remote.api_base}: the answer has no usage.completion_tokens")
-        for k, text in enumerate(texts):
-            counts.counts[text] = used // len(texts) + (k < used % len(texts))
-        return texts
+        return texts, [used // len(texts) + (k < used % len(texts)) for k in range(len(texts))]
 
     def make_generate(use_adapter: bool) -> Callable[[list[list[dict[str, str]]]], list[list[str]]]:
         def generate_fn(conversations: list[list[dict[str, str]]]) -> list[list[str]]:
@@ -155,11 +164,13 @@ def remote_generator(remote: RemoteArgs, settings: Any,
                 for future in futures:
                     future.add_done_callback(lambda _: bar.update(1))
                 try:
-                    return [future.result() for future in futures]
+                    answers = [future.result() for future in futures]
                 except BaseException:
                     for future in futures:  # one failure ends the run: do not send the rest
                         future.cancel()
                     raise
+            counts.record([t for texts, _ in answers for t in texts], [n for _, used in answers for n in used])
+            return [texts for texts, _ in answers]
 
         return generate_fn
 
