@@ -214,3 +214,22 @@ def test_cuda_graphs_give_the_eager_replies():
     graphed = Decoder(model, EOS, pad_id=0, graphs=True)
     assert graphed.generate(prompts(), n=2, max_new_tokens=12) == eager
     assert graphed.graphs_on and graphed.graphs
+
+
+def test_each_prompt_stops_at_its_own_limit_and_never_steps_past_its_room():
+    """A long prompt with little room beside a short one with much: each reply is transformers' own at its own
+    limit, and no position fed to the model goes past prompt + limit (learned position embeddings would fail)."""
+    model = random_llama()
+    # Four rows: one finished row stays in the batch (3 live rows still fill a bucket of 4), stepping on with them.
+    batch = prompts((15, 1, 3, 9))
+    limits = [2, 12, 12, 10]
+    eos = [1]  # a token these rows do not reach early: each runs to its limit
+    want = [reference(model, p, m, eos=eos) for p, m in zip(batch, limits, strict=True)]
+    assert [len(w) for w in want] == limits
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda _, args, kw: seen.append(int(kw["position_ids"].max())), with_kwargs=True)
+    got = Decoder(model, eos, pad_id=0).generate(batch, n=2, max_new_tokens=12, limits=limits)
+    assert got == [w for w in want for _ in range(2)]
+    assert max(seen) <= max(len(p) + m - 1 for p, m in zip(batch, limits, strict=True))
+    with pytest.raises(ValueError, match="limits"):
+        Decoder(model, eos, pad_id=0).generate(batch, n=1, max_new_tokens=4, limits=limits)

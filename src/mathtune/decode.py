@@ -164,16 +164,24 @@ class Decoder:
 
     def generate(self, prompts: Sequence[Sequence[int]], n: int, max_new_tokens: int, temperature: float = 0.0,
                  top_p: float = 1.0, min_new_tokens: int = 0,
-                 on_step: Callable[[int], None] | None = None) -> list[list[int]]:
+                 on_step: Callable[[int], None] | None = None,
+                 limits: Sequence[int] | None = None) -> list[list[int]]:
         """`n` replies per prompt (prompt k's at rows k*n .. k*n+n-1), each cut before its end-of-turn token.
         `on_step(count)` hears, per decoding step, how many rows made a token that is not end-of-turn.
-        `min_new_tokens`: end-of-turn is not drawn before (benchmarks force lengths with it)."""
+        `min_new_tokens`: end-of-turn is not drawn before (benchmarks force lengths with it).
+        `limits`: each prompt's own most new tokens (at most `max_new_tokens`): a row past its limit stops there,
+        its position no longer advancing, so a long prompt with little room never steps past the model's context
+        (learned position embeddings would index out of range) however far its neighbours go."""
+        if limits is not None and (len(limits) != len(prompts) or not all(0 < m <= max_new_tokens for m in limits)):
+            raise ValueError(f"limits must give each of the {len(prompts)} prompts 1..{max_new_tokens} tokens")
         with torch.inference_mode():
-            return self._generate(prompts, n, max_new_tokens, temperature, top_p, min_new_tokens, on_step)
+            return self._generate(prompts, n, max_new_tokens, temperature, top_p, min_new_tokens, on_step, limits)
 
-    def _generate(self, prompts, n, max_new_tokens, temperature, top_p, min_new_tokens, on_step) -> list[list[int]]:
+    def _generate(self, prompts, n, max_new_tokens, temperature, top_p, min_new_tokens, on_step,
+                  limits=None) -> list[list[int]]:
         rows, width = len(prompts) * n, max(len(p) for p in prompts)
         eos = torch.tensor(self.eos_list, device=self.device)
+        limit = None if limits is None else torch.tensor(list(limits), device=self.device).repeat_interleave(n)
         first = self._prefill(prompts, n, width, max_new_tokens)
         buf = self.buffers
         assert buf is not None
@@ -186,7 +194,7 @@ class Decoder:
         b, heard, logits = rows, 0, first
         for k in range(max_new_tokens):
             if k > 0:
-                logits = self._step(b, width + k - 1)
+                logits = self._step(b, width + k - 1, done)
             if k < min_new_tokens:
                 logits = logits.index_fill(-1, eos, float("-inf"))
             token = choose(logits, temperature, top_p)
@@ -195,6 +203,8 @@ class Decoder:
             token = token.masked_fill(done[:b], self.pad_id)
             out[row_ids[:b], k] = token
             done[:b] |= ended
+            if limit is not None:
+                done[:b] |= limit[:b] <= k + 1
             buf.ids[:b, 0] = token
             if k + 1 == max_new_tokens or (k + 1) % every:
                 continue
@@ -206,12 +216,13 @@ class Decoder:
             if live == 0:
                 break
             if bucket(live, b) < b:
-                b = self._compact(b, live, done, row_ids, rows)
+                b = self._compact(b, live, done, row_ids, rows, limit)
         if on_step is not None:
             for count in counts[heard : k + 1].tolist():
                 on_step(count)
         eos_set = set(self.eos_list)
-        return [_until(ids, eos_set) for ids in out[:rows].tolist()]
+        cut = [max_new_tokens] * rows if limits is None else [m for m in limits for _ in range(n)]
+        return [_until(ids[:m], eos_set) for ids, m in zip(out[:rows].tolist(), cut, strict=True)]
 
     def _prefill(self, prompts, n: int, width: int, max_new_tokens: int) -> torch.Tensor:
         """Prefill every prompt once (chunks of PREFILL_TOKENS), copy each prompt's KV to its n rows of the cache,
@@ -288,12 +299,13 @@ class Decoder:
         self.buffers = _Buffers(keys, values, mask, zeros, zeros.clone(), torch.zeros(1, dtype=torch.long,
                                                                                      device=self.device), rows, length)
 
-    def _step(self, b: int, slot: int) -> torch.Tensor:
-        """One decoding step of the first `b` rows, writing cache slot `slot`: logits [b, vocab]."""
+    def _step(self, b: int, slot: int, done: torch.Tensor) -> torch.Tensor:
+        """One decoding step of the first `b` rows, writing cache slot `slot`: logits [b, vocab]. A finished row
+        keeps its position (its output is discarded): it never steps past its own room in the context."""
         buf = self.buffers
         assert buf is not None
         buf.slot.fill_(slot)
-        buf.positions[:b] += 1
+        buf.positions[:b] += (~done[:b]).unsqueeze(1)
         buf.mask[:b, :, :, slot] = 0.0 if self.additive else True
         if not self.graphs_on:
             return self._run(b, slot + 1)
@@ -337,13 +349,15 @@ class Decoder:
             logits = self._run(b, used)
         return graph, logits
 
-    def _compact(self, b: int, live: int, done: torch.Tensor, row_ids: torch.Tensor, rows: int) -> int:
+    def _compact(self, b: int, live: int, done: torch.Tensor, row_ids: torch.Tensor, rows: int,
+                 limit: torch.Tensor | None = None) -> int:
         """Gather the live rows of the first `b` to the front; returns the new batch size (a power of two). Rows
         past the live ones keep stale (finite) states, count as done and write to the spare output row."""
         buf = self.buffers
         assert buf is not None
         keep = (~done[:b]).nonzero().squeeze(1)
-        for tensor in (*buf.keys, *buf.values, buf.mask, buf.ids, buf.positions, row_ids, done):
+        extra = (limit,) if limit is not None else ()
+        for tensor in (*buf.keys, *buf.values, buf.mask, buf.ids, buf.positions, row_ids, done, *extra):
             tensor[:live] = tensor[keep]
         new = bucket(live, b)
         done[live:new] = True

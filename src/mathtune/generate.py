@@ -133,9 +133,11 @@ class Generator:
 
     def generate_ids(self, conversations: Sequence[Conversation], sampling: Sampling = Sampling(), *,
                      batch_size: int = 32, static_cache: bool = False, progress: bool = True,
-                     on_tokens: TokensCallback | None = None,
-                     on_step: StepHook | None = None) -> list[list[list[int]]]:
+                     on_tokens: TokensCallback | None = None, on_step: StepHook | None = None,
+                     limits: Sequence[int] | None = None) -> list[list[list[int]]]:
         """For each conversation, the token ids of `sampling.n` replies, each cut before its end-of-turn token.
+        `limits`: each conversation's own most new tokens (at most `sampling.max_new_tokens`); the fast loop stops
+        each row at its own, transformers' generate runs the batch to its largest and the replies are cut.
 
         Longest prompts first, in batches of `batch_size`, left-padded. `progress` shows a bar in tokens from the
         first decoding step on; `on_tokens(count)` hears of every step's new tokens too; `on_step`: see `StepHook`.
@@ -151,6 +153,8 @@ class Generator:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if limits is not None and len(limits) != len(conversations):
+            raise ValueError(f"{len(limits)} limits for {len(conversations)} conversations")
         prompts = self.render(conversations)
         # Longest first: similar lengths share a batch (little padding) and memory trouble shows up at once.
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
@@ -170,12 +174,13 @@ class Generator:
                     chunk = chunk + [chunk[0]] * (batch_size - real)  # one batch shape
                 rows = [i for i in chunk[:real] for _ in range(sampling.n)]
                 step = on_step(rows) if on_step is not None else None
+                mine = [limits[i] for i in chunk] if limits is not None else None
                 if fast:
-                    new = self._fast_batch([prompts[i] for i in chunk], sampling, bar)
+                    new = self._fast_batch([prompts[i] for i in chunk], sampling, bar, mine)
                 else:
                     new = self._batch([prompts[i] for i in chunk], real, static_width, sampling, bar, step)
                 for k, ids in enumerate(new):
-                    results[chunk[k // sampling.n]].append(ids)
+                    results[chunk[k // sampling.n]].append(ids if mine is None else ids[: mine[k // sampling.n]])
                 bar.batch_done(real, sum(len(ids) for ids in new))
         finally:
             bar.close()
@@ -203,7 +208,8 @@ class Generator:
                                       stopping_criteria=counters, **self._generate_kwargs(sampling), **extra)
         return [until_eos(ids, self.eos) for ids in out[: real * sampling.n, width:].tolist()]
 
-    def _fast_batch(self, prompts: list[list[int]], sampling: Sampling, bar: TokenProgress) -> list[list[int]]:
+    def _fast_batch(self, prompts: list[list[int]], sampling: Sampling, bar: TokenProgress,
+                    limits: list[int] | None = None) -> list[list[int]]:
         from .decode import Decoder
 
         if self._decoder is None:
@@ -212,7 +218,7 @@ class Generator:
         least = getattr(getattr(self.model, "generation_config", None), "min_new_tokens", None) or 0
         return self._decoder.generate(prompts, sampling.n, sampling.max_new_tokens, sampling.temperature,
                                       sampling.top_p, min_new_tokens=least,
-                                      on_step=bar.tokens if bar.listened else None)
+                                      on_step=bar.tokens if bar.listened else None, limits=limits)
 
     def _generate_kwargs(self, sampling: Sampling) -> dict[str, Any]:
         extra = {"stop_strings": list(self.stop_words), "tokenizer": self.tokenizer} if self.stop_words else {}

@@ -167,3 +167,33 @@ def test_a_failed_generation_is_a_500_and_the_server_keeps_serving(served_tiny, 
         assert "out of memory" in caught.value.body["message"] and caught.value.body["type"] == "server_error"
         assert ask(client, "What is 2 + 3?").choices[0].message.content is not None
         assert running.batcher.stats()["admitted"] == 0
+
+
+def test_a_batch_stops_each_request_at_its_own_max_tokens_and_counts_what_it_delivered(served_tiny, monkeypatch):
+    """A 3-token request batched with a 30-token one: its row stops at 3 in the fast loop (never past its own
+    room in the context), and /health's token count is the tokens delivered, not the batch's longest."""
+    with serve(served_tiny, batch_wait_ms=500) as running:
+        generator = running.batcher.generator
+        asked: list = []
+        real = generator.generate_ids
+
+        def spy(conversations, sampling, **kw):
+            asked.append((len(conversations), sorted(kw.get("limits") or [])))
+            return real(conversations, sampling, **kw)
+
+        monkeypatch.setattr(generator, "generate_ids", spy)
+        barrier = threading.Barrier(2)
+
+        def one(max_tokens: int):
+            client = openai.OpenAI(base_url=running.url, api_key="unused", max_retries=0, timeout=120)
+            barrier.wait()
+            return ask(client, PROMPTS[1], max_tokens=max_tokens)
+
+        before = running.batcher.stats()["tokens"]
+        with ThreadPoolExecutor(2) as pool:
+            short, long = pool.map(one, [3, 30])
+        assert asked == [(2, [3, 30])], "the two requests were not batched: the test would prove nothing"
+        assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 3
+        assert long.usage.completion_tokens > 3
+        delivered = short.usage.completion_tokens + long.usage.completion_tokens
+        assert running.batcher.stats()["tokens"] - before == delivered

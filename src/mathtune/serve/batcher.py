@@ -253,11 +253,11 @@ class Batcher:
 
     def _whole(self, jobs: list[Job], sampling: Sampling) -> None:
         """Plain requests: the generator's fast decoding loop (decode.py: several times transformers' generate on a
-        GPU), which takes no per-step hook; so replies come when the batch ends, a request asking for fewer tokens
-        than the batch's longest has its reply cut to them, and a client that leaves frees its place at once but
+        GPU), which takes no per-step hook; so replies come when the batch ends, each row stops at its own request's
+        max_tokens (never past its room in the context), and a client that leaves frees its place at once but
         not its row."""
         replies = self.generator.generate_ids([j.request.messages for j in jobs], sampling, batch_size=len(jobs),
-                                              progress=False)
+                                              progress=False, limits=[j.request.max_tokens for j in jobs])
         for job, rows in zip(jobs, replies, strict=True):
             for choice, ids in zip(job.choices, rows, strict=True):
                 choice.ids = ids[: job.request.max_tokens]
