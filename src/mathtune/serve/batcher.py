@@ -262,7 +262,7 @@ class Batcher:
             for choice, ids in zip(job.choices, rows, strict=True):
                 choice.ids = ids[: job.request.max_tokens]
                 choice.finish = "length" if len(ids) >= job.request.max_tokens else "stop"
-                self.tokens += len(ids)
+                self.tokens += len(choice.ids)  # what was delivered: a row may run past its cut
             if not job.cancelled:
                 self._finish(job)
 
