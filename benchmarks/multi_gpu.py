@@ -40,11 +40,12 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 from train_speed import SHAPES, build_model, parse_config, ragged_rows  # noqa: E402
 
 BIG_SHAPES = {
-    "yi6b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+    "llama70b": dict(hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
                  num_key_value_heads=8, vocab_size=32000, tie_word_embeddings=False, max_position_embeddings=4096,
                  rms_norm_eps=1e-5),  # Llama-2-70B
     "tiny": dict(SHAPES["tiny"], num_hidden_layers=4),
 }
+BIG_OF = {"yi6b": "llama70b", "tiny": "tiny"}  # --model -> the big_fsdp case's shape (the Yi shape fits one card)
 CASES = {  # case -> (train_speed config, shape, fsdp)
     "lora": ("mt_p16k_nogc", "model", False),
     "full_fsdp": ("mt_p16k_gc_full", "model", True),
@@ -128,7 +129,7 @@ def prepare(case: str, opts, d):
         bs = min(bench.batch_size, opts.rows_per_step)
         bench = dataclasses.replace(bench, batch_size=bs, accumulation=max(1, opts.rows_per_step // bs))
     dtype = getattr(torch, opts.dtype) if opts.dtype else (torch.bfloat16 if cuda else torch.float32)
-    shape = BIG_SHAPES[opts.model] if which == "big" else SHAPES[opts.model]
+    shape = BIG_SHAPES[BIG_OF[opts.model]] if which == "big" else SHAPES[opts.model]
     # Sharded cases start on the meta device: no rank ever holds the whole model, and no slow host-side init.
     meta = (fsdp and d.active) or which == "big"
     model = build_on_meta(shape, dtype) if meta else build_model(opts.model, opts.device, dtype)
@@ -158,7 +159,7 @@ def run_case(case: str, opts, d) -> dict:
     config, which, fsdp = CASES[case]
     cuda = opts.device.startswith("cuda")
     if which == "big" and not d.active and opts.model != "tiny":
-        gib = param_gib(BIG_SHAPES[opts.model])
+        gib = param_gib(BIG_SHAPES[BIG_OF[opts.model]])
         return {"status": "skipped", "note": f"{gib:.0f} GiB of bf16 weights: run it on 2 or more GPUs"}
     model, parallel, loss_fn, bench, shape = prepare(case, opts, d)
     rows = ragged_rows(bench.rows_per_step * (opts.warmup + opts.steps), seed=opts.seed, vocab=shape["vocab_size"],
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["lora", "full_fsdp", "big_fsdp"])
-    parser.add_argument("--model", choices=["yi6b", "tiny"], default="yi6b",
+    parser.add_argument("--model", choices=sorted(BIG_OF), default="yi6b",
                         help="yi6b (big_fsdp: the 70B shape) or tiny (a CPU check of the code path)")
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per case")
     parser.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps per case")

@@ -55,3 +55,13 @@ def test_runs_under_torchrun_on_one_and_two_ranks_and_summarises(tmp_path):
     assert "| lora (tiny) | 2 |" in table and "| big_fsdp (tiny) | 2 |" in table
     efficiency = two["tok_s"] / (2 * one["tok_s"])
     assert f"| {efficiency:.2f} (" in table.splitlines()[3]
+
+
+def test_big_case_shapes_are_named_for_what_they_are():
+    sys.path.insert(0, str(SCRIPT.parent))
+    import multi_gpu
+
+    big = multi_gpu.BIG_SHAPES[multi_gpu.BIG_OF["yi6b"]]
+    assert multi_gpu.BIG_OF["yi6b"] == "llama70b" and "yi6b" not in multi_gpu.BIG_SHAPES
+    assert (big["num_hidden_layers"], big["hidden_size"]) == (80, 8192)  # Llama-2-70B
+    assert 120 < multi_gpu.param_gib(big) < 135
