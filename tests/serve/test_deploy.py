@@ -191,3 +191,22 @@ def test_sigterm_drains_the_request_in_flight(tiny_model_dir):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_vllm_names_an_adapter_checkpoint_as_the_pt_backend_does_and_the_base_apart(tmp_path, adapters):
+    import shutil
+
+    from mathtune.serve import vllm_command
+    from mathtune.serve.config import DeployArgs
+    from mathtune.serve.models import load_served
+
+    checkpoint = tmp_path / "v3-20260101-000000" / "checkpoint-40"
+    shutil.copytree(adapters["alpha"], checkpoint)
+    for flag in ({}, {"served_model_name": "tuned"}):
+        args = DeployArgs(model=str(checkpoint), dtype="fp32", **flag)
+        command = vllm_command(args)
+        (lora,) = command[command.index("--lora-modules") + 1 :]
+        (pt_name,) = load_served(args).names
+        assert lora == f"{pt_name}={checkpoint}"
+        assert pt_name == flag.get("served_model_name", "v3-20260101-000000-checkpoint-40")
+        assert command[command.index("--served-model-name") + 1] != pt_name, "base and adapter under one name"

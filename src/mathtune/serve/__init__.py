@@ -83,19 +83,23 @@ def _server_class():
 
 
 def vllm_command(args: DeployArgs) -> list[str]:
-    """vLLM's OpenAI server on the same model and names: an adapter checkpoint is served as a LoRA of its base."""
+    """vLLM's OpenAI server on the same model and names: an adapter checkpoint is served as a LoRA of its base, under
+    the pt backend's name for it (`--served_model_name`, else `<run>-checkpoint-N`). vLLM serves the base as well:
+    it then keeps the base's own name, so that one name never stands for two models."""
     from ..model import base_of_adapter, is_adapter_dir, model_name, resolve_model_path
+    from .models import checkpoint_name
 
     table = args.adapter_table()
     model = args.model
+    named = args.served_model_name  # the name of what --model is: the base, or the adapter
     if model is not None and Path(model).is_dir() and is_adapter_dir(Path(model)):
-        table = {args.served_model_name or Path(model).name: model, **table}
-        model = base_of_adapter(Path(model))
+        table = {named or checkpoint_name(Path(model)): model, **table}
+        model, named = base_of_adapter(Path(model)), None
     elif model is None and table:
         model = base_of_adapter(Path(next(iter(table.values()))))
     base = resolve_model_path(model)
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(base), "--host", args.host,
-               "--port", str(args.port), "--served-model-name", args.served_model_name or model_name(base, model)]
+               "--port", str(args.port), "--served-model-name", named or model_name(base, model)]
     if args.dtype.upper() != "AUTO":
         command += ["--dtype", {"BF16": "bfloat16", "FP16": "float16", "FP32": "float32"}.get(args.dtype.upper(),
                                                                                            args.dtype)]

@@ -74,7 +74,7 @@ def load_served(args: DeployArgs) -> ServedModels:
     base_path = resolve_model_path(base_requested)
     network, tokenizer, description = load_for_inference(requested, dtype=args.dtype,
                                                         trust_remote_code=args.trust_remote_code)
-    served = args.served_model_name or (_checkpoint_name(Path(requested)) if own_adapter else
+    served = args.served_model_name or (checkpoint_name(Path(requested)) if own_adapter else
                                         model_name(base_path, base_requested))
     names = {served: "default" if own_adapter else BASE}
     for number, (name, path) in enumerate(table.items(), start=1):
@@ -86,7 +86,7 @@ def load_served(args: DeployArgs) -> ServedModels:
     return ServedModels(network, tokenizer, names, description)
 
 
-def _checkpoint_name(path: Path) -> str:
+def checkpoint_name(path: Path) -> str:
     """A checkpoint's served name: 'checkpoint-100' says little alone, so its run folder's name comes first."""
     path = path.resolve()
     return f"{path.parent.name}-{path.name}" if path.name.startswith("checkpoint-") else path.name
