@@ -156,7 +156,7 @@ def run_fast(shape: str, model, tokenizer, opts) -> list[dict]:
                   "first_call_s": first_call_s, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
                   "batch_size": rows, "max_new_tokens": opts.max_new_tokens, **bound,
                   "share_of_bound": tokens / seconds / bound["bound_tokens_per_s"], "bandwidth_tbs": opts.bandwidth_tbs,
-                  "cuda_graphs": len(generator._decoder.graphs) if generator._decoder.graphs_on else None,
+                  "cuda_graphs": generator.decoder_stats()["cuda_graphs"],
                   "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
                   "date": datetime.date.today().isoformat()}
         shown = ("model", "config", "problems", "tokens_per_s", "bound_tokens_per_s", "share_of_bound", "seconds",

@@ -124,8 +124,7 @@ def run_mathtune(shape: str, tokenizer, conversations, opts, deadline: float) ->
 
 def graphs_used(generator) -> int | None:
     """How many CUDA graphs the sampler holds (None: it decoded eagerly, as on a CPU or after a failed capture)."""
-    decoder = generator._decoder
-    return len(decoder.graphs) if decoder is not None and decoder.graphs_on else None
+    return generator.decoder_stats()["cuda_graphs"]
 
 
 def run_trl(shape: str, tokenizer, conversations, opts, deadline: float) -> dict:

@@ -156,3 +156,20 @@ def test_stop_words_cut_the_reply(tiny):
 def test_sampling_is_validated(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Sampling(**kwargs)
+
+
+def test_release_frees_the_fast_loops_buffers_and_the_next_call_gives_the_same_replies(tiny_model_dir, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    from mathtune.generate import Generator, Sampling
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    generator = Generator(model, tiny_tokenizer)
+    assert generator.decoder_stats() == {"rows": 0, "slots": 0, "kv_gib": 0.0, "cuda_graphs": None}
+    questions = [[{"role": "user", "content": q}] for q in ("What is 2 + 3?", "Solve x + 4 = 9.")]
+    first = generator.generate(questions, Sampling(8), progress=False)
+    held = generator.decoder_stats()
+    assert held["rows"] == 2 and held["slots"] >= 8 and held["kv_gib"] > 0 and held["cuda_graphs"] is None
+    generator.release()
+    assert generator.decoder_stats()["kv_gib"] == 0.0
+    assert generator.generate(questions, Sampling(8), progress=False) == first

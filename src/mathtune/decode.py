@@ -177,6 +177,21 @@ class Decoder:
         with torch.inference_mode():
             return self._generate(prompts, n, max_new_tokens, temperature, top_p, min_new_tokens, on_step, limits)
 
+    def release(self) -> None:
+        """Give back the KV buffers and the CUDA graphs with their memory pool; the next call allocates and captures
+        anew (as the first did)."""
+        self.buffers, self.graphs, self.pool = None, {}, None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def stats(self) -> dict[str, Any]:
+        """What the decoder holds between calls: KV buffer rows and slots, their GiB, and its CUDA graphs (None when
+        it decodes eagerly: on a CPU, or after a capture failed)."""
+        buf = self.buffers
+        held = sum(t.numel() * t.element_size() for t in (*buf.keys, *buf.values)) if buf is not None else 0
+        return {"rows": buf.rows if buf is not None else 0, "slots": buf.length if buf is not None else 0,
+                "kv_gib": held / 2**30, "cuda_graphs": len(self.graphs) if self.graphs_on else None}
+
     def _generate(self, prompts, n, max_new_tokens, temperature, top_p, min_new_tokens, on_step,
                   limits=None) -> list[list[int]]:
         rows, width = len(prompts) * n, max(len(p) for p in prompts)

@@ -114,6 +114,17 @@ class Generator:
             return "a per-step hook"  # it names rows in batch order, which the loop changes as rows finish
         return unsupported(self.model)
 
+    def release(self) -> None:
+        """Free the fast loop's KV buffers and CUDA graphs (kept by default so that the next call reuses them)."""
+        if self._decoder is not None:
+            self._decoder.release()
+
+    def decoder_stats(self) -> dict[str, Any]:
+        """The fast loop's held KV buffers (rows, slots, kv_gib) and CUDA graphs (None: eager or not used yet)."""
+        if self._decoder is None:
+            return {"rows": 0, "slots": 0, "kv_gib": 0.0, "cuda_graphs": None}
+        return self._decoder.stats()
+
     def render(self, conversations: Sequence[Conversation]) -> list[list[int]]:
         """Token ids of each conversation through the chat template, the assistant header appended (the same
         renderer as training's, so a prompt at inference is what the model was trained on)."""
