@@ -262,12 +262,16 @@ class Parallel:
 
     def full_model_state(self) -> dict | None:
         """The model's full (unsharded) state dict on rank 0 (None elsewhere) under FSDP; None under DDP, where every
-        rank's model already holds the full weights. Every rank must call it."""
+        rank's model already holds the full weights. Every rank must call it. With LoRA only the trainable weights:
+        an adapter checkpoint saves nothing else, and gathering the frozen base too would bring all of it to rank
+        0's memory at every save (129 GiB for a 70B shape)."""
         if not self.fsdp:
             return None
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        state = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        adapter = hasattr(self.model, "peft_config")
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=adapter)
+        state = get_model_state_dict(self.model, options=options)
         return state if self.dist.is_main else None
 
     def optimizer_state(self, optimizer) -> dict | None:

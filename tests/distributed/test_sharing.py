@@ -110,3 +110,32 @@ def test_a_dist_error_is_a_lost_peer_unless_it_ran_out_of_memory():
 
     assert peer_lost(dist.DistNetworkError("remote process exited or there was a network error"))
     assert not peer_lost(dist.DistBackendError("NCCL error: ncclUnhandledCudaError: out of memory"))
+
+
+def test_fsdp_lora_save_gathers_the_adapter_alone(tiny_model_dir, lora_model, tmp_path):
+    """One rank of gloo in this process: the state gathered for a LoRA checkpoint is the trainable weights alone
+    (the frozen base is not brought to rank 0), and it is exactly what the adapter file holds."""
+    import torch
+    import torch.distributed as dist
+    from peft import get_peft_model_state_dict
+
+    from mathtune.distributed import Parallel
+    from mathtune.fastpath.checkpointing import decoder_layers
+
+    model = lora_model(tiny_model_dir)
+    want = {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        parallel = Parallel(model, lambda m, batch: None, Dist(0, 1), True, "cpu", decoder_layers(model))
+        state = parallel.full_model_state()
+        assert state is not None and set(state) == trainable
+        model.save_pretrained(tmp_path / "adapter", safe_serialization=True, state_dict=state)
+    finally:
+        dist.destroy_process_group()
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    assert saved.keys() == want.keys()
+    for name, tensor in want.items():
+        torch.testing.assert_close(saved[name], tensor, rtol=0, atol=0, msg=name)
