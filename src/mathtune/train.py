@@ -178,12 +178,26 @@ def _take_step(model, batches: list[Batch], params: list, optimizer, optim: Opti
             return None  # nothing was measured for this step
         (loss / max(step_tokens, 1)).backward()
         step_loss += loss.item()
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, optim.max_grad_norm)
-    if bool(torch.isfinite(grad_norm)) or not _non_finite(optim, step, group_rows(batches), origins, "gradient"):
+    return _finish_step(params, optimizer, optim, step, group_rows(batches), origins, window,
+                        (step_loss, step_tokens, sum(b.num_tokens for b in batches)))
+
+
+def _finish_step(params: list, optimizer, optim: OptimArgs, step: int, rows: Sequence[int],
+                 origins: Sequence[str] | None, window: dict, counts: tuple[float, int, int]):
+    """The end of a step whose gradients are in place, on one process or on every rank alike: clip, then (unless the
+    gradient is non-finite under skip) update and add the step's (loss sum, trained tokens, tokens) to `window`.
+    Returns the gradient norm (FSDP's, a DTensor, as a plain tensor; no host sync beyond the finiteness check)."""
+    import torch
+
+    from .distributed import local_value
+
+    grad_norm = local_value(torch.nn.utils.clip_grad_norm_(params, optim.max_grad_norm))
+    if bool(torch.isfinite(grad_norm)) or not _non_finite(optim, step, rows, origins, "gradient"):
         optimizer.step()
-        window["loss"] += step_loss
-        window["trained"] += step_tokens
-        window["tokens"] += sum(b.num_tokens for b in batches)
+        loss_sum, trained, tokens = counts
+        window["loss"] += loss_sum
+        window["trained"] += trained
+        window["tokens"] += tokens
     return grad_norm
 
 
@@ -307,9 +321,7 @@ class _StepShare:
                   origins: Sequence[str] | None, window: dict):
         """_take_step on several ranks: the gradient of sum(loss) / step tokens, summed over ranks; the loss sum and a
         non-finite flag are summed over ranks too, so that every rank takes the same decision."""
-        import torch
-
-        from .distributed import all_reduce_sum, local_value, share_of_step
+        from .distributed import all_reduce_sum, share_of_step
 
         parallel, optim = self.parallel, self.optim
         rows = [r for micro in step_plan for r in micro]
@@ -331,13 +343,8 @@ class _StepShare:
         total_loss, total_bad = all_reduce_sum([loss_sum, bad], parallel.device)
         if total_bad and _non_finite(optim, step, rows, origins, "loss"):
             return None
-        grad_norm = local_value(torch.nn.utils.clip_grad_norm_(params, optim.max_grad_norm))
-        if bool(torch.isfinite(grad_norm)) or not _non_finite(optim, step, rows, origins, "gradient"):
-            optimizer.step()
-            window["loss"] += total_loss
-            window["trained"] += step_tokens
-            window["tokens"] += sum(self.lengths[r] for r in rows)
-        return grad_norm
+        return _finish_step(params, optimizer, optim, step, rows, origins, window,
+                            (total_loss, step_tokens, sum(self.lengths[r] for r in rows)))
 
 
 def _evaluate_loss_parallel(parallel: Parallel, examples: Sequence[Encoded], optim: OptimArgs, capacity: int,
