@@ -214,6 +214,9 @@ def test_cuda_graphs_give_the_eager_replies():
     graphed = Decoder(model, EOS, pad_id=0, graphs=True)
     assert graphed.generate(prompts(), n=2, max_new_tokens=12) == eager
     assert graphed.graphs_on and graphed.graphs
+    limits = [2, 12, 5, 12, 1, 12, 3, 12, 7]  # per-row limits: positions of finished rows frozen between replays
+    eager = Decoder(model, EOS, pad_id=0, graphs=False).generate(prompts(), n=2, max_new_tokens=12, limits=limits)
+    assert graphed.generate(prompts(), n=2, max_new_tokens=12, limits=limits) == eager
 
 
 def test_each_prompt_stops_at_its_own_limit_and_never_steps_past_its_room():
