@@ -237,7 +237,7 @@ def _spawn_chat(model_dir, *flags: str) -> tuple[int, int]:
     return pid, fd
 
 
-def _exit_code(pid: int, timeout: float = 30) -> int:
+def _exit_code(pid: int, timeout: float = 90) -> int:
     deadline = time.time() + timeout
     while time.time() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
