@@ -217,8 +217,10 @@ def run_one(name: str, shape: str, opts, started: float, runs_left: int) -> dict
         torch.cuda.reset_peak_memory_stats()
     deadline = time.perf_counter() + left / runs_left  # an equal share of what is left
     runner = run_mathtune if name == "mathtune" else run_trl
-    if name == "trl" and importlib.util.find_spec("trl") is None:
-        print(f"{shape} trl: skipped, trl is not installed (pip install 'trl>=1.16,<2')", flush=True)
+    missing = [m for m in ("trl", "datasets") if importlib.util.find_spec(m) is None]  # TRL's trainer needs both
+    if name == "trl" and missing:
+        print(f"{shape} trl: skipped, {' and '.join(missing)} not installed (pip install 'trl>=1.16,<2' datasets)",
+              flush=True)
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
