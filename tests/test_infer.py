@@ -237,14 +237,22 @@ def _spawn_chat(model_dir, *flags: str) -> tuple[int, int]:
     return pid, fd
 
 
-def _exit_code(pid: int, timeout: float = 90) -> int:
+def _exit_code(pid: int, fd: int, timeout: float = 90) -> int:
+    """The child's exit code; meanwhile its terminal output is read, as a real terminal does (a child whose output
+    nobody reads blocks on a full terminal buffer and never exits)."""
+    shown = b""
     deadline = time.time() + timeout
     while time.time() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return os.waitstatus_to_exitcode(status)
-        time.sleep(0.05)
-    raise AssertionError("the chat did not exit")
+        ready, _, _ = select.select([fd], [], [], 0.05)
+        if ready:
+            try:
+                shown = (shown + os.read(fd, 4096))[-2000:]
+            except OSError:  # the child closed its side of the terminal
+                time.sleep(0.05)
+    raise AssertionError(f"the chat did not exit; its last output: {shown!r}")
 
 
 def test_ctrl_c_in_the_chat_through_a_pseudo_terminal(chatty_dir):
@@ -263,7 +271,7 @@ def test_ctrl_c_in_the_chat_through_a_pseudo_terminal(chatty_dir):
         os.write(fd, b"\x03")
         assert b"(stopped" in _read_until(fd, b"<<< ", timeout=60)  # history and all, the chat is still there
         os.write(fd, b"\x03")  # Ctrl-C at the prompt leaves
-        assert _exit_code(pid) == 0
+        assert _exit_code(pid, fd) == 0
         pid = 0
     finally:
         if pid:  # still running after a failed assertion

@@ -203,6 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         if _reports(exc):
             print(f"mathtune {args.command}: error: {exc}", file=sys.stderr)
+        else:  # let rank 0, which meets the same input, say so before torchrun stops the job on this exit
+            import time
+
+            time.sleep(2.0)
         return 2
     except KeyboardInterrupt:
         print(f"\nmathtune {args.command}: interrupted", file=sys.stderr)
@@ -257,9 +261,9 @@ def _launch(command: str, argv: list[str]) -> int:
 
         rank, failure = exc.get_first_failure()
         code = failure.exitcode
-        # Rank 0 exiting 2 has reported a user error; PEER_LOST_EXIT is a survivor that reported the lost rank.
-        said = getattr(exc.failures.get(0), "exitcode", None) == 2 or any(
-            f.exitcode == PEER_LOST_EXIT for f in exc.failures.values())
+        # A rank exiting 2 met a user error, which rank 0 has reported (the others wait for it before they exit);
+        # PEER_LOST_EXIT is a survivor that reported the lost rank.
+        said = any(f.exitcode in (2, PEER_LOST_EXIT) for f in exc.failures.values())
         if not said:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             print(f"mathtune {command}: rank {rank} {how}; the job stopped", file=sys.stderr)

@@ -89,10 +89,13 @@ def assert_same_run(mine: Path, reference: Path, step: int) -> None:
         assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
     got, want = weights(mine / f"checkpoint-{step}"), weights(reference / f"checkpoint-{step}")
     assert got.keys() == want.keys()
-    moved = 0.0
+    moved, start = 0.0, weights(reference / "checkpoint-2")
     for name, tensor in want.items():
-        torch.testing.assert_close(got[name], tensor, rtol=1e-4, atol=2e-5, msg=name)
-        moved = max(moved, float((tensor - weights(reference / "checkpoint-2")[name]).abs().max()))
+        # On the norm, not every element: AdamW divides by the root of the second moment, so an element whose gradient
+        # is ~0 moves by up to a whole lr step on a float-sum order (seen on full fine-tuning under FSDP: gate_proj).
+        change = float((tensor - start[name]).norm())
+        assert float((got[name] - tensor).norm()) <= 1e-2 * change + 1e-5, name
+        moved = max(moved, float((tensor - start[name]).abs().max()))
     assert moved > 1e-3, "training did not move the weights: the comparison would prove nothing"
     # The optimizer state is one process's file whatever the number of ranks (FSDP's shards are gathered).
     got_opt = torch.load(mine / f"checkpoint-{step}" / "optimizer.pt", weights_only=True)
