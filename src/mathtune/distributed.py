@@ -101,9 +101,15 @@ def session() -> Iterator[Dist]:
     d = init()
     try:
         yield d
-    finally:
+    except BaseException:
         if joined:
-            shutdown()
+            shutdown()  # no barrier: a peer may be gone
+        raise
+    if joined:
+        # Every rank leaves together: rank 0 once aborted in gloo's threads ("terminate called without an active
+        # exception") when it destroyed its group as the other rank was leaving, at the end of a 2-rank eval.
+        barrier()
+        shutdown()
 
 
 def _initialized() -> bool:
