@@ -260,9 +260,9 @@ class Batcher:
                                               progress=False, limits=[j.request.max_tokens for j in jobs])
         for job, rows in zip(jobs, replies, strict=True):
             for choice, ids in zip(job.choices, rows, strict=True):
-                choice.ids = ids[: job.request.max_tokens]
+                choice.ids = ids  # generate_ids has cut each reply at its request's own limit
                 choice.finish = "length" if len(ids) >= job.request.max_tokens else "stop"
-                self.tokens += len(choice.ids)  # what was delivered: a row may run past its cut
+                self.tokens += len(choice.ids)
             if not job.cancelled:
                 self._finish(job)
 
