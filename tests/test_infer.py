@@ -255,6 +255,36 @@ def _exit_code(pid: int, fd: int, timeout: float = 90) -> int:
     raise AssertionError(f"the chat did not exit; its last output: {shown!r}")
 
 
+def test_ctrl_c_that_does_not_interrupt_the_read_still_leaves_the_prompt():
+    """A Ctrl-C whose handler runs while the prompt's read() is already blocked (here: delivered to another thread,
+    as when it lands just before read() starts) must still leave the chat, not wait for the next line."""
+    import signal
+    import threading
+
+    master, slave = os.openpty()
+    stdin = open(slave, encoding="utf-8", closefd=True)
+
+    def ctrl_c_elsewhere_then_a_line():
+        time.sleep(0.3)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # Python's handler runs; main's read() goes on
+        time.sleep(5)
+        os.write(master, b"late line\n")  # what a blocked read would return instead
+
+    helper = threading.Thread(target=ctrl_c_elsewhere_then_a_line, daemon=True)
+    try:
+        started = time.monotonic()
+        helper.start()
+        out = io.StringIO()
+        history = infer.repl(None, infer.InferArgs(), stdin=stdin, out=out)
+        assert time.monotonic() - started < 3  # left on the Ctrl-C, not on the late line
+        assert [m for m in history if m["role"] == "user"] == []
+        assert out.getvalue().endswith("<<< \n")
+    finally:
+        helper.join()
+        stdin.close()
+        os.close(master)
+
+
 def test_ctrl_c_in_the_chat_through_a_pseudo_terminal(chatty_dir):
     pid, fd = _spawn_chat(chatty_dir, "--max_new_tokens", "30000")
     try:

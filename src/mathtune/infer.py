@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import select
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -93,7 +94,7 @@ def repl(generator: Generator, args: InferArgs, stdin=None, out=None) -> list[di
         try:
             out.write("<<< ")
             out.flush()
-            line = stdin.readline()
+            line = read_line(stdin)
         except KeyboardInterrupt:  # at the prompt: the user wants out, which is no failure
             out.write("\n")
             return messages
@@ -119,6 +120,25 @@ def repl(generator: Generator, args: InferArgs, stdin=None, out=None) -> list[di
         else:
             out.write("\n")
         messages.append({"role": "assistant", "content": reply.text})
+
+
+def read_line(stdin) -> str:
+    """One line from `stdin`; on a terminal, Ctrl-C while waiting for it raises KeyboardInterrupt without fail.
+
+    Python runs a signal's handler between bytecodes. A Ctrl-C that lands after the last such check and before the
+    blocking read() starts (a window of microseconds, hit when the key comes just as the prompt is shown), or one that
+    the kernel hands to another thread (torch's and the tokenizer's), leaves read() waiting for a line while the
+    KeyboardInterrupt is pending: the chat would not leave. So the wait is done in short select() slices that come
+    back to Python, where the pending Ctrl-C is raised; the line is read once select says one is there.
+    """
+    try:
+        fd = stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # io.StringIO and the like: nothing blocks
+        return stdin.readline()
+    if os.isatty(fd):
+        while not select.select([fd], [], [], 0.1)[0]:
+            pass
+    return stdin.readline()
 
 
 def _read_queries(path: Path) -> list[tuple[dict, list[dict[str, str]]]]:
