@@ -34,12 +34,14 @@ CPU proof of the same code path (tiny counts, a few minutes on 2 cores):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import re
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,20 +177,28 @@ def load_config() -> dict[str, Any]:
     return load_yaml(str(CONFIG))
 
 
-def train(cfg, deadline: float) -> tuple[Any, float, int | None]:
-    """run_sft with a deadline: past it the loop stops after its step and saves a checkpoint, the path Ctrl-C takes
-    (sft asks its signal handler, a mathtune.signals.StopOnSignal, after every step; its answer gets the deadline
-    for this call). (result, seconds, step it stopped at or None)."""
-    from mathtune.sft import run_sft
+@contextlib.contextmanager
+def stop_at(deadline: float) -> Iterator[None]:
+    """Inside it, a training loop (sft's or GRPO's) that passes `deadline` stops after its step and saves a
+    checkpoint, the path Ctrl-C takes: both loops ask their signal handler, a mathtune.signals.StopOnSignal, after
+    every step, and its answer gets the deadline here."""
     from mathtune.signals import StopOnSignal
 
     original = StopOnSignal.__call__
     StopOnSignal.__call__ = lambda self: self.requested or time.perf_counter() > deadline  # type: ignore[method-assign]
-    started = time.perf_counter()
     try:
-        result = run_sft(cfg, progress=False)
+        yield
     finally:
         StopOnSignal.__call__ = original  # type: ignore[method-assign]
+
+
+def train(cfg, deadline: float) -> tuple[Any, float, int | None]:
+    """run_sft with a deadline (stop_at). (result, seconds, step it stopped at or None)."""
+    from mathtune.sft import run_sft
+
+    started = time.perf_counter()
+    with stop_at(deadline):
+        result = run_sft(cfg, progress=False)
     return result, time.perf_counter() - started, checkpoint_step(result) if result.interrupted else None
 
 
