@@ -51,6 +51,8 @@ def test_reward_rises_on_a_learnable_task(tiny_model_dir, questions, plugin, tmp
     for key in ("reward", "rewards/format", "accuracy", "reward_std", "frac_reward_zero_std", "clip_ratio",
                 "completion_length", "loss", "grad_norm", "learning_rate"):
         assert isinstance(records[-1][key], float), key
+    # Each step's wall-clock time and its sampling part (one generation batch per step here).
+    assert all(0 < r["generation_s"] <= r["step_s"] for r in records)
     assert (result.run_dir / "images" / "grpo_curves.png").is_file()
     assert (result.run_dir / "args.json").is_file()
     assert (result.run_dir / "checkpoint-14" / "model.safetensors").exists()
@@ -66,6 +68,8 @@ def test_resume_repeats_the_uninterrupted_run(tiny_model_dir, questions, plugin,
     whole = run_grpo(build(sections), progress=False)
     expected = _records(whole.run_dir)
     assert all(r["kl"] is not None for r in expected) and expected[-1]["kl"] > 0
+    # Two steps per generation batch: only the first of each samples.
+    assert [r["generation_s"] is None for r in expected] == [False, True, False, True]
     final = tmp_path / "final.safetensors"
     shutil.copy(whole.run_dir / "checkpoint-4" / "adapter_model.safetensors", final)
 

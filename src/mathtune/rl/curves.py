@@ -1,5 +1,6 @@
 """logging.jsonl of a GRPO run -> images/grpo_curves.png (reward per function and total, accuracy, reward std,
-share of groups without reward variance, KL, clip ratio, completion length) and sft's images/train_loss.png."""
+share of groups without reward variance, KL, clip ratio, completion length, seconds per step) and sft's
+images/train_loss.png."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from ..plot import plot_run, read_log, smooth, smoothing_weight
 
 PANELS = (("reward", "reward (total and per function)"), ("accuracy", "accuracy"), ("reward_std", "reward std"),
           ("frac_reward_zero_std", "groups with zero reward std"), ("kl", "KL to reference"),
-          ("clip_ratio", "clip ratio"), ("completion_length", "completion length (tokens)"))
+          ("clip_ratio", "clip ratio"), ("completion_length", "completion length (tokens)"),
+          ("step_s", "seconds per step"))
 
 
 def draw_curves(run_dir: Path) -> str:

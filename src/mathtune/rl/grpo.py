@@ -151,18 +151,22 @@ def grpo_loop(run: RunDir, model, ref_model, tokenizer, prompts: list[Prompt], r
     model.train()
     with tqdm(total=total, initial=step, desc="grpo", unit="step", disable=not progress) as bar:
         while step < total:
+            step_started, generation_s = time.perf_counter(), None
             generation, iteration = divmod(step, g.num_iterations)
             if iteration == 0 or batch is None:
                 epoch, position = divmod(generation, gens_per_epoch)
                 chosen = [prompts[i] for i in _plan(len(prompts), cfg.prompts_per_step, optim.seed, epoch)[position]]
                 batch = make_generation_batch(generator, chosen, rewards, cfg, ref_model, step + 1)
+                generation_s = time.perf_counter() - step_started
                 if (step + 1) % g.log_completions_steps == 0 or step == 0:
                     for line in batch.completion_lines(step + 1, [name for name, _ in rewards]):
                         completions_log.write(line)
             record = take_step(model, batch, params, optimizer, cfg, tokenizer, step + 1)
             scheduler.step()
             step += 1
-            record.update(step=step, epoch=round(step / steps_per_epoch, 4), learning_rate=scheduler.get_last_lr()[0])
+            # Wall-clock seconds, so that a run's speed is read from its log (sampling dominates GRPO's steps).
+            record.update(step=step, epoch=round(step / steps_per_epoch, 4), learning_rate=scheduler.get_last_lr()[0],
+                          step_s=time.perf_counter() - step_started, generation_s=generation_s)
             window.append(record)
             if step % cfg.run.logging_steps == 0 or step == total:
                 last = _mean_record(window)
