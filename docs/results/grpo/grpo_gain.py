@@ -114,6 +114,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.micro_batch, args.max_completion_length, args.max_steps = 8, 16, 3
         args.sft_max_s, args.grpo_max_s, args.base_max_s, args.min_train_s = 60, 20, 15, 5
         args.budget_s = max(args.budget_s, 1800)
+    per_step = args.prompts_per_step * args.num_generations
+    if per_step % min(args.micro_batch, per_step):  # said before any GPU time is spent, not at the GRPO stage
+        p.error(f"--prompts_per_step x --num_generations ({per_step}) must be a multiple of --micro_batch")
     return args
 
 
@@ -126,8 +129,6 @@ def grpo_argv(args, start: str | None, output_dir: Path, questions: Path) -> lis
     """`mathtune rlhf` flags for one GRPO stage (start: an sft checkpoint, or None for the embedded base model)."""
     per_step = args.prompts_per_step * args.num_generations
     micro = min(args.micro_batch, per_step)
-    if per_step % micro:
-        raise SystemExit(f"--prompts_per_step x --num_generations ({per_step}) must be a multiple of --micro_batch")
     argv = ["rlhf", "--rlhf_type", "grpo", "--dataset", str(questions), "--output_dir", str(output_dir),
             "--reward_funcs", "accuracy", "format", "--num_generations", str(args.num_generations),
             "--max_completion_length", str(args.max_completion_length), "--temperature", str(args.temperature),
