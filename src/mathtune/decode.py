@@ -12,7 +12,9 @@ memory bandwidth allows over a million). This loop does less per step and lets t
 - finished rows leave the batch: the live rows are gathered to the front at power-of-two sizes, so there are few shapes;
 - on CUDA each (rows, slots attended) shape is captured once as a CUDA graph (one memory pool for all) and replayed;
   the buffers and graphs are kept between calls (a GRPO run samples the same shapes every step). A graph that cannot
-  be captured makes the decoder run eagerly from then on, said in one line.
+  be captured makes the decoder run eagerly from then on, said in one line;
+- a `RowHook` hears each row's new tokens at every host sync and may stop rows (a server streams replies through it
+  and ends them at stop sequences or when their client leaves); it runs on the host between steps, graphs untouched.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +41,13 @@ PREFILL_TOKENS = 16384  # prompt tokens per prefill forward: bounds its activati
 # A captured step attends over the cache slots up to the next multiple of this: the KV read per step follows the
 # replies' length (a 135M model's KV cache outweighs its weights from ~40 rows of 300 tokens) for a few more graphs.
 GRAPH_SLOTS = 128
+
+# Called at each host sync (every `check_every` steps, and once at the end) with, for every row still open, its new
+# token ids since the last call (end-of-turn and padding left out), and the set of those rows that have now ended
+# (end-of-turn or their limit); returns the rows to stop now, which then count as ended (their replies are cut
+# there). Rows are named by their index in the result (prompt k's samples at k*n .. k*n+n-1), however the batch
+# is reordered; a row is reported up to the call that says it ended, or until the hook stops it.
+RowHook = Callable[[dict[int, list[int]], set[int]], Iterable[int]]
 
 
 def unwrap(model: Any) -> Any:
@@ -165,17 +174,22 @@ class Decoder:
     def generate(self, prompts: Sequence[Sequence[int]], n: int, max_new_tokens: int, temperature: float = 0.0,
                  top_p: float = 1.0, min_new_tokens: int = 0,
                  on_step: Callable[[int], None] | None = None,
-                 limits: Sequence[int] | None = None) -> list[list[int]]:
+                 limits: Sequence[int] | None = None, on_rows: RowHook | None = None) -> list[list[int]]:
         """`n` replies per prompt (prompt k's at rows k*n .. k*n+n-1), each cut before its end-of-turn token.
         `on_step(count)` hears, per decoding step, how many rows made a token that is not end-of-turn.
         `min_new_tokens`: end-of-turn is not drawn before (benchmarks force lengths with it).
         `limits`: each prompt's own most new tokens (at most `max_new_tokens`): a row past its limit stops there,
         its position no longer advancing, so a long prompt with little room never steps past the model's context
-        (learned position embeddings would index out of range) however far its neighbours go."""
+        (learned position embeddings would index out of range) however far its neighbours go.
+        `on_rows`: see `RowHook`; the rows it stops are cut where it stopped them.
+
+        A KeyboardInterrupt (Ctrl-C) may land anywhere in here: nothing kept between calls depends on a call having
+        finished (the next one prefills its own rows and overwrites every slot it reads)."""
         if limits is not None and (len(limits) != len(prompts) or not all(0 < m <= max_new_tokens for m in limits)):
             raise ValueError(f"limits must give each of the {len(prompts)} prompts 1..{max_new_tokens} tokens")
         with torch.inference_mode():
-            return self._generate(prompts, n, max_new_tokens, temperature, top_p, min_new_tokens, on_step, limits)
+            return self._generate(prompts, n, max_new_tokens, temperature, top_p, min_new_tokens, on_step, limits,
+                                  on_rows)
 
     def release(self) -> None:
         """Give back the KV buffers and the CUDA graphs with their memory pool; the next call allocates and captures
@@ -193,10 +207,12 @@ class Decoder:
                 "kv_gib": held / 2**30, "cuda_graphs": len(self.graphs) if self.graphs_on else None}
 
     def _generate(self, prompts, n, max_new_tokens, temperature, top_p, min_new_tokens, on_step,
-                  limits=None) -> list[list[int]]:
+                  limits=None, on_rows=None) -> list[list[int]]:
         rows, width = len(prompts) * n, max(len(p) for p in prompts)
         eos = torch.tensor(self.eos_list, device=self.device)
         limit = None if limits is None else torch.tensor(list(limits), device=self.device).repeat_interleave(n)
+        cut = [max_new_tokens] * rows if limits is None else [m for m in limits for _ in range(n)]
+        tracker = RowTracker(cut, self.eos_list) if on_rows is not None else None
         first = self._prefill(prompts, n, width, max_new_tokens)
         buf = self.buffers
         assert buf is not None
@@ -226,7 +242,11 @@ class Decoder:
             if on_step is not None:
                 for count in counts[heard : k + 1].tolist():
                     on_step(count)
-                heard = k + 1
+            if tracker is not None:
+                stopped = tracker.report(on_rows, out[:, heard : k + 1], last=False)
+                if stopped:
+                    done[:b] |= torch.isin(row_ids[:b], torch.tensor(stopped, device=self.device))
+            heard = k + 1
             live = int((~done[:b]).sum())
             if live == 0:
                 break
@@ -235,8 +255,10 @@ class Decoder:
         if on_step is not None:
             for count in counts[heard : k + 1].tolist():
                 on_step(count)
+        if tracker is not None:
+            tracker.report(on_rows, out[:, heard : k + 1], last=True)
+            cut = tracker.limits
         eos_set = set(self.eos_list)
-        cut = [max_new_tokens] * rows if limits is None else [m for m in limits for _ in range(n)]
         return [_until(ids[:m], eos_set) for ids, m in zip(out[:rows].tolist(), cut, strict=True)]
 
     def _prefill(self, prompts, n: int, width: int, max_new_tokens: int) -> torch.Tensor:
@@ -378,6 +400,53 @@ class Decoder:
         done[live:new] = True
         row_ids[live:new] = rows
         return new
+
+
+class RowTracker:
+    """What a `RowHook` hears, from the raw tokens each row wrote in a stretch of steps: the host-side view of which
+    rows are open, how many tokens each has, and where each must be cut (its limit, or where the hook stopped it)."""
+
+    def __init__(self, limits: Sequence[int], eos: Iterable[int]) -> None:
+        self.limits, self.eos = list(limits), set(eos)
+        self.sizes = [0] * len(self.limits)
+        self.open = dict.fromkeys(range(len(self.limits)))  # ordered: rows are reported in result order
+
+    def take(self, raw: dict[int, list[int]], last: bool) -> tuple[dict[int, list[int]], set[int]]:
+        """The new tokens of each open row in `raw` (each cut at end-of-turn and at its limit) and the rows that
+        ended; with `last`, every open row ends (the call is over)."""
+        new: dict[int, list[int]] = {}
+        ended: set[int] = set()
+        for row, tokens in raw.items():
+            if row not in self.open:
+                continue
+            ids = tokens[: self.limits[row] - self.sizes[row]]
+            end = next((k for k, t in enumerate(ids) if t in self.eos), None)
+            if end is not None:
+                ids = ids[:end]
+            self.sizes[row] += len(ids)
+            new[row] = ids
+            if last or end is not None or self.sizes[row] >= self.limits[row]:
+                ended.add(row)
+        for row in ended:
+            del self.open[row]
+        return new, ended
+
+    def stop(self, rows: Iterable[int]) -> list[int]:
+        """Close the open rows among `rows` where they are now; returns them."""
+        stopped = [row for row in dict.fromkeys(rows) if row in self.open]
+        for row in stopped:
+            del self.open[row]
+            self.limits[row] = self.sizes[row]
+        return stopped
+
+    def report(self, hook: RowHook, written: torch.Tensor, last: bool) -> list[int]:
+        """Pass the open rows' tokens in `written` [rows (+ spare), steps] to `hook`; returns the rows it stopped."""
+        if not self.open or written.shape[1] == 0 and not last:
+            return []
+        rows = list(self.open)
+        raw = written[torch.tensor(rows, device=written.device)].tolist() if written.shape[1] else [[]] * len(rows)
+        new, ended = self.take(dict(zip(rows, raw, strict=True)), last)
+        return self.stop(hook(new, ended) or ())
 
 
 def _until(ids: list[int], eos: set[int]) -> list[int]:

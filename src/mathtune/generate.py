@@ -3,26 +3,27 @@
 `Generator` holds what every caller needs decided the same way: prompts rendered through the chat template, the
 end-of-turn tokens (the model's and the tokenizer's, see `model.end_of_turn_ids`), stop words, and sampling
 settings. It serves batched generation (length-sorted batches through mathtune.decode's loop, or transformers'
-generate where that loop does not apply) with live progress in tokens, and one streamed reply that Ctrl-C stops.
+generate where that loop does not apply) with live progress in tokens and a per-row hook that sees each reply grow
+(and may stop it), and one streamed reply that Ctrl-C stops, on the same loop.
 """
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .data.tokenize import render_ids
 from .model import end_of_turn_ids
 from .seeding import seed_everything
 
+if TYPE_CHECKING:  # decode imports torch, which `import mathtune.generate` does not
+    from .decode import RowHook, RowTracker
+
 Conversation = Sequence[dict[str, str]]
 TokensCallback = Callable[[int], None]
-# Per batch, given the conversation index of each of its rows (n rows per conversation when sampling n), a function
-# that hears each decoding step's new token of every row (a 1-D tensor) and returns a bool tensor over the batch's
-# rows, True for rows to stop now: a server streams replies and frees a disconnected client's row through it.
-StepHook = Callable[[list[int]], Callable[[Any], Any]]
 
 
 @dataclass(frozen=True)
@@ -102,16 +103,16 @@ class Generator:
         self.fast = fast  # decode.Decoder where it applies (`fast_path_reason`); False: transformers' generate only
         self._decoder: Any = None  # kept: its cache buffers and CUDA graphs serve the next calls
 
-    def fast_path_reason(self, on_step: Any = None) -> str | None:
-        """Why a batched call takes transformers' generate rather than the fast decoding loop (None: it does not)."""
+    def fast_path_reason(self, streaming: bool = False) -> str | None:
+        """Why a batched call (or with `streaming`, `stream`) takes transformers' generate rather than the fast
+        decoding loop (None: it does not). Stop words keep batches off the loop, which knows tokens only; `stream`
+        cuts its text at them itself."""
         from .decode import unsupported
 
         if not self.fast:
             return "fast=False"
-        if self.stop_words:
-            return "stop words"  # cut as text; the loop knows tokens only
-        if on_step is not None:
-            return "a per-step hook"  # it names rows in batch order, which the loop changes as rows finish
+        if self.stop_words and not streaming:
+            return "stop words"
         return unsupported(self.model)
 
     def release(self) -> None:
@@ -144,14 +145,18 @@ class Generator:
 
     def generate_ids(self, conversations: Sequence[Conversation], sampling: Sampling = Sampling(), *,
                      batch_size: int = 32, static_cache: bool = False, progress: bool = True,
-                     on_tokens: TokensCallback | None = None, on_step: StepHook | None = None,
+                     on_tokens: TokensCallback | None = None, on_rows: RowHook | None = None,
                      limits: Sequence[int] | None = None) -> list[list[list[int]]]:
         """For each conversation, the token ids of `sampling.n` replies, each cut before its end-of-turn token.
         `limits`: each conversation's own most new tokens (at most `sampling.max_new_tokens`); the fast loop stops
         each row at its own, transformers' generate runs the batch to its largest and the replies are cut.
 
         Longest prompts first, in batches of `batch_size`, left-padded. `progress` shows a bar in tokens from the
-        first decoding step on; `on_tokens(count)` hears of every step's new tokens too; `on_step`: see `StepHook`.
+        first decoding step on; `on_tokens(count)` hears of every step's new tokens too.
+
+        `on_rows`: a `decode.RowHook`, rows named `conversation * n + sample`; it hears each batch's rows as they
+        grow (on the fast loop every `check_every` steps, in transformers' generate every step) and stops the rows it
+        returns, whose replies are then cut there (a server streams replies and frees a departed client's row so).
 
         Where `fast_path_reason()` is None (the usual case), batches run through `decode.Decoder`: a static KV cache,
         each prompt prefilled once for its n samples, finished rows leaving the batch, CUDA graphs on a GPU; then a
@@ -171,7 +176,7 @@ class Generator:
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
         results: list[list[list[int]]] = [[] for _ in prompts]
         # Static cache: one cache shape for the call, from its longest prompt (the first in `order`).
-        fast = self.fast_path_reason(on_step) is None
+        fast = self.fast_path_reason() is None
         static_cache = static_cache and not fast
         static_width = -(-len(prompts[order[0]]) // 64) * 64 if static_cache and prompts else None
         if sampling.seed is not None:
@@ -183,13 +188,12 @@ class Generator:
                 real = len(chunk)  # rows whose replies are kept
                 if static_cache and len(order) > batch_size:
                     chunk = chunk + [chunk[0]] * (batch_size - real)  # one batch shape
-                rows = [i for i in chunk[:real] for _ in range(sampling.n)]
-                step = on_step(rows) if on_step is not None else None
+                hook = _named(on_rows, chunk[:real], sampling.n) if on_rows is not None else None
                 mine = [limits[i] for i in chunk] if limits is not None else None
                 if fast:
-                    new = self._fast_batch([prompts[i] for i in chunk], sampling, bar, mine)
+                    new = self._fast_batch([prompts[i] for i in chunk], sampling, bar, mine, hook)
                 else:
-                    new = self._batch([prompts[i] for i in chunk], real, static_width, sampling, bar, step)
+                    new = self._batch([prompts[i] for i in chunk], real, static_width, sampling, bar, hook, mine)
                 for k, ids in enumerate(new):
                     results[chunk[k // sampling.n]].append(ids if mine is None else ids[: mine[k // sampling.n]])
                 bar.batch_done(real, sum(len(ids) for ids in new))
@@ -198,8 +202,10 @@ class Generator:
         return results
 
     def _batch(self, prompts: list[list[int]], real: int, static_width: int | None, sampling: Sampling,
-               bar: TokenProgress, step: Callable[[Any], Any] | None = None) -> list[list[int]]:
-        """One batch's replies, `real` prompts' worth (the rest fill a static-cache batch), cut at end-of-turn."""
+               bar: TokenProgress, on_rows: RowHook | None = None,
+               limits: list[int] | None = None) -> list[list[int]]:
+        """One batch's replies, `real` prompts' worth (the rest fill a static-cache batch), cut at end-of-turn (and,
+        with `on_rows`, where it stopped them)."""
         import torch
 
         width = static_width or max(len(ids) for ids in prompts)
@@ -211,16 +217,22 @@ class Generator:
         extra: dict[str, Any] = {"cache_implementation": "static"} if static_width else {}
         # Counting reads each step's tokens back from the device; nobody listening, nothing is counted.
         counters = [token_counter(real * sampling.n, [*self.eos, self.pad_id], bar.tokens)] if bar.listened else []
-        if step is not None:
-            counters.append(row_stopper(step))
+        from .decode import RowTracker
+
+        tracker = None
+        if on_rows is not None:
+            cuts = [m for m in limits or [sampling.max_new_tokens] * real for _ in range(sampling.n)]
+            tracker = RowTracker(cuts[: real * sampling.n], self.eos)
+            counters.append(row_stopper(tracker, on_rows, width, sampling.max_new_tokens))
         device = next(self.model.parameters()).device
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                       stopping_criteria=counters, **self._generate_kwargs(sampling), **extra)
-        return [until_eos(ids, self.eos) for ids in out[: real * sampling.n, width:].tolist()]
+        replies = [until_eos(ids, self.eos) for ids in out[: real * sampling.n, width:].tolist()]
+        return replies if tracker is None else [ids[:m] for ids, m in zip(replies, tracker.limits, strict=True)]
 
-    def _fast_batch(self, prompts: list[list[int]], sampling: Sampling, bar: TokenProgress,
-                    limits: list[int] | None = None) -> list[list[int]]:
+    def _fast_batch(self, prompts: list[list[int]], sampling: Sampling, bar: TokenProgress | None,
+                    limits: list[int] | None = None, on_rows: RowHook | None = None) -> list[list[int]]:
         from .decode import Decoder
 
         if self._decoder is None:
@@ -229,7 +241,8 @@ class Generator:
         least = getattr(getattr(self.model, "generation_config", None), "min_new_tokens", None) or 0
         return self._decoder.generate(prompts, sampling.n, sampling.max_new_tokens, sampling.temperature,
                                       sampling.top_p, min_new_tokens=least,
-                                      on_step=bar.tokens if bar.listened else None, limits=limits)
+                                      on_step=bar.tokens if bar is not None and bar.listened else None,
+                                      limits=limits, on_rows=on_rows)
 
     def _generate_kwargs(self, sampling: Sampling) -> dict[str, Any]:
         extra = {"stop_strings": list(self.stop_words), "tokenizer": self.tokenizer} if self.stop_words else {}
@@ -244,6 +257,9 @@ class Generator:
 
         Ctrl-C (KeyboardInterrupt) while it runs stops it: the reply is then the text passed on so far, marked
         `interrupted`; the caller decides whether that ends anything more.
+
+        It runs on the fast decoding loop (one row, text pieces made by `TextPieces`, ended at the first stop word)
+        unless `fast_path_reason(streaming=True)` says otherwise; then on transformers' generate with a streamer.
         """
         if sampling.n != 1:
             raise ValueError("stream gives one reply; ask generate for n > 1")
@@ -260,6 +276,14 @@ class Generator:
             ids = self.render([messages])[0]
             if sampling.seed is not None:
                 seed_everything(sampling.seed)
+            if self.fast_path_reason(streaming=True) is None:
+                pieces_of = TextPieces(self.tokenizer, self.stop_words, shown)
+
+                def grow(new: dict[int, list[int]], ended: set[int]) -> list[int]:
+                    return [0] if pieces_of.add(new.get(0, []), 0 in ended) else []
+
+                reply = self._fast_batch([ids], sampling, None, on_rows=grow)[0]
+                return Reply(self.decode(reply))
             device = next(self.model.parameters()).device
             with torch.inference_mode():
                 out = self.model.generate(
@@ -335,15 +359,75 @@ def token_counter(rows: int, end_ids: Sequence[int], on_step: TokensCallback) ->
     return TokenCounter()
 
 
-def row_stopper(step: Callable[[Any], Any]) -> Any:
-    """A transformers StoppingCriteria that passes each step's new tokens to `step` and stops the rows it names."""
+def row_stopper(tracker: RowTracker, on_rows: RowHook, width: int, max_new_tokens: int) -> Any:
+    """A transformers StoppingCriteria that passes each step's new token of every open row to `on_rows` (through
+    `tracker`, as the fast loop does) and stops the rows that ended or that it names; rows past the tracker's (a
+    static-cache batch's filler) stop at once."""
+    import torch
     from transformers import StoppingCriteria
 
     class RowStopper(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            return step(input_ids[:, -1])
+            last = input_ids.shape[1] - width >= max_new_tokens
+            tracker.report(on_rows, input_ids[: len(tracker.limits), -1:], last)
+            stop = torch.ones(input_ids.shape[0], dtype=torch.bool)
+            stop[list(tracker.open)] = False
+            return stop.to(input_ids.device)
 
     return RowStopper()
+
+
+def _named(on_rows: RowHook, prompts: Sequence[int], n: int) -> RowHook:
+    """`on_rows` over one batch, whose row r holds sample r % n of conversation prompts[r // n]: rows named as
+    `generate_ids` names them (conversation * n + sample) in both directions."""
+
+    def batch_hook(new: dict[int, list[int]], ended: set[int]) -> list[int]:
+        names = {row: prompts[row // n] * n + row % n for row in new}
+        back = {name: row for row, name in names.items()}
+        stop = on_rows({names[row]: ids for row, ids in new.items()}, {names[row] for row in ended})
+        return [back[name] for name in stop or () if name in back]
+
+    return batch_hook
+
+
+class TextPieces:
+    """A reply's text from its token ids as they come, passed on in pieces that end at a space or a line (a word or
+    a character of several bytes is never split: the tokens of one may come in different calls), up to and
+    including the first stop word."""
+
+    def __init__(self, tokenizer: Any, stop_words: Sequence[str], on_text: Callable[[str], None]) -> None:
+        self.tokenizer, self.stop_words, self.on_text = tokenizer, tuple(stop_words), on_text
+        self.ids: list[int] = []
+        self.start = 0  # ids before it are passed on (up to a line's end): decoding starts here, not at the reply's
+        self.sent = 0  # characters of the text from `start` on that are passed on
+        self.text = ""  # everything passed on
+
+    def add(self, ids: list[int], end: bool) -> bool:
+        """Take the next tokens (`end`: the reply is over: pass everything on); True when a stop word has come."""
+        self.ids += ids
+        tail = self.tokenizer.decode(self.ids[self.start :], skip_special_tokens=True)
+        whole = self.text + tail[self.sent :]
+        cut = cut_at_stop_words(whole, self.stop_words)
+        if len(cut) < len(whole) or end:
+            self._send(cut[len(self.text) :])
+            return len(cut) < len(whole)
+        ready = tail.rfind(" ") + 1
+        # Letters, digits and spaces go out at once (text without spaces streams too); anything else waits for a
+        # space or a line: it may be a character whose last bytes are still to come (U+FFFD until they do).
+        if tail.endswith("\n") or all(c.isspace() or unicodedata.category(c)[0] in "LMN" for c in tail[self.sent :]):
+            ready = len(tail)
+        if ready > self.sent:
+            self._send(tail[self.sent : ready])
+            self.sent = ready
+        if tail.endswith("\n"):  # decode from here on, the line's last token kept for the spacing it gives the next
+            self.start = len(self.ids) - 1
+            self.sent = len(self.tokenizer.decode(self.ids[self.start :], skip_special_tokens=True))
+        return False
+
+    def _send(self, text: str) -> None:
+        if text:
+            self.text += text
+            self.on_text(text)
 
 
 def text_streamer(tokenizer: Any, on_text: Callable[[str], None]) -> Any:

@@ -3,10 +3,11 @@ waiting (up to `max_batch_size` rows) and answers it in one `Generator.generate_
 can share a batch (same served model and sampling settings).
 
 Step-level batching: a batch runs until its last row ends, and requests arriving meanwhile wait for the next one.
-Streamed requests and those with stop sequences go through the generator's per-step hook (transformers' generate):
-each row's tokens are seen as they come, so a reply is streamed step by step, delivered the moment its own row ends
-(not when the batch does), ended at its own `max_tokens` or stop sequence, and stopped when its client leaves (which
-also frees its place in the queue at once). Plain requests take the generator's fast decoding loop (see `_whole`).
+Every batch runs on the generator's fast decoding loop where it applies (transformers' generate otherwise). Streamed
+requests and those with stop sequences go through the generator's row hook (`_stepped`): each row's tokens are seen
+as they come (every decoding step on a CPU, every 8 on a GPU), so a reply is streamed as it grows, delivered the
+moment its own row ends (not when the batch does), ended at its own `max_tokens` or stop sequence, and stopped when
+its client leaves (which also frees its place in the queue at once). Plain requests come whole (see `_whole`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..generate import Generator, Sampling
 from .models import ServedModels
@@ -242,10 +242,12 @@ class Batcher:
                 self._running = 0
 
     def _stepped(self, jobs: list[Job], sampling: Sampling) -> None:
-        """Streamed requests and those with stop sequences: transformers' generate with the per-step hook, each row
-        seen as it grows, ended at its own limit or stop sequence, each reply delivered when its row ends."""
+        """Streamed requests and those with stop sequences (and every request where the fast loop does not apply):
+        the generator's row hook sees each row grow and stops it at its stop sequence or when its client leaves;
+        each row ends at its own max_tokens; each reply is delivered when its row ends."""
         self.generator.generate_ids([j.request.messages for j in jobs], sampling, batch_size=len(jobs),
-                                    progress=False, on_step=lambda rows: self._hook(jobs, rows))
+                                    progress=False, limits=[j.request.max_tokens for j in jobs],
+                                    on_rows=lambda new, ended: self._grow(jobs, new, ended))
         for job in (j for j in jobs if not j.cancelled):  # rows that ran to the batch's token limit unseen
             for choice in job.choices:
                 choice.finish = choice.finish or "length"
@@ -253,9 +255,9 @@ class Batcher:
 
     def _whole(self, jobs: list[Job], sampling: Sampling) -> None:
         """Plain requests: the generator's fast decoding loop (decode.py: several times transformers' generate on a
-        GPU), which takes no per-step hook; so replies come when the batch ends, each row stops at its own request's
-        max_tokens (never past its room in the context), and a client that leaves frees its place at once but
-        not its row."""
+        GPU) without the row hook (no host work per row between steps); so replies come when the batch ends, each
+        row stops at its own request's max_tokens (never past its room in the context), and a client that leaves
+        frees its place at once but not its row."""
         replies = self.generator.generate_ids([j.request.messages for j in jobs], sampling, batch_size=len(jobs),
                                               progress=False, limits=[j.request.max_tokens for j in jobs])
         for job, rows in zip(jobs, replies, strict=True):
@@ -266,61 +268,63 @@ class Batcher:
             if not job.cancelled:
                 self._finish(job)
 
-    def _hook(self, jobs: list[Job], rows: list[int]) -> Callable[[Any], Any]:
-        """The per-step function of one generate batch: `rows[k]` is the job index of batch row k."""
-        import torch
+    def _grow(self, jobs: list[Job], new: dict[int, list[int]], ended: set[int]) -> list[int]:
+        """The row hook of one batch (see decode.RowHook): row r is choice r % rows of jobs[r // rows]. Takes each
+        row's new tokens, streams and finishes what it can; returns the rows to stop (stop sequence, client gone)."""
+        per_job = len(jobs[0].choices)
+        stop: list[int] = []
+        texty: list[tuple[int, Job, Choice]] = []
+        for row, ids in new.items():
+            job = jobs[row // per_job]
+            choice = job.choices[row % per_job]
+            if job.cancelled or choice.finish is not None:
+                stop.append(row)
+                continue
+            choice.ids += ids
+            self.tokens += len(ids)
+            if row in ended:  # at its limit, or at end-of-turn before it
+                choice.finish = "length" if len(choice.ids) >= job.request.max_tokens else "stop"
+            if job.needs_text:
+                texty.append((row, job, choice))
+        if texty:
+            stop += self._detokenize(texty)
+        for job in jobs:
+            if job.done or job.cancelled:
+                continue
+            if job.request.stream:
+                self._stream(job)
+            if all(c.finish is not None for c in job.choices):
+                self._finish(job)
+        return stop
 
-        slots: list[tuple[Job, Choice]] = []
-        seen: dict[int, int] = {}
-        for index in rows:
-            slots.append((jobs[index], jobs[index].choices[seen.get(index, 0)]))
-            seen[index] = seen.get(index, 0) + 1
-
-        def step(tokens: torch.Tensor) -> torch.Tensor:
-            values = tokens.tolist()
-            stop = [True] * len(values)  # rows past ours (a static-cache filler) have nothing to say
-            texty: list[tuple[int, Job, Choice]] = []
-            for k, (job, choice) in enumerate(slots):
-                if choice.finish is not None or job.cancelled:
-                    continue
-                if values[k] in self.eos:
-                    choice.finish = "stop"
-                    continue
-                choice.ids.append(values[k])
-                self.tokens += 1
-                stop[k] = False
-                if job.needs_text:
-                    texty.append((k, job, choice))
-                elif len(choice.ids) >= job.request.max_tokens:
-                    choice.finish, stop[k] = "length", True
-            if texty:
-                self._detokenize(texty, stop)
-            for job in jobs:
-                if job.done or job.cancelled:
-                    continue
-                if job.request.stream:
-                    self._stream(job)
-                if all(c.finish is not None for c in job.choices):
-                    self._finish(job)
-            return torch.tensor(stop, device=tokens.device)
-
-        return step
-
-    def _detokenize(self, texty: list[tuple[int, Job, Choice]], stop: list[bool]) -> None:
-        """Extend each row's text by its new token (two batched decodes for all rows), then end rows at their stop
-        sequences and token limits."""
+    def _detokenize(self, texty: list[tuple[int, Job, Choice]]) -> list[int]:
+        """Extend each row's text by its new tokens (two batched decodes for all rows); returns the rows that reached
+        a stop sequence, which end there."""
         decode = self.models.tokenizer.batch_decode
         before = decode([c.ids[c.prefix : c.read] for _, _, c in texty], skip_special_tokens=True)
         after = decode([c.ids[c.prefix :] for _, _, c in texty], skip_special_tokens=True)
-        for (k, job, choice), old, new in zip(texty, before, after, strict=True):
+        stopped = []
+        for (row, job, choice), old, new in zip(texty, before, after, strict=True):
             # A token that ends inside a character decodes to U+FFFD until the character's last byte comes.
+            read = choice.read
             if len(new) > len(old) and not new.endswith("\ufffd"):
                 choice.text += new[len(old) :]
                 choice.prefix, choice.read = choice.read, len(choice.ids)
-            if first_stop(choice.text, job.request.stop) is not None:
-                choice.finish, stop[k] = "stop", True
-            elif len(choice.ids) >= job.request.max_tokens:
-                choice.finish, stop[k] = "length", True
+            if job.request.stop and choice.finish != "stop" and first_stop(choice.text, job.request.stop) is not None:
+                self._trim(choice, job.request.stop, read)
+                choice.finish = "stop"
+                stopped.append(row)
+        return stopped
+
+    def _trim(self, choice: Choice, stops: tuple[str, ...], read: int) -> None:
+        """Drop the tokens after the one that completed a stop sequence: several may have come in one stretch of
+        steps, and the usage counts the reply's tokens up to its stop."""
+        decode = self.models.tokenizer.decode
+        for size in range(read + 1, len(choice.ids)):
+            if first_stop(decode(choice.ids[:size], skip_special_tokens=True), stops) is not None:
+                self.tokens -= len(choice.ids) - size
+                del choice.ids[size:]
+                return
 
     def _stream(self, job: Job) -> None:
         """Pass on the text that can no longer turn out to be part of a stop sequence."""
