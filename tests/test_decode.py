@@ -236,3 +236,89 @@ def test_each_prompt_stops_at_its_own_limit_and_never_steps_past_its_room():
     assert max(seen) <= max(len(p) + m - 1 for p, m in zip(batch, limits, strict=True))
     with pytest.raises(ValueError, match="limits"):
         Decoder(model, eos, pad_id=0).generate(batch, n=1, max_new_tokens=4, limits=limits)
+
+
+class Listener:
+    """A row hook that records what it hears and stops rows once they hold `stop_after[row]` tokens."""
+
+    def __init__(self, stop_after: dict[int, int] | None = None) -> None:
+        self.heard: dict[int, list[int]] = {}
+        self.ended: list[int] = []
+        self.calls = 0
+        self.stop_after = stop_after or {}
+
+    def __call__(self, new: dict[int, list[int]], ended: set[int]) -> list[int]:
+        self.calls += 1
+        assert not set(new) & set(self.ended)  # a row is reported up to the call that says it ended, no further
+        assert ended <= set(new)
+        for row, ids in new.items():
+            self.heard.setdefault(row, []).extend(ids)
+        self.ended += sorted(ended)
+        return [row for row, size in self.stop_after.items() if len(self.heard.get(row, [])) >= size]
+
+
+@pytest.mark.parametrize("every", [1, 3, 8])
+def test_row_hook_hears_each_reply_as_it_grows_and_changes_no_reply(every):
+    """Greedy and sampled, n > 1, per-prompt limits, rows leaving the batch mid-way, syncs every 1, 3 or 8 steps:
+    the replies are those of a call without the hook, and the hook heard each one whole, by its own row."""
+    model = random_llama()
+    limits = [12, 3, 12, 7, 12, 1, 12, 12, 5]
+    for n, temperature, lim in ((1, 0.0, None), (3, 1.0, None), (2, 1.0, limits)):
+        decoder = Decoder(model, EOS, pad_id=0)
+        decoder.check_every = every
+        compactions = count_compactions(decoder)
+        torch.manual_seed(7)
+        plain = decoder.generate(prompts(), n=n, max_new_tokens=12, temperature=temperature, limits=lim)
+        listener = Listener()
+        torch.manual_seed(7)
+        hooked = decoder.generate(prompts(), n=n, max_new_tokens=12, temperature=temperature, limits=lim,
+                                  on_rows=listener)
+        assert hooked == plain
+        if n != 3:  # rows left the batch, so bucket positions and result rows differed
+            assert compactions
+        assert [listener.heard[row] for row in range(len(plain))] == plain
+        assert sorted(listener.ended) == list(range(len(plain)))  # every row ended, once
+        if every == 1:
+            assert listener.calls >= max(map(len, plain))  # heard step by step
+
+
+def test_a_row_the_hook_stops_ends_there_leaves_the_batch_and_the_others_run_on():
+    model = random_llama()
+    run = {"n": 1, "max_new_tokens": 12, "min_new_tokens": 12}  # no end-of-turn: every row would run 12 tokens
+    want = Decoder(model, EOS, pad_id=0).generate(prompts(), **run)
+    assert all(len(w) == 12 for w in want)
+    decoder = Decoder(model, EOS, pad_id=0)
+    sizes: list[int] = []
+    model.model.register_forward_pre_hook(lambda m, a, kw: sizes.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    stop_after = {row: 2 for row in range(1, 9)} | {0: 4}  # rows 1..8 at 2 tokens, row 0 at 4: it runs on alone
+    listener = Listener(stop_after)
+    got = decoder.generate(prompts(), on_rows=listener, **run)
+    assert got[0] == want[0][:4] and all(got[r] == want[r][:2] for r in range(1, 9))
+    assert listener.ended == []  # stopped rows are not reported as ended: the hook ended them itself
+    assert sizes == [9, 9, 1, 1]  # the prefill, a step of all rows, then the survivor alone, until it was stopped
+    # One row stopped while the others go on: theirs are unchanged.
+    got = Decoder(model, EOS, pad_id=0).generate(prompts(), on_rows=Listener({4: 5}), **run)
+    assert got[4] == want[4][:5] and got[:4] + got[5:] == want[:4] + want[5:]
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_ctrl_c_in_the_middle_of_the_loop_leaves_the_decoder_usable(graphs):
+    model = random_llama()
+    want = [reference(model, p, 12) for p in prompts()]
+    decoder = Decoder(model, EOS, pad_id=0, graphs=graphs)
+    if graphs:  # kept buffers and replayed steps: the state a Ctrl-C could leave half-way matters most here
+        stand_in_graphs(decoder, [])
+        decoder.check_every = 2
+    calls = [0]
+
+    def ctrl_c(new, ended):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise KeyboardInterrupt
+        return []
+
+    with pytest.raises(KeyboardInterrupt):
+        decoder.generate(prompts(), n=3, max_new_tokens=12, on_rows=ctrl_c)
+    assert decoder.generate(prompts(), n=1, max_new_tokens=12) == want
+    assert decoder.generate(prompts((4, 2)), n=2, max_new_tokens=12) == [
+        reference(model, p, 12) for p in prompts((4, 2)) for _ in range(2)]

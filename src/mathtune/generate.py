@@ -407,10 +407,10 @@ class TextPieces:
         self.ids += ids
         tail = self.tokenizer.decode(self.ids[self.start :], skip_special_tokens=True)
         whole = self.text + tail[self.sent :]
-        cut = cut_at_stop_words(whole, self.stop_words)
-        if len(cut) < len(whole) or end:
-            self._send(cut[len(self.text) :])
-            return len(cut) < len(whole)
+        stopped = any(word in whole for word in self.stop_words)
+        if stopped or end:
+            self._send(cut_at_stop_words(whole, self.stop_words)[len(self.text) :])
+            return stopped
         ready = tail.rfind(" ") + 1
         # Letters, digits and spaces go out at once (text without spaces streams too); anything else waits for a
         # space or a line: it may be a character whose last bytes are still to come (U+FFFD until they do).

@@ -125,6 +125,8 @@ def test_queue_limit_429_and_a_client_that_leaves_mid_stream_frees_its_place(slo
         worker.join(30)
         stats = _wait_until_idle(health, time.monotonic())
         assert stats["tokens"] < 240, "the row of a client that left kept generating"
+        # It streamed on the fast decoding loop, whose row hook stopped the row: the loop holds the buffers it used.
+        assert running.batcher.generator.decoder_stats()["rows"] == 1
         answer = httpx.post(running.url + "/chat/completions", json={**LONG, "max_tokens": 4}, timeout=60)
         assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 4
 

@@ -201,3 +201,42 @@ def test_a_batch_stops_each_request_at_its_own_max_tokens_and_counts_what_it_del
         assert long.usage.completion_tokens > 3
         delivered = short.usage.completion_tokens + long.usage.completion_tokens
         assert running.batcher.stats()["tokens"] - before == delivered
+
+
+@pytest.mark.parametrize("every", [1, 8])
+def test_streamed_and_stop_requests_run_on_the_fast_loop_and_a_stop_split_across_tokens_ends_the_reply(
+        server, client, monkeypatch, every):
+    """Streamed requests and those with stop sequences take the decoding loop through its row hook (no longer
+    transformers' generate); a stop sequence made of the end of one token and the start of the next ends the reply
+    before it, both ways, counting the tokens up to the one that completed it, also where the hook hears 8 steps at
+    a time (as on a GPU) and so sees tokens past the stop."""
+    from mathtune.decode import Decoder
+    from mathtune.generate import Generator, Sampling
+
+    hooked: list[bool] = []
+    real = Decoder.generate
+
+    def spy(self, *args, **kwargs):
+        hooked.append(kwargs.get("on_rows") is not None)
+        monkeypatch.setattr(self, "check_every", every)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Decoder, "generate", spy)
+    assert server.batcher.generator.fast_path_reason() is None
+    tokenizer = server.models.tokenizer
+    (ids,), = Generator(server.models.network, tokenizer).generate_ids(
+        [[{"role": "user", "content": PROMPTS[0]}]], Sampling(30), progress=False)
+    pieces = [tokenizer.decode([t]) for t in ids]
+    full = tokenizer.decode(ids)
+    at = [len("".join(pieces[: k + 1])) for k in range(len(pieces))]  # where each token's text ends
+    k = next(k for k in range(len(ids) - 1) if pieces[k] and pieces[k + 1] and "\ufffd" not in pieces[k] + pieces[k + 1]
+             and full.find(pieces[k][-1] + pieces[k + 1][0]) == at[k] - 1)
+    stop = pieces[k][-1] + pieces[k + 1][0]
+    plain = ask(client, PROMPTS[0], max_tokens=30, stop=[stop])
+    assert plain.choices[0].message.content == full[: at[k] - 1] and plain.choices[0].finish_reason == "stop"
+    assert plain.usage.completion_tokens == k + 2
+    chunks = list(ask(client, PROMPTS[0], max_tokens=30, stop=[stop], stream=True,
+                      stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == full[: at[k] - 1]
+    assert chunks[-1].usage.completion_tokens == k + 2
+    assert hooked == [False, True, True]  # the reference above without the hook, then both requests with it
