@@ -322,3 +322,19 @@ def test_ctrl_c_in_the_middle_of_the_loop_leaves_the_decoder_usable(graphs):
     assert decoder.generate(prompts(), n=1, max_new_tokens=12) == want
     assert decoder.generate(prompts((4, 2)), n=2, max_new_tokens=12) == [
         reference(model, p, 12) for p in prompts((4, 2)) for _ in range(2)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_row_hook_on_cuda_graphs_changes_no_reply_and_stops_rows():
+    model = random_llama().cuda()
+    decoder = Decoder(model, EOS, pad_id=0, graphs=True)  # check_every 8, as on any GPU
+    plain = decoder.generate(prompts(), n=2, max_new_tokens=40)
+    listener = Listener()
+    assert decoder.generate(prompts(), n=2, max_new_tokens=40, on_rows=listener) == plain
+    assert [listener.heard[row] for row in range(len(plain))] == plain and decoder.graphs_on and decoder.graphs
+    run = {"n": 1, "max_new_tokens": 40, "min_new_tokens": 40}
+    full = decoder.generate(prompts(), **run)
+    got = decoder.generate(prompts(), on_rows=Listener({3: 10}), **run)
+    assert got[3] == full[3][:16]  # heard at the second sync (16 tokens), stopped there
+    # The others run on to 40 (equal to `full` before the stop; after it a smaller batch may flip a near-tie here).
+    assert all(len(g) == 40 and g[:16] == f[:16] for r, (g, f) in enumerate(zip(got, full, strict=True)) if r != 3)
