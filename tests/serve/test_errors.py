@@ -132,7 +132,7 @@ def test_queue_limit_429_and_a_client_that_leaves_mid_stream_frees_its_place(slo
 
 
 def test_non_streaming_client_that_leaves_frees_its_place(slow_served):
-    """A plain request runs in the fast decoding loop, which takes no per-step hook: leaving frees the client's place
+    """A plain request runs in the fast decoding loop without the row hook: leaving frees the client's place
     in the queue at once, while its row runs on to the end of the batch."""
     with serve(slow_served, max_queue=1) as running:
         health = running.url.removesuffix("/v1") + "/health"
