@@ -149,7 +149,8 @@ class Generator:
                      limits: Sequence[int] | None = None) -> list[list[list[int]]]:
         """For each conversation, the token ids of `sampling.n` replies, each cut before its end-of-turn token.
         `limits`: each conversation's own most new tokens (at most `sampling.max_new_tokens`); the fast loop stops
-        each row at its own, transformers' generate runs the batch to its largest and the replies are cut.
+        each row at its own, transformers' generate runs the batch to its largest and the replies are cut (with
+        `on_rows`, it too stops each row at its own).
 
         Longest prompts first, in batches of `batch_size`, left-padded. `progress` shows a bar in tokens from the
         first decoding step on; `on_tokens(count)` hears of every step's new tokens too.
