@@ -119,3 +119,24 @@ def test_text_pieces_never_split_a_character_or_a_word(tiny_tokenizer):
     told = [stopping.add([token], end=False) for token in ids]
     assert told.index(True) == ids.index(tiny_tokenizer.encode("D", add_special_tokens=False)[0])
     assert "".join(pieces) == text[: text.index("4. D") + 4]
+
+
+def test_ctrl_c_in_a_stream_leaves_the_loop_ready_for_the_next_reply(tiny):
+    model, tokenizer = tiny
+    generator = Generator(model, tokenizer)
+    full = generator.stream(QUESTIONS[2], Sampling(30))
+    calls = [0]
+
+    def ctrl_c_at_step_12(module, args, kwargs):
+        calls[0] += 1
+        if calls[0] == 12:
+            raise KeyboardInterrupt
+
+    handle = model.register_forward_pre_hook(ctrl_c_at_step_12, with_kwargs=True)
+    shown: list[str] = []
+    partial = generator.stream(QUESTIONS[2], Sampling(30), shown.append)
+    handle.remove()
+    assert partial.interrupted and partial.text == "".join(shown) and full.text.startswith(partial.text)
+    assert len(partial.text) < len(full.text)
+    assert generator.stream(QUESTIONS[2], Sampling(30)) == full  # the same decoder, its buffers as Ctrl-C left them
+    assert generator.generate([QUESTIONS[0], QUESTIONS[2]], Sampling(30), progress=False)[1] == [full.text]
