@@ -124,7 +124,8 @@ def build(shape: str, opts):
 
 def sequential(served, conversations: list, opts, fast: bool = True) -> dict:
     """The same prompts answered one at a time, as `infer --input --batch_size 1` answers them (`fast`: through
-    the generator's fast decoding loop, as infer does; else transformers' generate, as streamed requests are)."""
+    the generator's fast decoding loop, as infer does; else transformers' generate, the engine of streamed requests
+    until 2026-12-02 and still the fallback for models the loop does not support)."""
     from train_speed import sync
 
     from mathtune.generate import Generator, Sampling
@@ -253,8 +254,8 @@ def main(argv=None) -> int:
     parser.add_argument("--levels", nargs="+", type=int, default=list(LEVELS), help="concurrent clients per level")
     parser.add_argument("--rounds", type=int, default=2, help="requests per client per level (fewer if time is up)")
     parser.add_argument("--stream", nargs="+", choices=("true", "false"), default=["true", "false"],
-                        help="streamed requests (transformers' generate with a per-step hook; TTFT measured) and/or "
-                             "plain ones (the fast decoding loop)")
+                        help="streamed requests (TTFT measured) and/or plain ones; both run on the fast decoding "
+                             "loop (streamed ones through its row hook)")
     parser.add_argument("--max_tokens", type=int, default=None, help="tokens per reply, forced (default 128; tiny 16)")
     parser.add_argument("--prompts", type=int, default=256, help="distinct prompts to cycle through")
     parser.add_argument("--single_limit", type=int, default=4, help="prompts answered one at a time (the baseline)")
