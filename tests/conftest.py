@@ -68,6 +68,14 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer) -> Path:
 
 
 @pytest.fixture
+def tiny(tiny_model_dir, tiny_tokenizer):
+    """The tiny model loaded for inference, with its tokenizer: a fresh copy per test."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), tiny_tokenizer
+
+
+@pytest.fixture
 def math_jsonl(tmp_path) -> Path:
     """A small SWIFT-style math dataset."""
     import json

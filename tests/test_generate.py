@@ -11,14 +11,6 @@ QUESTIONS = [[{"role": "user", "content": q}] for q in
              ("What is 2 + 3?", "Solve x + 4 = 9.", "Hello! How are you? The quick brown fox jumps.", "12 * 7")]
 
 
-@pytest.fixture
-def tiny(tiny_model_dir, tiny_tokenizer):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    return model, tiny_tokenizer
-
-
 def generate(model, tokenizer, conversations, *, max_new_tokens, batch_size, progress=False, static_cache=False,
              fast=True):
     return Generator(model, tokenizer, fast=fast).generate(conversations, Sampling(max_new_tokens),

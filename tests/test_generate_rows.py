@@ -12,14 +12,6 @@ QUESTIONS = [[{"role": "user", "content": q}] for q in
              ("What is 2 + 3?", "Solve x + 4 = 9.", "Hello! How are you? The quick brown fox jumps.", "12 * 7")]
 
 
-@pytest.fixture
-def tiny(tiny_model_dir, tiny_tokenizer):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    return model, tiny_tokenizer
-
-
 class Rows:
     """Records each row's tokens by name; stops the rows of `stop_after` once they hold that many tokens."""
 

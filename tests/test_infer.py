@@ -102,13 +102,6 @@ def test_repl_through_a_pseudo_terminal(parrot_dir):
         os.close(master)
 
 
-@pytest.fixture
-def tiny(tiny_model_dir, tiny_tokenizer):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval(), tiny_tokenizer
-
-
 def test_chat_reads_a_line_that_is_not_utf8(tiny):
     stdin = io.TextIOWrapper(io.BytesIO(b"\xff\xfe what is 2 + 3?\n/exit\n"), encoding="utf-8")
     out = io.StringIO()
