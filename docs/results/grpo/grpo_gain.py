@@ -139,7 +139,7 @@ def grpo_argv(args, start: str | None, output_dir: Path, questions: Path) -> lis
             "--lora_dropout", "0", "--target_modules", "all-linear", "--gradient_checkpointing", "false",
             "--use_liger_kernel", "false", "--logging_steps", "1", "--log_completions_steps", "5",
             "--save_steps", "100000", "--save_total_limit", "1", "--seed", "42",
-            "--data_seed", str(sweep2.DATA_SEED)]
+            "--data_seed", str(sweep2.DATA_SEED), "--nan_policy", "skip"]
     if args.max_steps:
         argv += ["--max_steps", str(args.max_steps)]
     return argv + (["--ckpt_dir", start] if start else [])
@@ -254,7 +254,8 @@ def grpo_figures(run_dir: Path) -> dict[str, Any]:
             "format_first5": mean("rewards/format", head), "format_last5": mean("rewards/format", tail),
             "completion_length_first5": mean("completion_length", head),
             "completion_length_last5": mean("completion_length", tail),
-            "frac_reward_zero_std": mean("frac_reward_zero_std", rows)}
+            "frac_reward_zero_std": mean("frac_reward_zero_std", rows),
+            "skipped_steps": sum(1 for r in rows if r.get("skipped"))}
 
 
 def keep_run_files(run_dir: Path, to: Path) -> list[str]:

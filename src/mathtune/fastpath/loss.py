@@ -37,6 +37,31 @@ def _backbone_and_head(model):
     return backbone, head
 
 
+def kept_states(model, batch: Batch, device):
+    """(x, target, head) for the trained positions of `batch` (labels != -100), flattened in order: x holds their
+    final hidden states and `head` the output projection that makes logits of them, or, where a model's logits are
+    not exactly head(hidden), x holds their logits and `head` is None; target holds the tokens they predict. The
+    output head never runs on the other positions."""
+    import torch
+
+    inputs = _inputs(batch, device)
+    labels = batch.labels.reshape(-1).cpu()
+    keep = torch.nonzero(labels != IGNORE_INDEX).flatten()
+    target = labels.index_select(0, keep).to(device, non_blocking=True)
+    backbone, head = _backbone_and_head(model)
+    if backbone is None:
+        logits = model(**inputs, use_cache=False).logits
+        return logits.reshape(-1, logits.size(-1)).index_select(0, keep.to(device)), target, None
+    hidden = backbone(**inputs, use_cache=False).last_hidden_state
+    return hidden.reshape(-1, hidden.size(-1)).index_select(0, keep.to(device, non_blocking=True)), target, head
+
+
+def kept_logits(model, batch: Batch, device):
+    """(logits [N, V], target [N]) of the trained positions of `batch`, in the model's dtype."""
+    x, target, head = kept_states(model, batch, device)
+    return (x if head is None else head(x)), target
+
+
 def loss_sum(model, batch: Batch, device, fused_linear_ce=None):
     """Sum of token losses of `batch` (labels are already shifted).
 
@@ -46,19 +71,11 @@ def loss_sum(model, batch: Batch, device, fused_linear_ce=None):
     import torch
     import torch.nn.functional as F
 
-    inputs = _inputs(batch, device)
-    labels = batch.labels.reshape(-1).cpu()
-    keep = torch.nonzero(labels != IGNORE_INDEX).flatten()
-    target = labels.index_select(0, keep).to(device, non_blocking=True)
-    backbone, head = _backbone_and_head(model)
-    if backbone is None:
-        logits = model(**inputs, use_cache=False).logits
-        picked = logits.reshape(-1, logits.size(-1)).index_select(0, keep.to(device))
-        return F.cross_entropy(picked.float(), target, reduction="sum").to(torch.float32)
-    hidden = backbone(**inputs, use_cache=False).last_hidden_state
-    hidden = hidden.reshape(-1, hidden.size(-1)).index_select(0, keep.to(device, non_blocking=True))
-    if keep.numel() == 0:
-        return hidden.sum().float()  # 0, still attached to the graph
+    x, target, head = kept_states(model, batch, device)
+    if head is None:
+        return F.cross_entropy(x.float(), target, reduction="sum").to(torch.float32)
+    if target.numel() == 0:
+        return x.sum().float()  # 0, still attached to the graph
     if fused_linear_ce is not None:
-        return fused_linear_ce(head.weight, hidden, target, getattr(head, "bias", None)).to(torch.float32)
-    return F.cross_entropy(head(hidden).float(), target, reduction="sum").to(torch.float32)
+        return fused_linear_ce(head.weight, x, target, getattr(head, "bias", None)).to(torch.float32)
+    return F.cross_entropy(head(x).float(), target, reduction="sum").to(torch.float32)

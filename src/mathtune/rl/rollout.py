@@ -1,4 +1,4 @@
-"""Rollouts: prompts -> sampled completions (through generate.Generator) -> padded tensors for the policy loss.
+"""Rollouts: prompts -> sampled completions (through generate.Generator) -> the policy's log-probabilities of them.
 
 A completion that ended its turn keeps its end-of-turn token (masked in, as TRL does: the policy learns when to
 stop); one cut at max_completion_length has none. Everything after the end is padding, masked out.
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.packing import Batch as PackedBatch
+from ..data.tokenize import IGNORE_INDEX
 from ..generate import Generator, Sampling
 from .rewards import Prompt
 
@@ -84,39 +86,79 @@ def should_release(held: dict, card_bytes: int | None) -> bool:
 
 @dataclass
 class Batch:
-    """Padded model inputs for some completions of a rollout: prompts left-padded, completions right-padded."""
+    """Model inputs for some completions of a rollout, and their completion tokens as [B, C] (right-padded) with
+    the mask of real tokens.
 
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    position_ids: torch.Tensor
+    Packed (on a model with a variable-length attention kernel): every row's prompt and completion one after
+    another in one sequence whose positions restart at each row, no padding and no attention mask, so attention runs
+    in the varlen flash kernel. Padded (elsewhere): prompts left-padded and completions right-padded under an
+    attention mask. SDPA's masked kernel for padded batches has given non-finite gradients on a GPU (issue 14's
+    runs, pytorch#119320 and #178251): padded batches go only where no varlen kernel exists (the CPU). Either way
+    `inputs.labels` holds, at each position that predicts a completion token, that token (-100 elsewhere): the
+    output head runs only there (fastpath.loss.kept_states)."""
+
+    inputs: PackedBatch
     completion_ids: torch.Tensor
     completion_mask: torch.Tensor
-    prompt_width: int
 
 
-def collate(rollout: Rollout, rows: Sequence[int], pad_id: int, device: torch.device | str = "cpu") -> Batch:
-    prompt_width = max(len(rollout.prompt_ids[r]) for r in rows)
+def packs(model) -> bool:
+    """Whether `model`'s micro-batches are packed: where it runs a variable-length attention kernel."""
+    from ..fastpath.attention import kernel_of
+
+    return kernel_of(model) is not None
+
+
+def collate(rollout: Rollout, rows: Sequence[int], pad_id: int, device: torch.device | str = "cpu",
+            packed: bool = False) -> Batch:
     completion_width = max(len(rollout.completion_ids[r]) for r in rows)
-    input_ids = torch.full((len(rows), prompt_width + completion_width), pad_id, dtype=torch.long)
-    attention = torch.zeros_like(input_ids)
+    completion_ids = torch.full((len(rows), completion_width), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros_like(completion_ids)
     for k, r in enumerate(rows):
-        prompt, completion = rollout.prompt_ids[r], rollout.completion_ids[r]
-        input_ids[k, prompt_width - len(prompt) : prompt_width] = torch.tensor(prompt)
-        attention[k, prompt_width - len(prompt) : prompt_width] = 1
-        input_ids[k, prompt_width : prompt_width + len(completion)] = torch.tensor(completion, dtype=torch.long)
-        attention[k, prompt_width : prompt_width + len(completion)] = 1
+        completion = rollout.completion_ids[r]
+        completion_ids[k, : len(completion)] = torch.tensor(completion, dtype=torch.long)
+        completion_mask[k, : len(completion)] = 1
+    examples = [(rollout.prompt_ids[r], rollout.completion_ids[r]) for r in rows]
+    inputs = _packed(examples) if packed else _padded(examples, pad_id)
+    return Batch(inputs, completion_ids.to(device), completion_mask.to(device))
+
+
+def _labels(prompt: Sequence[int], completion: Sequence[int]) -> list[int]:
+    """Per position of prompt + completion, the completion token it predicts (-100 where none)."""
+    return [IGNORE_INDEX] * (len(prompt) - 1) + list(completion) + [IGNORE_INDEX]
+
+
+def _packed(examples: list[tuple[Sequence[int], Sequence[int]]]) -> PackedBatch:
+    ids = [t for prompt, completion in examples for t in (*prompt, *completion)]
+    labels = [t for prompt, completion in examples for t in _labels(prompt, completion)]
+    positions = [p for prompt, completion in examples for p in range(len(prompt) + len(completion))]
+    return PackedBatch(torch.tensor([ids]), torch.tensor([labels]), torch.tensor([positions]), None, (), len(ids),
+                       sum(len(c) for _, c in examples))
+
+
+def _padded(examples: list[tuple[Sequence[int], Sequence[int]]], pad_id: int) -> PackedBatch:
+    prompt_width = max(len(prompt) for prompt, _ in examples)
+    width = prompt_width + max(len(completion) for _, completion in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    attention = torch.zeros_like(input_ids)
+    for k, (prompt, completion) in enumerate(examples):
+        start, end = prompt_width - len(prompt), prompt_width + len(completion)
+        input_ids[k, start:end] = torch.tensor([*prompt, *completion], dtype=torch.long)
+        labels[k, start:end] = torch.tensor(_labels(prompt, completion), dtype=torch.long)
+        attention[k, start:end] = 1
     # Positions count real tokens only, as generate counts them with left padding.
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    to = {"device": device}
-    return Batch(input_ids.to(**to), attention.to(**to), positions.to(**to), input_ids[:, prompt_width:].to(**to),
-                 attention[:, prompt_width:].to(**to), prompt_width)
+    return PackedBatch(input_ids, labels, positions, attention, (), int(attention.sum()),
+                       sum(len(c) for _, c in examples))
 
 
 def policy_logps(model, batch: Batch, temperature: float) -> torch.Tensor:
-    """Per-token log-probabilities [B, C] of the batch's completion tokens under `model`."""
+    """Per-token log-probabilities [B, C] of the batch's completion tokens under `model` (0 at padding)."""
+    from ..fastpath.loss import kept_logits
     from .loss import completion_logps
 
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
-                use_cache=False)
-    logits = out.logits[:, batch.prompt_width - 1 : -1]  # position t predicts token t + 1
-    return completion_logps(logits, batch.completion_ids, temperature)
+    mask = batch.completion_mask.bool()
+    logits, target = kept_logits(model, batch.inputs, mask.device)
+    logps = completion_logps(logits, target, temperature)  # [N], completion tokens in row-major order
+    return logps.new_zeros(mask.shape).masked_scatter(mask, logps)

@@ -10,7 +10,7 @@ import torch
 
 from .loss import group_advantages, policy_loss
 from .rewards import Prompt, RewardFn
-from .rollout import Rollout, collate, policy_logps, sample
+from .rollout import Rollout, collate, packs, policy_logps, sample
 
 
 @dataclass
@@ -79,11 +79,13 @@ def make_generation_batch(generator, prompts: list[Prompt], rewards: list[tuple[
     old = ref = None
     with torch.no_grad():
         if g.num_iterations > 1:
-            old = [policy_logps(model, collate(rollout, r, pad, device), g.temperature).cpu() for r in rows]
+            old = [policy_logps(model, collate(rollout, r, pad, device, packs(model)), g.temperature).cpu()
+                   for r in rows]
         if g.beta != 0.0:
             context = model.disable_adapter() if ref_model is None else contextlib.nullcontext()
             with context:
-                ref = [policy_logps(ref_model or model, collate(rollout, r, pad, device), g.temperature).cpu()
+                scorer = ref_model or model
+                ref = [policy_logps(scorer, collate(rollout, r, pad, device, packs(scorer)), g.temperature).cpu()
                        for r in rows]
     text = [p.messages[-1]["content"] for p in expanded]
     return GenerationBatch(rollout, text, values, adv.values, stats, old, ref)
@@ -100,7 +102,7 @@ def take_step(model, batch: GenerationBatch, params: list, optimizer, cfg, token
     step_tokens = sum(len(c) for c in batch.rollout.completion_ids)
     loss_sum, kls, clips, tokens = 0.0, [], [], []
     for k, r in enumerate(rows):
-        micro = collate(batch.rollout, r, pad, device)
+        micro = collate(batch.rollout, r, pad, device, packs(model))
         logps = policy_logps(model, micro, g.temperature)
         out = policy_loss(logps, None if batch.old_logps is None else batch.old_logps[k].to(device),
                           None if batch.ref_logps is None else batch.ref_logps[k].to(device),
@@ -119,9 +121,10 @@ def take_step(model, batch: GenerationBatch, params: list, optimizer, cfg, token
             kls.append(out.kl * out.tokens)
     grad_norm = torch.nn.utils.clip_grad_norm_(params, optim.max_grad_norm)
     every_row = list(range(len(batch.rollout.texts)))
-    if bool(torch.isfinite(grad_norm)) or not handle_non_finite(optim, step, every_row, None, "gradient"):
+    skipped = not bool(torch.isfinite(grad_norm)) and handle_non_finite(optim, step, every_row, None, "gradient")
+    if not skipped:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     n = max(sum(tokens), 1)
     return {**batch.stats, "loss": loss_sum, "grad_norm": float(grad_norm), "clip_ratio": sum(clips) / n,
-            "kl": sum(kls) / n if kls else None}
+            "kl": sum(kls) / n if kls else None, **({"skipped": 1} if skipped else {})}
