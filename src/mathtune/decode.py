@@ -13,12 +13,14 @@ memory bandwidth allows over a million). This loop does less per step and lets t
 - on CUDA each (rows, slots attended) shape is captured once as a CUDA graph (one memory pool for all) and replayed;
   the buffers and graphs are kept between calls (a GRPO run samples the same shapes every step). A graph that cannot
   be captured makes the decoder run eagerly from then on, said in one line;
+- each step's attention reads every key/value head once, however many query heads share it (decode_attention);
 - a `RowHook` hears each row's new tokens at every host sync and may stop rows (a server streams replies through it
   and ends them at stop sequences or when their client leaves); it runs on the host between steps, graphs untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import sys
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from .decode_attention import switched_to
 
 # Generation-config settings that transformers' generate would apply and this loop does not: where a model sets one,
 # Generator keeps the old path so that replies do not change with the path.
@@ -155,8 +159,11 @@ class _Buffers:
 class Decoder:
     """Samples replies of `model` to tokenized prompts; see the module docstring. One per model (Generator keeps it)."""
 
-    def __init__(self, model: Any, eos: Sequence[int], pad_id: int, graphs: bool | None = None) -> None:
+    def __init__(self, model: Any, eos: Sequence[int], pad_id: int, graphs: bool | None = None,
+                 grouped_attention: bool = True) -> None:
         self.model, self.eos_list, self.pad_id = model, sorted(set(eos)), pad_id
+        # Steps attend through decode_attention (each key/value head read once); False: the model's own attention.
+        self.grouped_attention = grouped_attention
         base = unwrap(model)
         params = inspect.signature(type(base).forward).parameters
         self.cache_arg = "cache" if "cache" in params else "past_key_values"  # renamed within transformers 5
@@ -368,7 +375,9 @@ class Decoder:
         assert buf is not None
         used = used or buf.length
         cache = _cache_class()([k[:b, :, :used] for k in buf.keys], [v[:b, :, :used] for v in buf.values], buf.slot)
-        return self._forward(buf.ids[:b], buf.mask[:b, :, :, :used], buf.positions[:b], cache)
+        step = switched_to(unwrap(self.model)) if self.grouped_attention else contextlib.nullcontext()
+        with step:
+            return self._forward(buf.ids[:b], buf.mask[:b, :, :, :used], buf.positions[:b], cache)
 
     def _capture(self, b: int, used: int) -> tuple[Any, torch.Tensor]:
         """A CUDA graph of `_run(b, used)`. The warm-up runs write the same keys and values at the same slot as the
