@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# H200 call 2 (carry .g2; 9.5 min): joins the embedded model, then GRPO's gain over SFT (docs/results/grpo).
+source benchmarks/h200/env.sh || exit 3
+set -o pipefail
+timeout 565 python3 docs/results/grpo/grpo_gain.py --out $OUT/grpo_gain.jsonl --keep_dir /tmp/grpo_keep \
+  --work /tmp/grpo_work 2>&1 | tee $OUT/grpo_gain.log | grep -v "it/s\]\|^\s*$" | tail -40
+tar czf $OUT/grpo_gain_files.tgz -C /tmp grpo_keep
