@@ -50,7 +50,7 @@ TEMPLATES = [
     "A recipe needs {a} cups of flour for {b} cookies. {name} wants to bake {c} batches of {d} cookies each. "
     "How many cups of flour are needed?",
 ]
-CONFIGS = ("hf_single", "hf_batched", "mathtune", "mathtune_static", "mathtune_fast")
+CONFIGS = ("hf_single", "hf_batched", "mathtune", "mathtune_static", "mathtune_fast", "mathtune_fast_repeat_kv")
 NAMES = ["Natalia", "James", "Aiko", "Ravi", "Fatima", "Lukas", "Maria", "Chen"]
 
 
@@ -121,12 +121,28 @@ def bandwidth_bound(model, rows: int, context: float, tbs: float) -> dict:
             "kv_gb_per_step": rows * context * kv_per_token / 1e9}
 
 
-def run_fast(shape: str, model, tokenizer, opts) -> list[dict]:
+def fast_call(config: str, model, generator, conversations, prompts, max_new_tokens: int):
+    """(one call of the loop on the whole batch, its decoder's stats): through Generator for mathtune_fast, through
+    decode.Decoder with the model's own step attention for mathtune_fast_repeat_kv."""
+    from mathtune.decode import Decoder
+    from mathtune.generate import Sampling
+
+    if config == "mathtune_fast":
+        sampling = Sampling(max_new_tokens)
+        return (lambda: generator.generate_ids(conversations, sampling, batch_size=len(prompts), progress=False),
+                generator.decoder_stats)
+    decoder = Decoder(model, generator.eos, generator.pad_id, grouped_attention=False)
+    return (lambda: [[r] for r in decoder.generate(prompts, 1, max_new_tokens, min_new_tokens=max_new_tokens)],
+            decoder.stats)
+
+
+def run_fast(shape: str, model, tokenizer, opts, config: str = "mathtune_fast") -> list[dict]:
     """mathtune_fast at each --fast_rows: every prompt in one batch, one call to warm up (CUDA graphs are captured
-    there), the next timed."""
+    there), the next timed. mathtune_fast_repeat_kv: the same loop driven directly (decode.Decoder, as Generator
+    drives it) with the model's own attention at its steps instead of decode_attention's grouped one."""
     import torch
 
-    from mathtune.generate import Generator, Sampling
+    from mathtune.generate import Generator
 
     results = []
     cuda = opts.device.startswith("cuda")
@@ -135,28 +151,28 @@ def run_fast(shape: str, model, tokenizer, opts) -> list[dict]:
         generator = Generator(model, tokenizer)
         assert generator.fast_path_reason() is None, generator.fast_path_reason()
         prompts = generator.render(conversations)
-        sampling = Sampling(opts.max_new_tokens)
+        run, stats = fast_call(config, model, generator, conversations, prompts, opts.max_new_tokens)
         sync(opts.device)
         start = time.perf_counter()
-        generator.generate_ids(conversations, sampling, batch_size=rows, progress=False)
+        run()
         sync(opts.device)
         first_call_s = time.perf_counter() - start
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
-        replies = generator.generate_ids(conversations, sampling, batch_size=rows, progress=False)
+        replies = run()
         sync(opts.device)
         seconds = time.perf_counter() - start
         tokens = sum(len(r[0]) for r in replies)
         assert tokens == rows * opts.max_new_tokens, (tokens, rows)  # forced lengths: every row ran to the end
         context = sum(len(p) for p in prompts) / rows + opts.max_new_tokens / 2
         bound = bandwidth_bound(model, rows, context, opts.bandwidth_tbs)
-        record = {"model": shape, "config": "mathtune_fast", "problems": rows, "new_tokens": tokens,
+        record = {"model": shape, "config": config, "problems": rows, "new_tokens": tokens,
                   "seconds": seconds, "problems_per_s": rows / seconds, "tokens_per_s": tokens / seconds,
                   "first_call_s": first_call_s, "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
                   "batch_size": rows, "max_new_tokens": opts.max_new_tokens, **bound,
                   "share_of_bound": tokens / seconds / bound["bound_tokens_per_s"], "bandwidth_tbs": opts.bandwidth_tbs,
-                  "cuda_graphs": generator.decoder_stats()["cuda_graphs"],
+                  "cuda_graphs": stats()["cuda_graphs"],
                   "device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
                   "date": datetime.date.today().isoformat()}
         shown = ("model", "config", "problems", "tokens_per_s", "bound_tokens_per_s", "share_of_bound", "seconds",
@@ -204,8 +220,8 @@ def run_model(shape: str, opts) -> list[dict]:
         return opts.max_new_tokens * len(replies)
 
     for name in opts.configs:
-        if name == "mathtune_fast":
-            results += run_fast(shape, model, tokenizer, opts)
+        if name in ("mathtune_fast", "mathtune_fast_repeat_kv"):
+            results += run_fast(shape, model, tokenizer, opts, name)
             continue
         problems = len(single) if name == "hf_single" else len(prompts)
         first_call_s = None
@@ -253,7 +269,8 @@ def main(argv=None) -> int:
                         help="hf_single: plain generate one prompt at a time; hf_batched: plain generate, batches in "
                              "prompt order; mathtune: mathtune.generate on transformers' generate; mathtune_static: "
                              "with a static KV cache, which transformers compiles on a GPU (its compilation is timed "
-                             "too); mathtune_fast: mathtune.decode's loop, every prompt in one batch (--fast_rows)")
+                             "too); mathtune_fast: mathtune.decode's loop, every prompt in one batch (--fast_rows); "
+                             "mathtune_fast_repeat_kv: that loop with transformers' attention at its steps")
     parser.add_argument("--fast_rows", type=int, nargs="+", default=None,
                         help="sequences per mathtune_fast batch (default 64 512; tiny 8 32)")
     parser.add_argument("--bandwidth_tbs", type=float, default=4.8, help="memory bandwidth for the bound (H200: 4.8)")
