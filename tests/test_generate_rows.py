@@ -1,6 +1,7 @@
 """mathtune.generate's row hook and streaming on the fast decoding loop: rows named by conversation and sample on
-both paths (the loop and transformers' generate), rows stopped where the hook says, `stream` on the loop giving
-transformers' text in the same pieces, stop words, and pieces that never split a character or a word."""
+both paths (the loop and transformers' generate), rows stopped where the hook says, `stream` giving the same text in
+the same pieces on both paths, stop words (shown and generated up to the first, on both paths), and pieces that never
+split a character or a word."""
 
 from __future__ import annotations
 
@@ -132,3 +133,58 @@ def test_ctrl_c_in_a_stream_leaves_the_loop_ready_for_the_next_reply(tiny):
     assert len(partial.text) < len(full.text)
     assert generator.stream(QUESTIONS[2], Sampling(30)) == full  # the same decoder, its buffers as Ctrl-C left them
     assert generator.generate([QUESTIONS[0], QUESTIONS[2]], Sampling(30), progress=False)[1] == [full.text]
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_stream_on_transformers_generate_shows_the_fast_loops_pieces(tiny, question):
+    model, tokenizer = tiny
+    fast, slow = Generator(model, tokenizer), Generator(model, tokenizer, fast=False)
+    assert slow.fast_path_reason(streaming=True) == "fast=False"
+    shown: list[list[str]] = [[], []]
+    replies = [g.stream(question, Sampling(40), pieces.append) for g, pieces in zip((fast, slow), shown, strict=True)]
+    assert replies[0] == replies[1] and "".join(shown[1]) == replies[1].text and len(replies[1].text) > 10
+    assert shown[0] == shown[1] and len(shown[1]) > 1  # one mechanism (TextPieces) cuts both paths' text
+    assert fast._decoder is not None and slow._decoder is None
+
+
+def test_stream_on_transformers_generate_stops_at_a_stop_word_and_shows_nothing_past_it(tiny):
+    model, tokenizer = tiny
+    question = QUESTIONS[2]
+    (ids,), = Generator(model, tokenizer).generate_ids([question], Sampling(40), progress=False)
+    full = tokenizer.decode(ids, skip_special_tokens=True)
+    ends = {len(tokenizer.decode(ids[:k], skip_special_tokens=True)) for k in range(len(ids) + 1)}
+    # A stop word first seen well into the reply that ends inside a token: the text of that token past the stop
+    # word must not be shown.
+    at = next(i for i in range(8, len(full) - 2) if full.find(full[i : i + 2]) == i and i + 2 not in ends
+              and "\ufffd" not in full[i : i + 2])
+    word = full[at : at + 2]
+    expected = full[: at + 2]
+    steps: list[int] = []
+    model.model.register_forward_pre_hook(lambda m, a, kw: steps.append(1), with_kwargs=True)
+    shown: list[list[str]] = [[], []]
+    for fast, pieces in zip((True, False), shown, strict=True):
+        steps.clear()
+        generator = Generator(model, tokenizer, stop_words=[word], fast=fast)
+        assert generator.stream(question, Sampling(40), pieces.append).text == "".join(pieces) == expected
+        assert len(steps) < 40  # generation stopped at the stop word too
+    assert shown[0] == shown[1] and generator._decoder is None
+
+
+def test_ctrl_c_in_a_stream_on_transformers_generate_keeps_what_was_shown(tiny):
+    model, tokenizer = tiny
+    generator = Generator(model, tokenizer, fast=False)
+    full = generator.stream(QUESTIONS[2], Sampling(30))
+    calls = [0]
+
+    def ctrl_c_at_step_12(module, args, kwargs):
+        calls[0] += 1
+        if calls[0] == 12:
+            raise KeyboardInterrupt
+
+    handle = model.register_forward_pre_hook(ctrl_c_at_step_12, with_kwargs=True)
+    shown: list[str] = []
+    partial = generator.stream(QUESTIONS[2], Sampling(30), shown.append)
+    handle.remove()
+    assert partial.interrupted and partial.text == "".join(shown) and full.text.startswith(partial.text)
+    assert 0 < len(partial.text) < len(full.text)
+    assert generator.stream(QUESTIONS[2], Sampling(30)) == full and generator._decoder is None

@@ -4,7 +4,7 @@
 end-of-turn tokens (the model's and the tokenizer's, see `model.end_of_turn_ids`), stop words, and sampling
 settings. It serves batched generation (length-sorted batches through mathtune.decode's loop, or transformers'
 generate where that loop does not apply) with live progress in tokens and a per-row hook that sees each reply grow
-(and may stop it), and one streamed reply that Ctrl-C stops, on the same loop.
+(and may stop it), and one streamed reply that Ctrl-C stops, through that same hook on either path.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class Generator:
     def fast_path_reason(self, streaming: bool = False) -> str | None:
         """Why a batched call (or with `streaming`, `stream`) takes transformers' generate rather than the fast
         decoding loop (None: it does not). Stop words keep batches off the loop, which knows tokens only; `stream`
-        cuts its text at them itself."""
+        cuts its text at them itself (through its row hook, on either path)."""
         from .decode import unsupported
 
         if not self.fast:
@@ -203,7 +203,7 @@ class Generator:
         return results
 
     def _batch(self, prompts: list[list[int]], real: int, static_width: int | None, sampling: Sampling,
-               bar: TokenProgress, on_rows: RowHook | None = None,
+               bar: TokenProgress | None, on_rows: RowHook | None = None,
                limits: list[int] | None = None) -> list[list[int]]:
         """One batch's replies, `real` prompts' worth (the rest fill a static-cache batch), cut at end-of-turn (and,
         with `on_rows`, where it stopped them)."""
@@ -217,7 +217,8 @@ class Generator:
             attention[row, width - len(ids) :] = 1
         extra: dict[str, Any] = {"cache_implementation": "static"} if static_width else {}
         # Counting reads each step's tokens back from the device; nobody listening, nothing is counted.
-        counters = [token_counter(real * sampling.n, [*self.eos, self.pad_id], bar.tokens)] if bar.listened else []
+        listened = bar is not None and bar.listened
+        counters = [token_counter(real * sampling.n, [*self.eos, self.pad_id], bar.tokens)] if listened else []
         from .decode import RowTracker
 
         tracker = None
@@ -259,41 +260,28 @@ class Generator:
         Ctrl-C (KeyboardInterrupt) while it runs stops it: the reply is then the text passed on so far, marked
         `interrupted`; the caller decides whether that ends anything more.
 
-        It runs on the fast decoding loop (one row, text pieces made by `TextPieces`, ended at the first stop word)
-        unless `fast_path_reason(streaming=True)` says otherwise; then on transformers' generate with a streamer.
+        Its new tokens reach `TextPieces` through the row hook (`on_rows`) on either path, so that the same tokens
+        show the same pieces and the reply, shown and generated, ends at the first stop word: on the fast decoding
+        loop (one row) unless `fast_path_reason(streaming=True)` says otherwise, then on transformers' generate.
         """
         if sampling.n != 1:
             raise ValueError("stream gives one reply; ask generate for n > 1")
-        pieces: list[str] = []
+        pieces = TextPieces(self.tokenizer, self.stop_words, on_text or (lambda text: None))
 
-        def shown(text: str) -> None:
-            pieces.append(text)
-            if on_text is not None:
-                on_text(text)
+        def grow(new: dict[int, list[int]], ended: set[int]) -> list[int]:
+            return [0] if pieces.add(new.get(0, []), 0 in ended) else []
 
         try:
-            import torch
-
             ids = self.render([messages])[0]
             if sampling.seed is not None:
                 seed_everything(sampling.seed)
             if self.fast_path_reason(streaming=True) is None:
-                pieces_of = TextPieces(self.tokenizer, self.stop_words, shown)
-
-                def grow(new: dict[int, list[int]], ended: set[int]) -> list[int]:
-                    return [0] if pieces_of.add(new.get(0, []), 0 in ended) else []
-
                 reply = self._fast_batch([ids], sampling, None, on_rows=grow)[0]
-                return Reply(self.decode(reply))
-            device = next(self.model.parameters()).device
-            with torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=torch.tensor([ids], device=device),
-                    attention_mask=torch.ones((1, len(ids)), device=device, dtype=torch.long),
-                    streamer=text_streamer(self.tokenizer, shown), **self._generate_kwargs(sampling))
+            else:
+                reply = self._batch([ids], 1, None, sampling, None, grow)[0]
         except KeyboardInterrupt:
-            return Reply(cut_at_stop_words("".join(pieces), self.stop_words), interrupted=True)
-        return Reply(self.decode(until_eos(out[0, len(ids) :].tolist(), self.eos)))
+            return Reply(pieces.text, interrupted=True)
+        return Reply(self.decode(reply))
 
 
 class TokenProgress:
@@ -429,16 +417,3 @@ class TextPieces:
         if text:
             self.text += text
             self.on_text(text)
-
-
-def text_streamer(tokenizer: Any, on_text: Callable[[str], None]) -> Any:
-    """A transformers streamer that passes the reply's text on (the prompt and special tokens left out), in pieces
-    that end at a space or a line, so that a word is never split."""
-    from transformers import TextStreamer
-
-    class Pieces(TextStreamer):
-        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-            if text:
-                on_text(text)
-
-    return Pieces(tokenizer, skip_prompt=True, skip_special_tokens=True)
