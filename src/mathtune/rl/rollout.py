@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.packing import Batch as PackedBatch
+from ..data.packing import Batch as TokenBatch  # input ids, labels, positions, mask: sft's micro-batch
 from ..data.tokenize import IGNORE_INDEX
 from ..generate import Generator, Sampling
 from .rewards import Prompt
@@ -97,7 +97,7 @@ class Batch:
     `inputs.labels` holds, at each position that predicts a completion token, that token (-100 elsewhere): the
     output head runs only there (fastpath.loss.kept_states)."""
 
-    inputs: PackedBatch
+    inputs: TokenBatch
     completion_ids: torch.Tensor
     completion_mask: torch.Tensor
 
@@ -128,15 +128,15 @@ def _labels(prompt: Sequence[int], completion: Sequence[int]) -> list[int]:
     return [IGNORE_INDEX] * (len(prompt) - 1) + list(completion) + [IGNORE_INDEX]
 
 
-def _packed(examples: list[tuple[Sequence[int], Sequence[int]]]) -> PackedBatch:
+def _packed(examples: list[tuple[Sequence[int], Sequence[int]]]) -> TokenBatch:
     ids = [t for prompt, completion in examples for t in (*prompt, *completion)]
     labels = [t for prompt, completion in examples for t in _labels(prompt, completion)]
     positions = [p for prompt, completion in examples for p in range(len(prompt) + len(completion))]
-    return PackedBatch(torch.tensor([ids]), torch.tensor([labels]), torch.tensor([positions]), None, (), len(ids),
+    return TokenBatch(torch.tensor([ids]), torch.tensor([labels]), torch.tensor([positions]), None, (), len(ids),
                        sum(len(c) for _, c in examples))
 
 
-def _padded(examples: list[tuple[Sequence[int], Sequence[int]]], pad_id: int) -> PackedBatch:
+def _padded(examples: list[tuple[Sequence[int], Sequence[int]]], pad_id: int) -> TokenBatch:
     prompt_width = max(len(prompt) for prompt, _ in examples)
     width = prompt_width + max(len(completion) for _, completion in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
@@ -149,7 +149,7 @@ def _padded(examples: list[tuple[Sequence[int], Sequence[int]]], pad_id: int) ->
         attention[k, start:end] = 1
     # Positions count real tokens only, as generate counts them with left padding.
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    return PackedBatch(input_ids, labels, positions, attention, (), int(attention.sum()),
+    return TokenBatch(input_ids, labels, positions, attention, (), int(attention.sum()),
                        sum(len(c) for _, c in examples))
 
 
