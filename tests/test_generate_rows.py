@@ -114,9 +114,11 @@ def test_text_pieces_never_split_a_character_or_a_word(tiny_tokenizer):
     assert "".join(pieces) == text[: text.index("4. D") + 4]
 
 
-def test_ctrl_c_in_a_stream_leaves_the_loop_ready_for_the_next_reply(tiny):
+@pytest.mark.parametrize("fast", [True, False])
+def test_ctrl_c_in_a_stream_keeps_what_was_shown_and_the_generator_ready(tiny, fast):
+    """On the fast loop (its decoder's buffers as Ctrl-C left them) and on transformers' generate alike."""
     model, tokenizer = tiny
-    generator = Generator(model, tokenizer)
+    generator = Generator(model, tokenizer, fast=fast)
     full = generator.stream(QUESTIONS[2], Sampling(30))
     calls = [0]
 
@@ -130,9 +132,10 @@ def test_ctrl_c_in_a_stream_leaves_the_loop_ready_for_the_next_reply(tiny):
     partial = generator.stream(QUESTIONS[2], Sampling(30), shown.append)
     handle.remove()
     assert partial.interrupted and partial.text == "".join(shown) and full.text.startswith(partial.text)
-    assert len(partial.text) < len(full.text)
-    assert generator.stream(QUESTIONS[2], Sampling(30)) == full  # the same decoder, its buffers as Ctrl-C left them
+    assert 0 < len(partial.text) < len(full.text)
+    assert generator.stream(QUESTIONS[2], Sampling(30)) == full
     assert generator.generate([QUESTIONS[0], QUESTIONS[2]], Sampling(30), progress=False)[1] == [full.text]
+    assert (generator._decoder is not None) is fast
 
 
 @pytest.mark.parametrize("question", QUESTIONS)
@@ -168,23 +171,3 @@ def test_stream_on_transformers_generate_stops_at_a_stop_word_and_shows_nothing_
         assert generator.stream(question, Sampling(40), pieces.append).text == "".join(pieces) == expected
         assert len(steps) < 40  # generation stopped at the stop word too
     assert shown[0] == shown[1] and generator._decoder is None
-
-
-def test_ctrl_c_in_a_stream_on_transformers_generate_keeps_what_was_shown(tiny):
-    model, tokenizer = tiny
-    generator = Generator(model, tokenizer, fast=False)
-    full = generator.stream(QUESTIONS[2], Sampling(30))
-    calls = [0]
-
-    def ctrl_c_at_step_12(module, args, kwargs):
-        calls[0] += 1
-        if calls[0] == 12:
-            raise KeyboardInterrupt
-
-    handle = model.register_forward_pre_hook(ctrl_c_at_step_12, with_kwargs=True)
-    shown: list[str] = []
-    partial = generator.stream(QUESTIONS[2], Sampling(30), shown.append)
-    handle.remove()
-    assert partial.interrupted and partial.text == "".join(shown) and full.text.startswith(partial.text)
-    assert 0 < len(partial.text) < len(full.text)
-    assert generator.stream(QUESTIONS[2], Sampling(30)) == full and generator._decoder is None
