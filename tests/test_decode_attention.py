@@ -66,6 +66,11 @@ def test_what_it_does_not_cover_goes_to_the_models_own_attention():
                                                                                                           generator=g)
     got = grouped_step_attention(layer, q, k, v, None, scaling=0.3)[0]  # a prefill: 3 query tokens, no mask
     torch.testing.assert_close(got, sdpa(layer, q, k, v, None))
+    q, k, v, mask = step_inputs(2, 4, 2, 9, False, seed=4)
+    window = grouped_step_attention(layer, q, k, v, mask, scaling=0.3, sliding_window=4)[0]  # sdpa ignores it
+    torch.testing.assert_close(window, sdpa(layer, q, k, v, mask))
+    with pytest.raises(ValueError, match="softcap"):  # transformers' sdpa answers it: the grouped path did not
+        grouped_step_attention(layer, q, k, v, mask, scaling=0.3, softcap=30.0)
     assert decode_attention.fp32_scores_possible(torch.bfloat16, "cpu") is False  # bf16 on the CPU falls back too
 
 

@@ -24,6 +24,9 @@ import torch
 
 NAME = "mathtune_decode"
 PREVIOUS_ATTR = "_mathtune_decode_previous"  # on each attention layer: the implementation it falls back to
+# Keyword arguments of transformers' attention functions that change the result (attention sinks, logit soft-capping,
+# a sliding window): a call with any of them goes to the model's own attention.
+CHANGES_ATTENTION = ("s_aux", "softcap", "sliding_window")
 
 
 def grouped_step_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -32,6 +35,7 @@ def grouped_step_attention(module, query, key, value, attention_mask, scaling=No
     rows, heads, length, dim = query.shape
     kv_heads = key.shape[1]
     if (length != 1 or dropout or attention_mask is None or attention_mask.dim() != 4 or heads % kv_heads
+            or any(kwargs.get(name) is not None for name in CHANGES_ATTENTION)
             or not fp32_scores_possible(key.dtype, key.device.type)):
         return _previous(module)(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                  **kwargs)
