@@ -119,12 +119,23 @@ def take_step(model, batch: GenerationBatch, params: list, optimizer, cfg, token
         tokens.append(out.tokens)
         if out.kl is not None:
             kls.append(out.kl * out.tokens)
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, optim.max_grad_norm)
+    # clip_grad_norm_ in two halves: a non-finite norm would scale every gradient to NaN before the message names
+    # the tensors that had one
+    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
     every_row = list(range(len(batch.rollout.texts)))
-    skipped = not bool(torch.isfinite(grad_norm)) and handle_non_finite(optim, step, every_row, None, "gradient")
+    skipped = not bool(torch.isfinite(grad_norm)) and handle_non_finite(optim, step, every_row, None,
+                                                                        non_finite_gradient(model, params))
     if not skipped:
+        torch.nn.utils.clip_grads_with_norm_(params, optim.max_grad_norm, grad_norm)
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     n = max(sum(tokens), 1)
     return {**batch.stats, "loss": loss_sum, "grad_norm": float(grad_norm), "clip_ratio": sum(clips) / n,
             "kl": sum(kls) / n if kls else None, **({"skipped": 1} if skipped else {})}
+
+
+def non_finite_gradient(model, params: list) -> str:
+    """What a non-finite gradient message names: how many of the trained tensors have one, and the first few."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    bad = [names.get(id(p), "?") for p in params if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+    return f"gradient ({len(bad)} of {len(params)} trained tensors, first: {', '.join(bad[:3]) or 'none'})"
