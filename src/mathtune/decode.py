@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from .decode_attention import switched_to
+from .model import unwrap
 
 # Generation-config settings that transformers' generate would apply and this loop does not: where a model sets one,
 # Generator keeps the old path so that replies do not change with the path.
@@ -52,11 +53,6 @@ GRAPH_SLOTS = 128
 # there). Rows are named by their index in the result (prompt k's samples at k*n .. k*n+n-1), however the batch
 # is reordered; a row is reported up to the call that says it ended, or until the hook stops it.
 RowHook = Callable[[dict[int, list[int]], set[int]], Iterable[int]]
-
-
-def unwrap(model: Any) -> Any:
-    """The transformers model inside a peft wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def unsupported(model: Any) -> str | None:

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from .model import attention_layers
+
 NAME = "mathtune_decode"
 PREVIOUS_ATTR = "_mathtune_decode_previous"  # on each attention layer: the implementation it falls back to
 # Keyword arguments of transformers' attention functions that change the result (attention sinks, logit soft-capping,
@@ -110,8 +112,7 @@ def switched_to(base_model) -> Iterator[None]:
         yield
         return
     register()
-    layers = [m for m in base_model.modules() if hasattr(m, "is_causal") and hasattr(m, "layer_idx")]
-    for layer in layers:
+    for layer in attention_layers(base_model):
         setattr(layer, PREVIOUS_ATTR, previous)
     config._attn_implementation = NAME
     try:

@@ -79,6 +79,12 @@ def unwrap(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def attention_layers(model) -> list:
+    """The attention modules of a transformers model (or a peft model around one): those transformers hands to an
+    attention function, recognised by their `is_causal` and `layer_idx`."""
+    return [m for m in unwrap(model).modules() if hasattr(m, "is_causal") and hasattr(m, "layer_idx")]
+
+
 def backbone_of(model):
     """The decoder stack of a causal LM (`model.model` for Llama), or None."""
     base = unwrap(model)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import first_line
-from ..model import unwrap
+from ..model import attention_layers, unwrap
 
 NAME = "mathtune_varlen"
 KERNEL_ATTR = "_mathtune_varlen"
@@ -292,7 +292,7 @@ def attach(model, kernel: Kernel) -> str | None:
     models are left as they are. Returns None when switched, else why not."""
     base = unwrap(model)
     # transformers hands the attention function the layer that calls it, so each attention layer carries the kernel
-    layers = [m for m in base.modules() if hasattr(m, "is_causal") and hasattr(m, "layer_idx")]
+    layers = attention_layers(base)
     if not layers:
         return "no attention layers found"
     register()
