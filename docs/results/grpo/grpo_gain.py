@@ -212,10 +212,11 @@ def filter_stage(args, sft: str, questions: Path) -> tuple[Path, dict[str, Any]]
     filtered = questions.with_name("grpo_questions_filtered.jsonl")
     if kept:
         filtered.write_text("\n".join(kept) + "\n")
-    return filtered if kept else questions, {"stage": "filter", "status": "ok", "candidates": len(lines), "kept": len(kept),
-                      "samples": k, "right_histogram": dict(sorted(Counter(rights).items())),
-                      "sampled_accuracy": round(sum(rights) / (k * len(rights)), 4),
-                      "filter_s": round(time.perf_counter() - started, 1)}
+    record = {"stage": "filter", "status": "ok", "candidates": len(lines), "kept": len(kept), "samples": k,
+              "right_histogram": dict(sorted(Counter(rights).items())),
+              "sampled_accuracy": round(sum(rights) / (k * len(rights)), 4),
+              "filter_s": round(time.perf_counter() - started, 1)}
+    return (filtered if kept else questions), record
 
 
 def sft_stage(args) -> tuple[str | None, dict[str, Any]]:
