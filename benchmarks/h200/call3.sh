@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# H200 call 3 (carry .whlC; 9.5 min; the machine must still be warm from call 2): GRPO from the best SFT checkpoint
+# H200 call 3 (carry .whlC; 8.5 min; the machine must still be warm from call 2): GRPO from the best SFT checkpoint
 # of call 2's sweep (highest seen-template accuracy of `default` and `rows3x`), on questions the SFT model gets right
 # sometimes but not always (--filter_samples 8), lr 3e-4; CHAMP answered too.
 source benchmarks/h200/env.sh || exit 3
@@ -19,8 +19,8 @@ PY
 ) || { echo "no sweep checkpoint on this machine"; exit 3; }
 read ckpt rows variant <<< "$pick"
 echo "GRPO from $variant: $ckpt (skipping its $rows gsm rows)"
-timeout 570 python3 docs/results/grpo/grpo_gain.py --out $OUT/grpo_gain.jsonl --keep_dir /tmp/grpo_keep \
-  --work /tmp/grpo_work --sft_checkpoint "$ckpt" --sft_gsm_rows "$rows" --grpo_questions 4000 --filter_samples 8 \
-  --epochs 3 --learning_rate 3e-4 --no-from_base --budget_s 555 --grpo_max_s 400 2>&1 | tee $OUT/grpo_gain.log \
+timeout 500 python3 docs/results/grpo/grpo_gain.py --out $OUT/grpo_gain.jsonl --keep_dir /tmp/grpo_keep \
+  --work /tmp/grpo_work --sft_checkpoint "$ckpt" --sft_gsm_rows "$rows" --grpo_questions 3000 --filter_samples 8 \
+  --epochs 3 --learning_rate 3e-4 --no-from_base --budget_s 485 --grpo_max_s 330 2>&1 | tee $OUT/grpo_gain.log \
   | grep -v "it/s\]\|^\s*$" | tail -30
 tar czf $OUT/grpo_gain_files.tgz -C /tmp grpo_keep
