@@ -72,10 +72,13 @@ def test_the_plan_follows_the_device_unless_a_task_is_given():
 
 def test_the_gsm_recipe_scales_every_source_and_adds_replay_rows(tmp_path):
     full = quickstart.gsm_config(str(tmp_path), None, 42, tmp_path / "replay.jsonl").data.dataset
-    assert full[:2] == ("rg:gsm-symbolic#6000", "rg:arithmetic#500")
+    assert full[:2] == ("rg:gsm-symbolic#18000", "rg:arithmetic#500")
     assert full[-1] == f"{tmp_path / 'replay.jsonl'}#600"
-    small = quickstart.gsm_config(str(tmp_path), 600, 42, None).data.dataset
-    assert small == ("rg:gsm-symbolic#600", *(f"{d.rpartition('#')[0]}#50" for d in full[1:-1]))
+    small = quickstart.gsm_config(str(tmp_path), 1800, 42, None).data.dataset
+    assert small == ("rg:gsm-symbolic#1800", *(f"{d.rpartition('#')[0]}#50" for d in full[1:-1]))
+    # The CUDA quickstart's default size: a third of the recipe, every source alike (replay rows included).
+    third = quickstart.gsm_config(str(tmp_path), quickstart.GSM_QUICK_ROWS, 42, tmp_path / "r.jsonl").data.dataset
+    assert third[0] == "rg:gsm-symbolic#6000" and third[1] == "rg:arithmetic#167" and third[-1].endswith("#200")
 
 
 def test_gsm_quickstart_shows_seen_and_unseen_templates(tmp_path, tiny_model_dir, capsys, monkeypatch):
@@ -83,9 +86,10 @@ def test_gsm_quickstart_shows_seen_and_unseen_templates(tmp_path, tiny_model_dir
     monkeypatch.setattr(embedded, "embedded_model_dir", lambda: tiny_model_dir)
     monkeypatch.setattr(quickstart, "GSM_EVAL_QUESTIONS", 3)
     monkeypatch.setattr(quickstart, "GSM_MAX_NEW_TOKENS", 8)
+    monkeypatch.setattr(quickstart, "GSM_QUICK_ROWS", 12)  # the default size, without --train_rows
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    assert quickstart.run_quickstart(str(tmp_path / "output"), train_rows=12, task="gsm-symbolic") == 0
+    assert quickstart.run_quickstart(str(tmp_path / "output"), task="gsm-symbolic") == 0
     out = capsys.readouterr().out
     (run_dir,) = (tmp_path / "output" / "tiny-llama").iterdir()
     for name, label in (("rg:gsm-symbolic", "trained task"), ("rg:gsm-symbolic-unseen", "unseen templates"),
