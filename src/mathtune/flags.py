@@ -305,6 +305,10 @@ FLAGS: dict[str, Flag] = {flag_key: flag for flag_key, flag in [
     ("num_iterations", F(("--num_iterations",), "num_iterations", "optimizer steps per generation batch", int)),
     ("grpo_temperature", F(("--temperature",), "temperature", "sampling temperature", float)),
     ("grpo_top_p", F(("--top_p",), "top_p", "nucleus sampling", float)),
+    ("dynamic_sample", _b("--dynamic_sample", help="drop groups whose rewards are all equal (no learning signal) and "
+                          "sample more questions in their place (ms-swift's name for DAPO's dynamic sampling)")),
+    ("max_resample_times", F(("--max_resample_times",), "max_resample_times", "with --dynamic_sample, extra "
+                             "sampling rounds per step at most", int, metavar="N")),
     ("log_completions_steps", F(("--log_completions_steps",), "log_completions_steps",
                                 "write sampled completions every N steps", int, metavar="N")),
     ("log_completions", _b("--log_completions", help="accepted for TRL users: completions.jsonl is always written")),

@@ -89,6 +89,35 @@ def test_resume_repeats_the_uninterrupted_run(tiny_model_dir, questions, plugin,
         assert (before[name] - after[name]).abs().max() < 1e-6, name
 
 
+# A reward with variance only for the questions `What is a + ...?` with an even a: the others' groups have none, so
+# dynamic sampling draws more questions.
+PICKY = "def picky(completions, prompts, **kwargs):\n    even = [int(p[-1]['content'].split()[2]) % 2 == 0 for p in " \
+        "prompts]\n    return [sum(c.islower() for c in t) / max(len(t), 1) if e else 0.0 for t, e in " \
+        "zip(completions, even)]\n"
+
+
+def test_resume_with_dynamic_sampling_repeats_the_uninterrupted_run(tiny_model_dir, questions, tmp_path):
+    """The extra questions are drawn by the step's own RNG and their completions by the restored global one: a run
+    resumed mid-way samples, keeps and trains on what the uninterrupted one did."""
+    picky = tmp_path / "picky.py"
+    picky.write_text(PICKY)
+    sections = _config(tiny_model_dir, questions, picky, tmp_path / "out", reward_funcs=("picky",),
+                       dynamic_sample=True, max_resample_times=3)
+    sections["optim"] = {"max_steps": 4, "learning_rate": 1e-3, "batch_size": 8, "gradient_accumulation_steps": 2}
+    whole = run_grpo(build(sections), progress=False)
+    expected = _records(whole.run_dir)
+    assert any(r["resample_rounds"] > 0 for r in expected), expected
+    assert all(r["frac_reward_zero_std"] <= r["frac_reward_zero_std_sampled"] for r in expected)
+
+    sections["run"]["resume_from_checkpoint"] = str(whole.run_dir / "checkpoint-2")
+    got = _records(run_grpo(build(sections), progress=False).run_dir)
+    assert [r["step"] for r in got] == [1, 2, 3, 4]
+    for a, b in zip(expected, got, strict=True):
+        for key in ("reward", "loss", "resample_rounds", "frac_reward_zero_std", "frac_reward_zero_std_sampled",
+                    "completion_length", "learning_rate"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
+
+
 def test_cli_row_without_gold_is_one_line(tiny_model_dir, tmp_path, capsys):
     data = tmp_path / "bad.jsonl"
     data.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "2"}) + "\n"

@@ -17,7 +17,8 @@ from mathtune.rl.loss import LOSS_TYPES
 
 GRPO_SPELLINGS = ("--rlhf_type --ckpt_dir --num_generations --max_completion_length --reward_funcs --reward_weights "
                   "--external_plugins --beta --epsilon --epsilon_high --loss_type --scale_rewards --num_iterations "
-                  "--temperature --top_p --log_completions_steps --log_completions").split()
+                  "--temperature --top_p --dynamic_sample --max_resample_times --log_completions_steps "
+                  "--log_completions").split()
 
 
 def _sft_spellings() -> set[str]:

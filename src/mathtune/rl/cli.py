@@ -13,7 +13,7 @@ from .config import GrpoArgs, GrpoConfig, GrpoOptimDefaults, grpo_optim
 
 GRPO_KEYS = ("num_generations", "max_completion_length", "reward_funcs", "reward_weights", "external_plugins", "beta",
              "epsilon", "epsilon_high", "loss_type", "scale_rewards", "num_iterations", "grpo_temperature",
-             "grpo_top_p", "log_completions_steps")
+             "grpo_top_p", "dynamic_sample", "max_resample_times", "log_completions_steps")
 
 
 def _rlhf_sections() -> tuple[Section, ...]:

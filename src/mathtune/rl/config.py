@@ -46,6 +46,13 @@ class GrpoArgs:
     """Optimizer steps per generation batch (PPO epochs, TRL's mu)."""
     temperature: float = 1.0
     top_p: float = 1.0
+    dynamic_sample: bool = False
+    """ms-swift's dynamic_sample (DAPO's dynamic sampling): groups whose total rewards are all equal have zero
+    advantage and teach nothing, so they are dropped and more questions sampled in their place; the step keeps its
+    number of groups."""
+    max_resample_times: int = 3
+    """With dynamic_sample, extra sampling rounds per step at most; a step still short of groups with reward
+    variance after them is filled back up with the first round's zero-std groups."""
     log_completions_steps: int = field(default=10, metadata=MAY_CHANGE_ON_RESUME)
     """Write this step's sampled completions and rewards to completions.jsonl every N steps."""
 
@@ -60,6 +67,10 @@ class GrpoArgs:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"--{name} must be a positive whole number, got {value!r}")
+        if isinstance(self.max_resample_times, bool) or not isinstance(self.max_resample_times, int) \
+                or self.max_resample_times < 0:
+            raise UserError(f"--max_resample_times must be 0 or a positive whole number, got "
+                            f"{self.max_resample_times!r}")
         if self.num_generations < 2:
             raise UserError("--num_generations must be at least 2: advantages compare completions of one prompt")
         if self.loss_type not in LOSS_TYPES:

@@ -156,7 +156,8 @@ def grpo_loop(run: RunDir, model, ref_model, tokenizer, prompts: list[Prompt], r
             if iteration == 0 or batch is None:
                 epoch, position = divmod(generation, gens_per_epoch)
                 chosen = [prompts[i] for i in _plan(len(prompts), cfg.prompts_per_step, optim.seed, epoch)[position]]
-                batch = make_generation_batch(generator, chosen, rewards, cfg, ref_model, step + 1)
+                batch = make_generation_batch(generator, chosen, rewards, cfg, ref_model, step + 1,
+                                              pool=prompts)
                 generation_s = time.perf_counter() - step_started
                 if (step + 1) % g.log_completions_steps == 0 or step == 0:
                     for line in batch.completion_lines(step + 1, [name for name, _ in rewards]):

@@ -28,6 +28,17 @@ class Rollout:
     texts: list[str]
     truncated: list[bool]
 
+    def select(self, rows: Sequence[int]) -> Rollout:
+        """These completions only, in this order (dynamic sampling keeps some groups of several rollouts)."""
+        return Rollout([self.prompt_ids[r] for r in rows], [self.completion_ids[r] for r in rows],
+                       [self.texts[r] for r in rows], [self.truncated[r] for r in rows])
+
+    @staticmethod
+    def concat(parts: Sequence[Rollout]) -> Rollout:
+        """The parts' completions one after another (groups stay consecutive)."""
+        return Rollout([ids for p in parts for ids in p.prompt_ids], [ids for p in parts for ids in p.completion_ids],
+                       [t for p in parts for t in p.texts], [c for p in parts for c in p.truncated])
+
 
 def sample(generator: Generator, prompts: Sequence[Prompt], *, num_generations: int, max_completion_length: int,
            temperature: float, top_p: float, batch_size: int = 32, progress: bool = False) -> Rollout:
