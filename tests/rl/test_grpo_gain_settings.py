@@ -56,4 +56,13 @@ def test_question_file_asks_what_the_rg_path_asks_for_the_rows_after_sfts(gain, 
 
 
 def test_sft_rows_reads_the_recipes_gsm_count(gain):
-    assert gain.sft_rows(gain.sweep2.load_config()) == 6000
+    assert gain.sft_rows(gain.sweep2.load_config()) == 18000
+
+
+def test_the_filter_and_epoch_flags_reach_grpo(gain, tmp_path):
+    # The 2026-12-03 call ran GRPO on the filtered questions for up to 3 epochs, after the recipe's 18,000 gsm rows.
+    args = gain.parse_args(["--out", str(tmp_path / "out.jsonl"), "--filter_samples", "8", "--epochs", "3",
+                            "--sft_gsm_rows", "18000", "--learning_rate", "3e-4"])
+    assert (args.filter_samples, args.sft_gsm_rows) == (8, 18000)
+    cfg = config_from(build_parser("rlhf").parse_args(gain.grpo_argv(args, "ckpt", tmp_path / "runs", tmp_path / "q")))
+    assert (cfg.optim.num_train_epochs, cfg.optim.learning_rate) == (3, 3e-4)
