@@ -1,4 +1,5 @@
-"""The set registry: one entry per dataset, and gsm-symbolic's held-out templates kept out of every training row."""
+"""The set registry: one entry per dataset, and the held-out structures (gsm-symbolic's templates,
+propositional_logic's 4-variable problems) kept out of every training row."""
 
 from __future__ import annotations
 
@@ -26,14 +27,16 @@ def test_gsm8k_is_registered_once_with_both_splits():
 def test_benchmark_names_put_each_unseen_split_after_its_task():
     names = sets.benchmark_names()
     assert names[:2] == ["rg:gsm-symbolic", "rg:gsm-symbolic-unseen"]
-    assert [n for n in names if n.endswith("-unseen")] == ["rg:gsm-symbolic-unseen"]
+    assert [n for n in names if n.endswith("-unseen")] == ["rg:gsm-symbolic-unseen", "rg:propositional_logic-unseen"]
+    assert names[names.index("rg:propositional_logic") + 1] == "rg:propositional_logic-unseen"
     assert names[-5:] == ["champ", "gsm8k", "math500", "cmath", "svamp"]
 
 
 def test_rg_names():
     assert sets.rg_benchmark("gsm_symbolic-unseen") == ("gsm-symbolic", True)
     assert sets.rg_benchmark("basic_arithmetic") == ("arithmetic", False)
-    with pytest.raises(UserError, match="only gsm-symbolic has an unseen split"):
+    assert sets.rg_benchmark("propositional-logic-unseen") == ("propositional_logic", True)
+    with pytest.raises(UserError, match="unseen splits exist only for gsm-symbolic, propositional_logic"):
         sets.rg_benchmark("arithmetic-unseen")
     with pytest.raises(UserError, match="unknown task 'zebra'"):
         sets.rg_task("zebra")
@@ -94,3 +97,30 @@ def test_an_unseen_split_is_not_a_training_source():
         assert "\n" not in message and "cannot be trained on; train on rg:gsm-symbolic" in message
     with pytest.raises(UserError, match="has no held-out structures"):
         generators.eval_items("arithmetic", 1, 0, unseen=True)
+
+
+def _variables(split: str, seed: int, indices: list[int]) -> list[int]:
+    # Rebuilt from reasoning-gym itself, not from mathtune's filter.
+    dataset = reasoning_gym.create_dataset(
+        "propositional_logic", seed=generators._derived_seed("propositional_logic", split, seed), size=100_000
+    )
+    return [len(dataset[i]["metadata"]["variables"]) for i in indices]
+
+
+@settings(max_examples=8, deadline=None)
+@given(n=st.integers(1, 300), seed=st.integers(0, 2**31 - 1))
+def test_no_propositional_logic_training_row_has_the_held_out_size(n, seed):
+    rows = generators.generate("propositional_logic", n, seed)
+    indices = [int(row.origin.rpartition("[")[2].rstrip("]")) for row in rows]
+    assert len(rows) == n
+    sizes = _variables("train", seed, indices)
+    assert set(sizes) <= {2, 3} and not set(sizes) & sets.PROPOSITIONAL_LOGIC_HELD_OUT
+
+
+@pytest.mark.parametrize("unseen", [False, True])
+def test_propositional_logic_pools_split_by_number_of_variables(unseen):
+    items = generators.eval_items("propositional_logic", 200, seed=7, unseen=unseen)
+    sizes = _variables("eval", 7, [item["entry"]["metadata"]["source_index"] for item in items])
+    assert sizes == [item["structure"] for item in items]
+    assert set(sizes) == ({4} if unseen else {2, 3})
+    assert len({item["question"] for item in items}) == 200

@@ -19,8 +19,11 @@ RG_NAMES = [f"rg:{task}" for task in generators.list_tasks()]
 
 
 def test_registry_lists_every_set():
-    unseen = ["rg:gsm-symbolic-unseen"]  # only gsm-symbolic holds structures (templates) out
-    assert list_benchmarks() == [RG_NAMES[0], *unseen, *RG_NAMES[1:], "champ", "gsm8k", "math500", "cmath", "svamp"]
+    # Each task that holds structures out is followed by its unseen split.
+    logic = RG_NAMES.index("rg:propositional_logic") + 1
+    assert list_benchmarks() == [RG_NAMES[0], "rg:gsm-symbolic-unseen", *RG_NAMES[1:logic],
+                                 "rg:propositional_logic-unseen", *RG_NAMES[logic:], "champ", "gsm8k", "math500",
+                                 "cmath", "svamp"]
 
 
 def test_unknown_benchmark_lists_known_ones():
@@ -314,3 +317,14 @@ def test_a_cloned_repository_folder_gives_its_test_split_only(tmp_path):
     (tmp_path / "main" / "test-00000-of-00001.jsonl").unlink()
     with pytest.raises(UserError, match="holds no files of the 'test' split"):
         get_benchmark(f"gsm8k={tmp_path / 'main'}").load()
+
+
+def test_propositional_logic_unseen_asks_only_four_variable_problems_with_reasoning_gyms_checker():
+    seen = get_benchmark("rg:propositional_logic").load(limit=100, seed=0)
+    bench = get_benchmark("rg:propositional_logic-unseen")
+    assert bench.checker == get_benchmark("rg:propositional_logic").checker == "rg"
+    unseen = bench.load(limit=100, seed=0)
+    assert {item.meta["structure"] for item in unseen} == {4}
+    assert {item.meta["structure"] for item in seen} <= {2, 3}
+    assert not {item.question for item in seen} & {item.question for item in unseen}
+    assert rg_score(unseen[0], unseen[0].gold) == 1.0

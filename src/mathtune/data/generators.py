@@ -16,10 +16,11 @@ The arithmetic tasks mixed into gsm-symbolic (leg_counting, products, gcd, lcm, 
 reply with their worked steps (place-value products, Euclid's divisions, successive prime divisions), since a
 reply that gives only the answer would teach the format and not the steps a word problem needs.
 
-Tasks with a structural split (``mathtune.sets.RgTask.held_out``; today gsm-symbolic, whose templates 0, 5, ...,
-95 are held out) also keep structures apart: training rows and the ``eval`` pool come only from the other
-structures, and ``eval_items(task, n, seed, unseen=True)`` is a second pool drawn only from the held-out ones
-(benchmark ``rg:TASK-unseen``). A structure id is read before an item is generated, so the filter costs nothing.
+Tasks with a structural split (``mathtune.sets.RgTask.held_out``: gsm-symbolic, whose templates 0, 5, ..., 95 are
+held out, and propositional_logic, whose problems with 4 variables are) also keep structures apart: training rows
+and the ``eval`` pool come only from the other structures, and ``eval_items(task, n, seed, unseen=True)`` is a
+second pool drawn only from the held-out ones (benchmark ``rg:TASK-unseen``). A gsm-symbolic template id is read
+before its item is generated, so that filter costs nothing.
 
 reasoning-gym seeds item i with ``Random(seed + i)``, so nearby seeds share items: the two splits' seeds are derived
 by hashing, and the question filter makes the guarantee hold regardless. Different user seeds can still repeat a
@@ -250,8 +251,8 @@ class _Task:
     # Items failing this are skipped: propositional_logic's example conclusion is sometimes rejected by its own
     # checker, and simple_equations sometimes cancels the variable out ("0 = 0").
     valid: Callable[[Any, dict[str, Any]], bool] = lambda dataset, entry: True
-    # The structure id of item idx, read without generating the item (gsm_symbolic: its template generator), for
-    # tasks that hold structures out (sets.RgTask.held_out); skipping by it costs nothing.
+    # The structure id of item idx (gsm_symbolic: its template generator, read without generating the item), for
+    # tasks that hold structures out (sets.RgTask.held_out).
     structure: Callable[[Any, int], int] | None = None
 
 
@@ -278,6 +279,8 @@ _TASKS: dict[str, _Task] = {
         _logic_response,
         gold=lambda e: e["metadata"]["example_answer"],
         valid=lambda dataset, e: dataset.score_answer(e["metadata"]["example_answer"], e) >= 1.0,
+        # The number of variables; reading it generates the item (0.1 ms), which the split's filter then repeats.
+        structure=lambda dataset, idx: len(dataset[idx]["metadata"]["variables"]),
     ),
     # The answer alone: what the quickstart's CPU budget can teach (a worked reply would triple its tokens).
     "number_sequence": _Task(lambda e: final_line(e["answer"]), key=lambda e: match_text(e["question"])),
