@@ -31,6 +31,17 @@ def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [s for s, _ in points], [v for _, v in points]
 
 
+def _companions(key: str, records: list[dict]) -> list[str]:
+    """Measures drawn in `key`'s panel too: each reward function beside the total, and with --dynamic_sample the
+    zero-std share of the first sampling round (what it would have been without resampling) beside the trained one."""
+    names = dict.fromkeys(k for r in records for k in r)
+    if key == "reward":
+        return [k for k in names if k.startswith("rewards/")]
+    if key == "frac_reward_zero_std":
+        return [k for k in names if k == "frac_reward_zero_std_sampled"]
+    return []
+
+
 def _draw(records: list[dict], run_dir: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -40,12 +51,13 @@ def _draw(records: list[dict], run_dir: Path) -> Path:
     FigureCanvasAgg(fig)
     for index, (key, title) in enumerate(PANELS, start=1):
         ax = fig.add_subplot(2, 4, index)
-        keys = [key] + ([k for k in dict.fromkeys(k for r in records for k in r) if k.startswith("rewards/")]
-                        if key == "reward" else [])
+        keys = [key] + _companions(key, records)
+        drawn = 0
         for name in keys:
             steps, values = _series(records, name)
             if not values:
                 continue
+            drawn += 1
             line, = ax.plot(steps, values, linewidth=1, alpha=0.5, label=name)
             if smoothing_weight(len(values)) > 0:
                 ax.plot(steps, smooth(values), color=line.get_color(), linewidth=2)
@@ -55,7 +67,7 @@ def _draw(records: list[dict], run_dir: Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-        if key == "reward" and len(ax.lines) > 1:
+        if drawn > 1:
             ax.legend(fontsize=7)
     fig.suptitle(f"GRPO {run_dir.name}")
     fig.tight_layout()
