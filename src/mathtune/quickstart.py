@@ -52,8 +52,8 @@ GSM_REPLAY_ROWS = 600
 # The CUDA quickstart trains the recipe scaled to this many gsm-symbolic rows (every source by the same factor, as
 # --train_rows does): a third of it. On one H200 (docs/results.md, 2026-12-03) the recipe at 6,000 gsm rows took the
 # whole quickstart 153 s (training 103 s) for seen templates 1% -> 18%; the whole recipe trains 2.4x as long (237 s
-# against 98 s in the same sweep, 32% on seen templates), which would bring the quickstart to about 5 minutes, the most
-# the issue allows. `--train_rows 18000` runs the whole recipe.
+# against 98 s in the same sweep, 32% on seen templates), which would bring the quickstart to about the 5 minutes it
+# is meant to stay within. `--train_rows 18000` runs the whole recipe.
 GSM_QUICK_ROWS = 6000
 # 200 questions per split: a 10-point gain on the unseen split then has intervals that can separate (at 1% -> 11%,
 # Wilson [0.3, 3.6] and [7.4, 16]). Batches of 256: a 135M model's decoding step is launch-bound, so it costs about
