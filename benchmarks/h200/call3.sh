@@ -5,7 +5,7 @@
 source benchmarks/h200/env.sh || exit 3
 set -o pipefail
 pick=$(python3 - <<'PY'
-import json, re
+import json
 best = None
 for line in open("/tmp/sweep3/sweep2.jsonl"):
     r = json.loads(line)
