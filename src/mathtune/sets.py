@@ -174,9 +174,10 @@ GSM_SYMBOLIC_HELD_OUT = frozenset(range(0, 100, 5))
 PROPOSITIONAL_LOGIC_HELD_OUT = frozenset({4})
 """propositional_logic problems with 4 variables, the most its generator draws (2-4, about a third each), held out
 of training: rg:propositional_logic-unseen asks whether what was learned on 2-3 variables carries to more (problem
-size). The other generators have no split: their sizes are either part of a recipe's measured mix (arithmetic,
-products, leg_counting) or of a measured untrained-task check (equations, chain_sum), whose figures a split would
-change, or they have one structure (syllogism, number_sequence)."""
+size). The other generators have no split yet. Those in the default recipe's measured mix (arithmetic, leg_counting,
+products, gcd, lcm, prime_factorization, count_bits), in a measured untrained-task check (equations, chain_sum) or
+the CPU quickstart's task (number_sequence) keep their pools, whose figures a split would change; knights_knaves is
+drawn at one size (2 people); syllogism (its quantifier kinds) and fractions (value size) could be split next."""
 
 RG_TASKS: dict[str, RgTask] = {
     task.name: task
