@@ -189,16 +189,13 @@ def filter_stage(args, sft: str, questions: Path) -> tuple[Path, dict[str, Any]]
     from collections import Counter
 
     from mathtune.generate import Generator, Sampling
-    from mathtune.model import load_for_inference
     from mathtune.rl.prompts import load_prompts
     from mathtune.rl.rewards import accuracy
 
     k = args.filter_samples
     started = time.perf_counter()
     prompts = load_prompts([str(questions)], seed=sweep2.DATA_SEED)
-    model, tokenizer, _ = load_for_inference(sft)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    model, tokenizer = sweep2.load_merged(sft)
     try:
         sampling = Sampling(max_new_tokens=args.max_completion_length, temperature=args.temperature, n=k, seed=7)
         outputs = Generator(model, tokenizer).generate([list(p.messages) for p in prompts], sampling,

@@ -137,12 +137,17 @@ def _commonest(records: list[dict[str, Any]]) -> float:
     return golds.most_common(1)[0][1] / len(records) if records else 0.0
 
 
-def load_and_evaluate(checkpoint: str | None, limits, out_dir: Path, max_new_tokens: int) -> dict[str, Any]:
+def load_merged(checkpoint: str | None):
+    """(model, tokenizer) of a checkpoint (None: the base model), a LoRA adapter merged in: LoRA layers add launches
+    to every decoding step."""
     from mathtune.model import load_for_inference
 
     model, tokenizer, _ = load_for_inference(checkpoint)
-    if hasattr(model, "merge_and_unload"):  # LoRA layers add launches to every decoding step
-        model = model.merge_and_unload()
+    return (model.merge_and_unload() if hasattr(model, "merge_and_unload") else model), tokenizer
+
+
+def load_and_evaluate(checkpoint: str | None, limits, out_dir: Path, max_new_tokens: int) -> dict[str, Any]:
+    model, tokenizer = load_merged(checkpoint)
     try:
         return evaluate(model, tokenizer, limits, out_dir, max_new_tokens)
     finally:
