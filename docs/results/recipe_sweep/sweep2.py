@@ -14,6 +14,10 @@ variant to --out as soon as it is done, so a timeout keeps every finished varian
   rows2x     the default with twice the gsm-symbolic rows
   rows3x     the default with three times the gsm-symbolic rows (data scale: the generators are unlimited, and the
              default's errors on seen templates are mostly its arithmetic, e.g. "3 * 151 = 479")
+  b128       the default's data in steps of 128 rows (one 64k-token pack) at lr 1e-3 (twice the rate for four times
+             the batch, the square-root rule): a 135M model's step is launch-bound, so a step of 128 rows costs little
+             more than one of 32 (docs/benchmarks.md: 74,627 useful tok/s at 32 rows a step, 115,491 at 256)
+  b128_rows3x  b128 with three times the gsm-symbolic rows, in about the default's training time
 
 Each trained variant goes through mathtune's own `run_sft` (packed fast path) and is then answered on rg:gsm-symbolic
 (seen templates, 200), rg:gsm-symbolic-unseen (held-out templates, 200), rg:equations (never trained on, 100) and
@@ -60,6 +64,8 @@ TUTORIAL = {"lora_rank": 8, "lora_alpha": 32, "lora_dropout": 0.05, "target_modu
             "learning_rate": 1e-4, "batch_size": 16, "gradient_accumulation_steps": 1, "lr_scheduler_type": "linear",
             "warmup_ratio": 0.05, "num_train_epochs": 1}
 
+BIG_STEPS = {"batch_size": 128, "packing_length": 65536, "learning_rate": 1e-3}
+
 
 def variants(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(name, overrides of the config file's options), in priority order."""
@@ -77,6 +83,8 @@ def variants(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         ("2ep", {"num_train_epochs": 2}),
         ("rows2x", {"dataset": scaled(2)}),
         ("rows3x", {"dataset": scaled(3)}),
+        ("b128", BIG_STEPS),
+        ("b128_rows3x", {**BIG_STEPS, "dataset": scaled(3)}),
     ]
 
 
