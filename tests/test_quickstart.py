@@ -72,13 +72,13 @@ def test_the_plan_follows_the_device_unless_a_task_is_given():
 
 def test_the_gsm_recipe_scales_every_source_and_adds_replay_rows(tmp_path):
     full = quickstart.gsm_config(str(tmp_path), None, 42, tmp_path / "replay.jsonl").data.dataset
-    assert full[:2] == ("rg:gsm-symbolic#18000", "rg:arithmetic#500")
+    assert full[:2] == ("rg:gsm-symbolic#48000", "rg:arithmetic#500")
     assert full[-1] == f"{tmp_path / 'replay.jsonl'}#600"
-    small = quickstart.gsm_config(str(tmp_path), 1800, 42, None).data.dataset
-    assert small == ("rg:gsm-symbolic#1800", *(f"{d.rpartition('#')[0]}#50" for d in full[1:-1]))
-    # The CUDA quickstart's default size: a third of the recipe, every source alike (replay rows included).
-    third = quickstart.gsm_config(str(tmp_path), quickstart.GSM_QUICK_ROWS, 42, tmp_path / "r.jsonl").data.dataset
-    assert third[0] == "rg:gsm-symbolic#6000" and third[1] == "rg:arithmetic#167" and third[-1].endswith("#200")
+    small = quickstart.gsm_config(str(tmp_path), 4800, 42, None).data.dataset
+    assert small == ("rg:gsm-symbolic#4800", *(f"{d.rpartition('#')[0]}#50" for d in full[1:-1]))
+    # The CUDA quickstart's default size: the whole recipe, replay rows included.
+    whole = quickstart.gsm_config(str(tmp_path), quickstart.GSM_QUICK_ROWS, 42, tmp_path / "r.jsonl").data.dataset
+    assert whole[:-1] == full[:-1] and whole[-1].endswith("#600")
 
 
 def test_gsm_quickstart_shows_seen_and_unseen_templates(tmp_path, tiny_model_dir, capsys, monkeypatch):

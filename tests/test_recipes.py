@@ -20,7 +20,7 @@ def load(name: str, *flags: str):
 def test_the_embedded_recipe_is_what_the_cuda_quickstart_runs(tmp_path):
     cfg = load("smollm2-135m-math.yaml", "--output_dir", str(tmp_path))
     assert cfg.model.model_id_or_path is None  # the embedded model
-    assert cfg.data.dataset[0] == "rg:gsm-symbolic#18000" and len(cfg.data.dataset) == 8  # gsm + seven arithmetic tasks
+    assert cfg.data.dataset[0] == "rg:gsm-symbolic#48000" and len(cfg.data.dataset) == 8  # gsm + seven arithmetic tasks
     assert "rg:gsm-symbolic-unseen" in cfg.eval_benchmarks
     # The quickstart builds the same sft config in code (the file is not installed with the package); everything it
     # trains with must match, apart from its replay rows (added after the recipe's own sources).
@@ -71,10 +71,11 @@ def test_every_sweep2_variant_is_a_valid_sft_config(tmp_path):
         1e-4, "linear", 0.05)
     assert tutorial.optim.batch_size * tutorial.optim.gradient_accumulation_steps == 16
     assert tutorial.data.dataset == default.data.dataset  # the same data
-    assert built["gsm_only"].data.dataset == ("rg:gsm-symbolic#18000",)
-    for name, k in (("rows2x", 2), ("rows3x", 3)):  # more gsm rows, the same mix
-        assert built[name].data.dataset[0] == f"rg:gsm-symbolic#{k * 18000}"
+    assert built["gsm_only"].data.dataset == ("rg:gsm-symbolic#48000",)
+    for name, rows_a_step in (("gsm18k", 32), ("b128", 128)):  # fewer gsm rows, the same mix
+        assert built[name].data.dataset[0] == "rg:gsm-symbolic#18000"
         assert built[name].data.dataset[1:] == default.data.dataset[1:]
+        assert built[name].optim.batch_size == rows_a_step
     assert (built["full_fp32"].lora.sft_type, built["full_fp32"].model.dtype) == ("full", "fp32")
     smoke = sweep2.build_config({}, tmp_path / "smoke", smoke=True).data.dataset
-    assert smoke[0] == "rg:gsm-symbolic#18" and all(d.endswith("#2") for d in smoke[1:])
+    assert smoke[0] == "rg:gsm-symbolic#48" and all(d.endswith("#2") for d in smoke[1:])

@@ -7,7 +7,7 @@ Two sizes, picked by the device unless --task says otherwise:
 
 - a CPU learns rg:number_sequence's short answers (400 rows, 100 questions, 64 new tokens: minutes on 2 cores);
 - CUDA runs the default GSM recipe (configs/smollm2-135m-math.yaml, kept equal to GSM_RECIPE by
-  tests/test_recipes.py) at a third of its size (GSM_QUICK_ROWS) and answers 200 questions each of rg:gsm-symbolic
+  tests/test_recipes.py) whole (GSM_QUICK_ROWS) and answers 200 questions each of rg:gsm-symbolic
   (seen templates), rg:gsm-symbolic-unseen (held-out templates) and the untrained rg:equations with up to 512 new
   tokens: step-by-step answers.
 """
@@ -38,23 +38,21 @@ SHOWN = 3
 DEFAULT_TRAIN_ROWS = 400
 # The default recipe (configs/smollm2-135m-math.yaml; tests/test_recipes.py keeps the two equal), as sft options.
 GSM_RECIPE: dict[str, Any] = {
-    "dataset": ("rg:gsm-symbolic#18000", "rg:arithmetic#500", "rg:leg_counting#500", "rg:products#500", "rg:gcd#500",
+    "dataset": ("rg:gsm-symbolic#48000", "rg:arithmetic#500", "rg:leg_counting#500", "rg:products#500", "rg:gcd#500",
                 "rg:lcm#500", "rg:prime_factorization#500", "rg:count_bits#500"),
     "max_length": 1024, "sft_type": "lora", "lora_rank": 16, "lora_alpha": 32, "target_modules": ("all-linear",),
-    "learning_rate": 5e-4, "num_train_epochs": 1.0, "batch_size": 32, "gradient_accumulation_steps": 1,
-    "packing_length": 32768, "gradient_checkpointing": False, "use_liger_kernel": False, "logging_steps": 10,
+    "learning_rate": 1e-3, "num_train_epochs": 1.0, "batch_size": 128, "gradient_accumulation_steps": 1,
+    "packing_length": 65536, "gradient_checkpointing": False, "use_liger_kernel": False, "logging_steps": 10,
     "eval_steps": 100, "save_steps": 1000,
 }
 # The base model's replies to everyday prompts (29 finish within 96 tokens), repeated to this many rows: about 3% of
 # the training tokens (their ~92 tokens against the recipe's ~2M); once each they would be 0.1%, where the CPU run's
 # 7% kept the model answering ordinary questions. Repeating them is safe: they are the model's own replies.
 GSM_REPLAY_ROWS = 600
-# The CUDA quickstart trains the recipe scaled to this many gsm-symbolic rows (every source by the same factor, as
-# --train_rows does): a third of it. On one H200 (docs/results.md, 2026-12-03) the recipe at 6,000 gsm rows took the
-# whole quickstart 153 s (training 103 s) for seen templates 1% -> 18%; the whole recipe trains 2.4x as long (237 s
-# against 98 s in the same sweep, 32% on seen templates), which would bring the quickstart to about the 5 minutes it
-# is meant to stay within. `--train_rows 18000` runs the whole recipe.
-GSM_QUICK_ROWS = 6000
+# The CUDA quickstart trains this many gsm-symbolic rows (other sources scaled alike, as --train_rows does): the whole
+# recipe. On one H200 (docs/results.md, "Quickstart (CUDA)", 2026-12-04) it trained in 178 s and the whole quickstart,
+# both evaluations included, stays within its 5 minutes; `--train_rows 16000` runs a third of it.
+GSM_QUICK_ROWS = 48000
 # 200 questions per split: a 10-point gain on the unseen split then has intervals that can separate (at 1% -> 11%,
 # Wilson [0.3, 3.6] and [7.4, 16]). Batches of 256: a 135M model's decoding step is launch-bound, so it costs about
 # the same for 1 row or 256 (docs/benchmarks.md); Generator's loop (mathtune.decode) brings its own static cache.
@@ -77,7 +75,7 @@ class QuickstartArgs:
     """`mathtune quickstart`'s options."""
 
     output_dir: str = "output"
-    train_rows: int | None = None  # None: the plan's own size (400 short rows; a third of the GSM recipe)
+    train_rows: int | None = None  # None: the plan's own size (400 short rows; the whole GSM recipe)
     task: str | None = None  # None: by device, the GSM recipe on CUDA and number_sequence elsewhere
 
     def __post_init__(self) -> None:

@@ -56,7 +56,7 @@ def test_question_file_asks_what_the_rg_path_asks_for_the_rows_after_sfts(gain, 
 
 
 def test_sft_rows_reads_the_recipes_gsm_count(gain):
-    assert gain.sft_rows(gain.sweep2.load_config()) == 18000
+    assert gain.sft_rows(gain.sweep2.load_config()) == 48000
 
 
 def test_the_filter_and_epoch_flags_reach_grpo(gain, tmp_path):
