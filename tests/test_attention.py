@@ -1,4 +1,5 @@
-"""Varlen attention: on the CPU it equals SDPA with a block-diagonal mask and a model with it equals one without;
+"""Varlen attention: on the CPU it equals per-row SDPA, never attends across or over more than one row, and a model
+with it equals one without;
 the kernel route in a model equals SDPA (a per-row reference kernel stands in for flash on the CPU); a model's kernel
 is its own. On a GPU: the public torch.nn.attention.varlen and the private aten ops give the same outputs and
 gradients."""
@@ -20,12 +21,6 @@ def test_cu_seqlens_from_restarting_positions():
     assert cu.tolist() == [0, 3, 4, 8, 10] and cu.dtype == torch.int32 and longest == 4
     cu, longest = attention.cu_seqlens(torch.arange(7)[None])
     assert cu.tolist() == [0, 7] and longest == 7
-
-
-def test_block_causal_mask():
-    mask = attention.block_causal_mask(torch.tensor([0, 2, 5], dtype=torch.int32), 5, "cpu")[0, 0]
-    want = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 1]])
-    assert torch.equal(mask, want.bool())
 
 
 class _Module(torch.nn.Module):
@@ -78,6 +73,44 @@ def test_model_with_varlen_attention_matches_sdpa_packed_and_padded(tiny_model_d
                        sdpa.generate(input_ids=ids, attention_mask=mask, **kwargs))
 
 
+
+
+def test_cpu_fast_path_runs_packed_rows_one_by_one_and_matches_transformers_mask(tiny_model_dir, tiny_tokenizer,
+                                                                                 monkeypatch):
+    """fastpath.apply on the CPU sends packed rows through per_row_attention: the loss and gradients equal
+    transformers' SDPA with its block-diagonal mask, and no attention call ever sees more than one row (the (L x L)
+    mask of a 64k-token pack would take 4 GiB before SDPA's scores)."""
+    from mathtune import fastpath
+    from mathtune.config import FastArgs
+
+    data = examples(tiny_tokenizer, 4)
+    batch = collate(data, [0, 1, 2, 3], packing=True, pad_id=tiny_tokenizer.pad_token_id)
+    longest = max(len(data[i]) for i in range(4))
+    cpu = torch.device("cpu")
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording(query, key, value, attn_mask=None, **kwargs):
+        seen.append((query.shape[-2], key.shape[-2], attn_mask is None))
+        return sdpa(query, key, value, attn_mask=attn_mask, **kwargs)
+
+    results = []
+    for route in ("transformers", "per_row"):
+        model = load_model(tiny_model_dir, "fp32", "cpu")
+        if route == "per_row":
+            report = fastpath.apply(model, FastArgs(), cpu).report
+            assert report["attention"].startswith(attention.NAME + " (per-row sdpa")
+            monkeypatch.setattr(F, "scaled_dot_product_attention", recording)
+        loss = loss_sum(model, batch, cpu)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    monkeypatch.undo()
+    assert len(seen) == 2 * 4  # 2 layers x 4 rows
+    assert all(q == k <= longest and no_mask for q, k, no_mask in seen)
+    (want, want_grads), (got, got_grads) = results
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6)
 
 
 def test_flash_selftest_declines_without_cuda():

@@ -9,7 +9,7 @@ from test_train import examples
 from mathtune import fastpath
 from mathtune.config import FastArgs
 from mathtune.data.packing import collate
-from mathtune.fastpath import FastPath, switch
+from mathtune.fastpath import FastPath, attention, switch
 from mathtune.fastpath.checkpointing import set_gradient_checkpointing
 from mathtune.fastpath.lora import fast_lora
 from mathtune.fastpath.loss import loss_sum
@@ -65,15 +65,17 @@ def test_loss_on_trained_positions_equals_full_logits_loss(tiny_model_dir, tiny_
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
-def test_apply_changes_nothing_but_checkpointing_on_cpu(tiny_model_dir, checkpointing, lora_model):
+def test_apply_changes_only_checkpointing_and_packed_attention_on_cpu(tiny_model_dir, checkpointing, lora_model):
     model = lora_model(tiny_model_dir)
     before = {n: type(m) for n, m in model.named_modules()}
     path = fastpath.apply(model, FastArgs(gradient_checkpointing=checkpointing), "cpu")
     assert path.fused_linear_ce is None
     assert {n: type(m) for n, m in model.named_modules()} == before
     assert not any("forward" in vars(m) for m in model.modules())
-    assert model.get_base_model().config._attn_implementation == "sdpa"
-    assert path.report["attention"] == "sdpa"
+    # packed rows run SDPA row by row (no flash kernel here): mathtune_varlen without a kernel
+    assert model.get_base_model().config._attn_implementation == attention.NAME
+    assert attention.kernel_of(model) is None
+    assert path.report["attention"] == "mathtune_varlen (per-row sdpa: not a CUDA device)"
     assert "fast_lora_modules" not in path.report and "liger" not in path.report
     layers = model.get_base_model().model.layers
     assert [layer.gradient_checkpointing for layer in layers] == [checkpointing] * 2

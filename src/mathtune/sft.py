@@ -180,7 +180,8 @@ def train_in(run: RunDir, model, tokenizer, train_set: Sequence[Encoded], val_se
         return run.save(model, tokenizer, state, weights)
 
     return train(model, train_set, val_set, cfg.optim, loss_fn=loss_fn,
-                 capacity=packing_capacity(cfg.optim, cfg.data.max_length), pad_id=tokenizer.pad_token_id,
+                 capacity=packing_capacity(cfg.optim, cfg.data.max_length, default_device()),
+                 pad_id=tokenizer.pad_token_id,
                  logging_steps=cfg.run.logging_steps, save_steps=cfg.run.save_steps, eval_steps=cfg.run.eval_steps,
                  state=None if run.resume is None else load_state(run.resume), origins=origins,
                  on_start=run.begin, on_log=(lambda record: run.log.write(record)) if run.writer else None,

@@ -386,16 +386,26 @@ def _check_weights(params: list, step: int) -> None:
 
 
 DEFAULT_PACKING_LENGTH = 8192
+# Off CUDA, a packed micro-batch holds at most this many tokens (or one row of --max_length): activations grow with
+# the tokens of a forward, and on a 2-core, 24 GiB CPU the embedded model's backward over 8,100 packed tokens peaked at
+# 22 GiB (full fine-tuning, fp32) while the default recipe's 128-row packs (about 19,000 tokens) were killed for
+# memory. A CPU gains nothing from longer forwards, and a step holds the same rows whatever the packing.
+CPU_PACKING_LENGTH = 4096
 
 
-def packing_capacity(optim: OptimArgs, max_length: int) -> int:
-    """Tokens per packed micro-batch: --packing_length, else max(batch_size * max_length, 8192).
+def packing_capacity(optim: OptimArgs, max_length: int, device=None) -> int:
+    """Tokens per packed micro-batch: --packing_length, else max(batch_size * max_length, 8192); on a device other
+    than CUDA (None counts as CUDA) at most max(max_length, CPU_PACKING_LENGTH).
 
     With SWIFT's batch 1 x accumulation 16, batch_size * max_length alone would split each step's 16 rows into about
     five 1024-token forwards; on an H200 that ran at 2,228 tokens/s against 17,299 with 8k-token micro-batches at
-    the same 16 rows per step (docs/benchmarks.md; without checkpointing in the second).
+    the same 16 rows per step (docs/benchmarks.md; without checkpointing in the second). The cap changes only how a
+    step's rows are laid into forwards: the loss of a step is its summed token loss over its trained tokens either way.
     """
-    return optim.packing_length or max(optim.batch_size * max_length, DEFAULT_PACKING_LENGTH)
+    capacity = optim.packing_length or max(optim.batch_size * max_length, DEFAULT_PACKING_LENGTH)
+    if device is not None and not str(device).startswith("cuda"):
+        capacity = min(capacity, max(max_length, CPU_PACKING_LENGTH))
+    return capacity
 
 
 def group_rows(batches) -> tuple[int, ...]:

@@ -66,3 +66,15 @@ def test_the_filter_and_epoch_flags_reach_grpo(gain, tmp_path):
     assert (args.filter_samples, args.sft_gsm_rows) == (8, 18000)
     cfg = config_from(build_parser("rlhf").parse_args(gain.grpo_argv(args, "ckpt", tmp_path / "runs", tmp_path / "q")))
     assert (cfg.optim.num_train_epochs, cfg.optim.learning_rate) == (3, 3e-4)
+
+
+def test_dynamic_sampling_and_temperature_reach_grpo(gain, tmp_path):
+    # The 2026-12-04 (second) call: rollouts at 0.7, DAPO's dynamic sampling with at most two extra rounds.
+    plain = gain.parse_args(["--out", str(tmp_path / "out.jsonl")])
+    args = gain.parse_args(["--out", str(tmp_path / "out.jsonl"), "--temperature", "0.7", "--dynamic_sample",
+                            "--max_resample_times", "2"])
+    for parsed, want in ((plain, (False, 1.0)), (args, (True, 0.7))):
+        cfg = config_from(build_parser("rlhf").parse_args(gain.grpo_argv(parsed, "ckpt", tmp_path / "r", tmp_path / "q")))
+        assert (cfg.grpo.dynamic_sample, cfg.grpo.temperature) == want
+    cfg = config_from(build_parser("rlhf").parse_args(gain.grpo_argv(args, "ckpt", tmp_path / "r", tmp_path / "q")))
+    assert cfg.grpo.max_resample_times == 2

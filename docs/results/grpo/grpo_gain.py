@@ -111,6 +111,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--loss_type", default="dapo")
     p.add_argument("--beta", type=float, default=0.0)
+    p.add_argument("--dynamic_sample", action="store_true",
+                   help="mathtune rlhf --dynamic_sample: replace zero-variance groups by fresh ones from the pool")
+    p.add_argument("--max_resample_times", type=int, default=3, help="with --dynamic_sample (ms-swift's default 3)")
     p.add_argument("--lora_rank", type=int, default=16)
     p.add_argument("--lora_alpha", type=int, default=32)
     p.add_argument("--smoke", action="store_true", help="tiny counts on the same code path (a CPU check)")
@@ -149,6 +152,8 @@ def grpo_argv(args, start: str | None, output_dir: Path, questions: Path) -> lis
             "--use_liger_kernel", "false", "--logging_steps", "1", "--log_completions_steps", "5",
             "--save_steps", "100000", "--save_total_limit", "1", "--seed", "42",
             "--data_seed", str(sweep2.DATA_SEED), "--nan_policy", "skip"]
+    if args.dynamic_sample:
+        argv += ["--dynamic_sample", "true", "--max_resample_times", str(args.max_resample_times)]
     if args.max_steps:
         argv += ["--max_steps", str(args.max_steps)]
     return argv + (["--ckpt_dir", start] if start else [])

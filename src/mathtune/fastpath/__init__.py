@@ -1,8 +1,9 @@
 """The fast path: `apply(model, FastArgs, device)` patches a model for speed and returns how to compute its loss.
 
-Every piece has a switch in `FastArgs`, and on the CPU only gradient checkpointing changes anything:
+Every piece has a switch in `FastArgs`; on the CPU only packed attention and gradient checkpointing apply:
 
-- attention: packed rows run in PyTorch's variable-length flash kernel (`fastpath.attention`), no dense mask;
+- attention: packed rows run in PyTorch's variable-length flash kernel (`fastpath.attention`), no dense mask; off
+  CUDA each row runs SDPA on its own slice (exact, and memory grows with the longest row, not the pack);
 - LoRA: the adapter branch runs in the model's dtype with its scale and sum fused into one GEMM (`fastpath.lora`);
 - liger-kernel: RMSNorm, SwiGLU, RoPE, and linear + cross-entropy without materialising logits (`fastpath.liger`);
 - memory/speed: gradient checkpointing on all or some layers, torch.compile of each layer (`fastpath.checkpointing`).
@@ -77,11 +78,16 @@ def apply(model, fast: FastArgs, device) -> FastPath:
 
 
 def _attention(model, attn_impl: str | None, device) -> str | None:
-    """Enable varlen attention where asked for and possible; returns what the report says about attention."""
-    if str(device).startswith("cuda") and attn_impl in (None, "varlen", attention.NAME):
-        reason = attention.enable(model, device)
-        if reason is not None:
-            attention.warn_fallback(reason)
-            return f"sdpa ({reason})"
+    """Enable varlen attention where asked for; returns what the report says about attention. Off CUDA (or where no
+    kernel passes its self-test) packed rows run SDPA row by row, never through a dense (L x L) mask."""
+    if attn_impl not in (None, "varlen", attention.NAME):
+        return getattr(unwrap(model).config, "_attn_implementation", None)
+    reason = attention.enable(model, device) if str(device).startswith("cuda") else "not a CUDA device"
+    if reason is None:
         return attention.NAME
-    return getattr(unwrap(model).config, "_attn_implementation", None)
+    why = attention.attach(model, None)
+    if why is not None:
+        return f"sdpa ({why})"
+    if str(device).startswith("cuda"):
+        attention.warn_fallback(reason)
+    return f"{attention.NAME} (per-row sdpa: {reason})"

@@ -12,8 +12,9 @@ model runs is a `Kernel` stored on the model's attention layers by `enable` (tra
 function with the layer, not the model), so two models in one process are independent. The kernel is only taken
 where it is exact (its device and dtypes, no padding mask, no KV cache offset, no attention dropout) and after
 `flash_selftest` passed on this GPU; everything else (CPU, padded batches, generation, a model without a kernel)
-goes to transformers' SDPA attention, with a block-diagonal mask where rows are packed, so results never depend on
-which route ran. Row offsets travel with each forward call as keyword arguments (`packed_kwargs`).
+goes to transformers' SDPA attention, row by row where rows are packed (`per_row_attention`: no L x L mask
+either), so results never depend on which route ran. Row offsets travel with each forward call as keyword arguments
+(`packed_kwargs`).
 """
 
 from __future__ import annotations
@@ -75,16 +76,6 @@ def packed_kwargs(position_ids, device) -> dict:
     cu, longest = cu_seqlens(position_ids.cpu())
     cu = cu.to(device, non_blocking=True)
     return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
-
-
-def block_causal_mask(cu, length: int, device):
-    """(1, 1, L, L) boolean mask: causal inside each row, nothing across rows (True = attend)."""
-    import torch
-
-    sizes = (cu[1:] - cu[:-1]).to(device=device, dtype=torch.long)
-    row = torch.repeat_interleave(torch.arange(sizes.numel(), device=device), sizes)
-    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
-    return ((row[:, None] == row[None, :]) & causal)[None, None]
 
 
 # --- the two ways to reach the flash kernel ---------------------------------------------------------------------------
@@ -203,12 +194,26 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
                 q, k, v = (t[0].transpose(0, 1).contiguous() for t in (query, key, value))
                 cu = cu.to(device=query.device, dtype=torch.int32)
                 return kernel.call(q, k, v, cu, longest, scaling).unsqueeze(0), None
-            if cu.numel() > 2:  # several rows and no kernel for them: exact, but with a dense mask
-                mask = block_causal_mask(cu, query.shape[2], query.device)
-                return sdpa_attention_forward(module, query, key, value, mask, scaling=scaling, dropout=dropout,
-                                              **_without_packing(kwargs))
+            if cu.numel() > 2:  # several rows and no kernel for them
+                return per_row_attention(module, query, key, value, cu, scaling, dropout, kwargs)
     return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
                                   **_without_packing(kwargs))
+
+
+def per_row_attention(module, query, key, value, cu, scaling, dropout: float, kwargs: dict):
+    """Packed rows without a kernel (the CPU, fp32): transformers' SDPA attention on each row's slice, causal, the
+    outputs concatenated. Exact like the kernel, and like it never builds the (L x L) mask, whose size (4 GiB at 64k
+    tokens, and SDPA's fp32 scores on top) made long packs impossible off the GPU; the cost is one call per row and
+    layer. query (1, Hq, L, D), key/value (1, Hkv, L, D) -> ((1, L, Hq, D), None)."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    rest = _without_packing(kwargs)
+    bounds = cu.tolist()
+    pieces = [sdpa_attention_forward(module, query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], None,
+                                     scaling=scaling, dropout=dropout, **rest)[0]
+              for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    return torch.cat(pieces, dim=1), None
 
 
 def _without_packing(kwargs: dict) -> dict:
@@ -287,9 +292,10 @@ def flash_selftest(device, heads: int = 4, kv_heads: int = 2, head_dim: int = 64
     return None
 
 
-def attach(model, kernel: Kernel) -> str | None:
-    """Switch `model` (a transformers model, or a peft model around one) to `mathtune_varlen` running `kernel`; other
-    models are left as they are. Returns None when switched, else why not."""
+def attach(model, kernel: Kernel | None) -> str | None:
+    """Switch `model` (a transformers model, or a peft model around one) to `mathtune_varlen` running `kernel` (None:
+    packed rows run `per_row_attention`); other models are left as they are. Returns None when switched, else why
+    not."""
     base = unwrap(model)
     # transformers hands the attention function the layer that calls it, so each attention layer carries the kernel
     layers = attention_layers(base)
@@ -303,7 +309,11 @@ def attach(model, kernel: Kernel) -> str | None:
     if getattr(base.config, "_attn_implementation", None) != NAME:
         return f"transformers kept attention '{base.config._attn_implementation}'"
     for layer in (base, *layers):
-        setattr(layer, KERNEL_ATTR, kernel)
+        if kernel is None:
+            if hasattr(layer, KERNEL_ATTR):
+                delattr(layer, KERNEL_ATTR)
+        else:
+            setattr(layer, KERNEL_ATTR, kernel)
     return None
 
 
