@@ -73,8 +73,7 @@ def test_dynamic_sampling_and_temperature_reach_grpo(gain, tmp_path):
     plain = gain.parse_args(["--out", str(tmp_path / "out.jsonl")])
     args = gain.parse_args(["--out", str(tmp_path / "out.jsonl"), "--temperature", "0.7", "--dynamic_sample",
                             "--max_resample_times", "2"])
-    for parsed, want in ((plain, (False, 1.0)), (args, (True, 0.7))):
-        cfg = config_from(build_parser("rlhf").parse_args(gain.grpo_argv(parsed, "ckpt", tmp_path / "r", tmp_path / "q")))
-        assert (cfg.grpo.dynamic_sample, cfg.grpo.temperature) == want
-    cfg = config_from(build_parser("rlhf").parse_args(gain.grpo_argv(args, "ckpt", tmp_path / "r", tmp_path / "q")))
-    assert cfg.grpo.max_resample_times == 2
+    configs = [config_from(build_parser("rlhf").parse_args(gain.grpo_argv(a, "ckpt", tmp_path / "r", tmp_path / "q")))
+               for a in (plain, args)]
+    assert [(c.grpo.dynamic_sample, c.grpo.temperature) for c in configs] == [(False, 1.0), (True, 0.7)]
+    assert configs[1].grpo.max_resample_times == 2
