@@ -100,8 +100,10 @@ def test_gsm_quickstart_shows_seen_and_unseen_templates(tmp_path, tiny_model_dir
             summary = json.loads((run_dir / "eval" / phase / "summary.json").read_text())
             assert summary["benchmarks"][name]["n"] == 3 and summary["settings"]["max_new_tokens"] == 8
     assert "held-out rg:gsm-symbolic-unseen questions right" in out
-    trained = json.loads((run_dir / "args.json").read_text())["data"]["dataset"]
+    saved = json.loads((run_dir / "args.json").read_text())
+    trained = saved["data"]["dataset"]
     assert trained[:2] == ["rg:gsm-symbolic#12", "rg:arithmetic#1"]
+    assert saved["optim"]["num_train_epochs"] == quickstart.GSM_QUICK_EPOCHS == 1  # the recipe's 2 exceed 5 minutes
     assert trained[-1].endswith("quickstart-replay.jsonl#1")
     assert (run_dir / "eval" / "comparison.png").is_file()
 

@@ -22,13 +22,17 @@ def test_the_embedded_recipe_is_what_the_cuda_quickstart_runs(tmp_path):
     assert cfg.model.model_id_or_path is None  # the embedded model
     assert cfg.data.dataset[0] == "rg:gsm-symbolic#48000" and len(cfg.data.dataset) == 8  # gsm + seven arithmetic tasks
     assert "rg:gsm-symbolic-unseen" in cfg.eval_benchmarks
+    assert cfg.optim.num_train_epochs == 2
     # The quickstart builds the same sft config in code (the file is not installed with the package); everything it
-    # trains with must match, apart from its replay rows (added after the recipe's own sources).
+    # trains with must match, apart from its replay rows (added after the recipe's own sources) and, in the quickstart
+    # itself, one epoch instead of two (its 5 minutes).
     quick = quickstart.gsm_config(str(tmp_path), None, cfg.data.data_seed, None)
     for section in ("model", "lora", "data", "optim", "run", "fast"):
         assert getattr(quick, section) == getattr(cfg, section), section
     with_replay = quickstart.gsm_config(str(tmp_path), None, cfg.data.data_seed, tmp_path / "replay.jsonl")
     assert with_replay.data.dataset[:-1] == cfg.data.dataset
+    one_epoch = quickstart.gsm_config(str(tmp_path), None, cfg.data.data_seed, None, quickstart.GSM_QUICK_EPOCHS)
+    assert one_epoch.optim.num_train_epochs == 1 and one_epoch.data == cfg.data and one_epoch.lora == cfg.lora
 
 
 def test_the_yi_recipe_keeps_the_tutorials_model_and_flags_still_win():
@@ -76,6 +80,9 @@ def test_every_sweep2_variant_is_a_valid_sft_config(tmp_path):
         assert built[name].data.dataset[0] == "rg:gsm-symbolic#18000"
         assert built[name].data.dataset[1:] == default.data.dataset[1:]
         assert built[name].optim.batch_size == rows_a_step
+    for name in ("gsm18k", "b128", "1ep"):  # one-epoch recipes, as measured, whatever the default's epochs
+        assert built[name].optim.num_train_epochs == 1
+    assert built["1ep"].data.dataset == default.data.dataset and built["1ep"].lora == default.lora
     assert (built["full_fp32"].lora.sft_type, built["full_fp32"].model.dtype) == ("full", "fp32")
     smoke = sweep2.build_config({}, tmp_path / "smoke", smoke=True).data.dataset
     assert smoke[0] == "rg:gsm-symbolic#48" and all(d.endswith("#2") for d in smoke[1:])

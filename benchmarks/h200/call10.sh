@@ -5,7 +5,7 @@
 source benchmarks/h200/env.sh || exit 3
 set -o pipefail
 mkdir -p /tmp/sweep10
-timeout 575 python3 docs/results/recipe_sweep/sweep2.py --out $OUT/sweep2.jsonl --work /tmp/sweep10 \
-  --eval_dir /tmp/sweep10_eval --no-base --variants full_fp32 --budget_s 560 --max_train_s 450 2>&1 \
+timeout 520 python3 docs/results/recipe_sweep/sweep2.py --out $OUT/sweep2.jsonl --work /tmp/sweep10 \
+  --eval_dir /tmp/sweep10_eval --no-base --variants full_fp32 --budget_s 505 --max_train_s 380 2>&1 \
   | tee $OUT/sweep2.log | grep -v "it/s\]\|^\s*$" | tail -6
 tar czf $OUT/sweep2_eval.tgz -C /tmp sweep10_eval

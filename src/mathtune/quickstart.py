@@ -6,8 +6,8 @@ curve, and prints where everything is and how long each stage took.
 Two sizes, picked by the device unless --task says otherwise:
 
 - a CPU learns rg:number_sequence's short answers (400 rows, 100 questions, 64 new tokens: minutes on 2 cores);
-- CUDA runs the default GSM recipe (configs/smollm2-135m-math.yaml, kept equal to GSM_RECIPE by
-  tests/test_recipes.py) whole (GSM_QUICK_ROWS) and answers 200 questions each of rg:gsm-symbolic
+- CUDA runs one epoch (GSM_QUICK_EPOCHS) of the default GSM recipe (configs/smollm2-135m-math.yaml, kept equal to
+  GSM_RECIPE by tests/test_recipes.py), all its rows (GSM_QUICK_ROWS), and answers 200 questions each of rg:gsm-symbolic
   (seen templates), rg:gsm-symbolic-unseen (held-out templates) and the untrained rg:equations with up to 512 new
   tokens: step-by-step answers.
 """
@@ -41,7 +41,7 @@ GSM_RECIPE: dict[str, Any] = {
     "dataset": ("rg:gsm-symbolic#48000", "rg:arithmetic#500", "rg:leg_counting#500", "rg:products#500", "rg:gcd#500",
                 "rg:lcm#500", "rg:prime_factorization#500", "rg:count_bits#500"),
     "max_length": 1024, "sft_type": "lora", "lora_rank": 16, "lora_alpha": 32, "target_modules": ("all-linear",),
-    "learning_rate": 1e-3, "num_train_epochs": 1.0, "batch_size": 128, "gradient_accumulation_steps": 1,
+    "learning_rate": 1e-3, "num_train_epochs": 2.0, "batch_size": 128, "gradient_accumulation_steps": 1,
     "packing_length": 65536, "gradient_checkpointing": False, "use_liger_kernel": False, "logging_steps": 10,
     "eval_steps": 100, "save_steps": 1000,
 }
@@ -49,10 +49,12 @@ GSM_RECIPE: dict[str, Any] = {
 # the training tokens (their ~92 tokens against the recipe's ~2M); once each they would be 0.1%, where the CPU run's
 # 7% kept the model answering ordinary questions. Repeating them is safe: they are the model's own replies.
 GSM_REPLAY_ROWS = 600
-# The CUDA quickstart trains this many gsm-symbolic rows (other sources scaled alike, as --train_rows does): the whole
-# recipe. On one H200 (docs/results.md, "Quickstart (CUDA)", 2026-12-04) it trained in 178 s and the whole quickstart,
-# both evaluations included, stays within its 5 minutes; `--train_rows 16000` runs a third of it.
+# The CUDA quickstart trains this many gsm-symbolic rows (other sources scaled alike, as --train_rows does): all of the
+# recipe's, for GSM_QUICK_EPOCHS epochs. On one H200 (docs/results.md, "Quickstart (CUDA)", 2026-12-04) one epoch
+# trained in 178 s and the whole quickstart, both evaluations included, took 4 min 36 s of its 5 minutes; the recipe's
+# second epoch (+132 s of training, +14 points on seen templates) does not fit. `--train_rows 16000` runs a third.
 GSM_QUICK_ROWS = 48000
+GSM_QUICK_EPOCHS = 1.0
 # 200 questions per split: a 10-point gain on the unseen split then has intervals that can separate (at 1% -> 11%,
 # Wilson [0.3, 3.6] and [7.4, 16]). Batches of 256: a 135M model's decoding step is launch-bound, so it costs about
 # the same for 1 row or 256 (docs/benchmarks.md); Generator's loop (mathtune.decode) brings its own static cache.
@@ -216,8 +218,10 @@ def _short_config(output_dir: str, task: str, rows: int, data_seed: int, replay:
     )
 
 
-def gsm_config(output_dir: str, rows: int | None, data_seed: int, replay: Path | None) -> RunConfig:
-    """GSM_RECIPE as an sft config, plus the replay rows; `rows` scales every source (None: the recipe's sizes)."""
+def gsm_config(output_dir: str, rows: int | None, data_seed: int, replay: Path | None,
+               epochs: float | None = None) -> RunConfig:
+    """GSM_RECIPE as an sft config, plus the replay rows; `rows` scales every source (None: the recipe's sizes) and
+    `epochs` replaces the recipe's (None: keep them)."""
     import argparse
     import re
 
@@ -229,6 +233,8 @@ def gsm_config(output_dir: str, rows: int | None, data_seed: int, replay: Path |
     if replay:
         dataset.append(f"{replay}#{max(1, round(GSM_REPLAY_ROWS * scale))}")
     options = {**GSM_RECIPE, "dataset": tuple(dataset), "output_dir": output_dir, "data_seed": data_seed}
+    if epochs is not None:
+        options["num_train_epochs"] = epochs
     return build_config(argparse.Namespace(config=None, **options))
 
 
@@ -236,7 +242,7 @@ def _train(output_dir: str, plan: Plan, rows: int | None, data_seed: int, replay
     from .sft import run_sft
 
     if plan.gsm:
-        cfg = gsm_config(output_dir, rows or GSM_QUICK_ROWS, data_seed, replay)
+        cfg = gsm_config(output_dir, rows or GSM_QUICK_ROWS, data_seed, replay, GSM_QUICK_EPOCHS)
     else:
         cfg = _short_config(output_dir, plan.task, rows or DEFAULT_TRAIN_ROWS, data_seed, replay)
     also = f" and the base model's own replies to everyday prompts ({replay}), so that it stays a chat model" \

@@ -4,21 +4,24 @@ An experiment record, not a tool. Runs variants in priority order within --budge
 variant to --out as soon as it is done, so a timeout keeps every finished variant:
 
   base       the untrained model
-  default    configs/smollm2-135m-math.yaml as it stands (the recipe `mathtune quickstart` runs on CUDA)
+  default    configs/smollm2-135m-math.yaml as it stands (`mathtune quickstart` on CUDA runs it for 1 epoch)
   tutorial   the tutorial's settings on the same data: LoRA r8 alpha 32 on q/k/v, lr 1e-4, 16 rows per optimizer
              step, linear schedule, warmup 0.05, 1 epoch
   gsm_only   the default without the mixed-in arithmetic tasks (what diversity adds)
   full_fp32  full fine-tuning at lr 3e-5 with fp32 weights (the earlier full run at 1e-4 was pure bf16, where
-             AdamW steps smaller than a weight's bf16 spacing round away). Not run: on the GPU fp32 has no flash
-             kernel, and packed rows then go to SDPA with a full block mask (quadratic in the pack's length)
-  2ep        the default for 2 epochs
-  gsm18k     the default until 2026-12-04: 18,000 gsm-symbolic rows, 32 rows a step (32k packs), lr 5e-4 (measured
-             as `rows3x` on 2026-12-03, when 6,000 rows were the default and rows2x/rows3x scaled it)
+             AdamW steps smaller than a weight's bf16 spacing round away). fp32 has no flash kernel: packed rows run
+             SDPA row by row (since 2dbb188; before, a dense L x L mask made it impractical), at about 7,800 tok/s
+             on an H200: 10 minutes cover under a third of one epoch
+  1ep        the default for 1 epoch (the default of 2026-12-04's first session, measured as `b128_gsm48k`; what the
+             CUDA quickstart trains)
+  gsm18k     the default until 2026-12-04: 18,000 gsm-symbolic rows, 32 rows a step (32k packs), lr 5e-4, 1 epoch
+             (measured as `rows3x` on 2026-12-03, when 6,000 rows were the default and rows2x/rows3x scaled it)
   b128       gsm18k's data in steps of 128 rows (one 64k-token pack) at lr 1e-3 (twice the rate for four times the
              batch, the square-root rule): a 135M model's step is launch-bound, so a step of 128 rows costs little
              more than one of 32 (docs/benchmarks.md: 74,627 useful tok/s at 32 rows a step, 115,491 at 256)
-The default since 2026-12-04 is b128 with 48,000 gsm-symbolic rows (measured as `b128_gsm48k`): more rows in the
-same time. More would not be new: the generator has 51,798 distinct questions of the 68 seen templates at seed 42.
+The default since 2026-12-04 is b128 with 48,000 gsm-symbolic rows (measured as `b128_gsm48k`), and since that day's
+second session for 2 epochs (measured as `2ep`): more rows, then more passes, in the same time. More rows would not be
+new: the generator has 51,798 distinct questions of the 68 seen templates at seed 42.
 
 Each trained variant goes through mathtune's own `run_sft` (packed fast path) and is then answered on rg:gsm-symbolic
 (seen templates, 200), rg:gsm-symbolic-unseen (held-out templates, 200), rg:equations (never trained on, 100) and
@@ -76,9 +79,11 @@ def variants(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         ("tutorial", TUTORIAL),
         ("gsm_only", {"dataset": tuple(gsm)}),
         ("full_fp32", {"sft_type": "full", "dtype": "fp32", "learning_rate": 3e-5}),
-        ("2ep", {"num_train_epochs": 2}),
-        ("gsm18k", {"dataset": gsm18k, "batch_size": 32, "packing_length": 32768, "learning_rate": 5e-4}),
-        ("b128", {"dataset": gsm18k, "batch_size": 128, "packing_length": 65536, "learning_rate": 1e-3}),
+        ("1ep", {"num_train_epochs": 1}),
+        ("gsm18k", {"dataset": gsm18k, "batch_size": 32, "packing_length": 32768, "learning_rate": 5e-4,
+                    "num_train_epochs": 1}),
+        ("b128", {"dataset": gsm18k, "batch_size": 128, "packing_length": 65536, "learning_rate": 1e-3,
+                  "num_train_epochs": 1}),
     ]
 
 
