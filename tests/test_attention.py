@@ -1,8 +1,7 @@
-"""Varlen attention: on the CPU it equals per-row SDPA, never attends across or over more than one row, and a model
-with it equals one without;
-the kernel route in a model equals SDPA (a per-row reference kernel stands in for flash on the CPU); a model's kernel
-is its own. On a GPU: the public torch.nn.attention.varlen and the private aten ops give the same outputs and
-gradients."""
+"""Varlen attention: on the CPU it equals per-row SDPA, each attention call sees one row, and a model with it equals
+one without; the kernel route in a model equals SDPA (a per-row reference kernel stands in for flash on the CPU); a
+model's kernel is its own. On a GPU: the public torch.nn.attention.varlen and the private aten ops give the same
+outputs and gradients."""
 
 import pytest
 import torch
