@@ -389,8 +389,8 @@ DEFAULT_PACKING_LENGTH = 8192
 # Off CUDA, a packed micro-batch holds at most this many tokens (or one row of --max_length): activations grow with
 # the tokens of a forward, and a CPU gains nothing from longer ones. The embedded model with the default recipe's LoRA
 # on a 2-core, 24 GiB CPU (benchmarks/cpu_packed_attention.py --lora --per_row_only): 4,080 tokens 34.2 s and 12.9 GiB
-# peak, 2,048 tokens 15.7 s and 7.1 GiB, 1,024 tokens 8.0 s and 4.0 GiB; the recipe's own 128-row packs (about 30,000
-# tokens) were killed for memory. A step holds the same rows whatever the packing.
+# peak, 2,048 tokens 15.7 s and 7.1 GiB, 1,024 tokens 8.0 s and 4.0 GiB; a 19,200-token pack was killed for memory
+# (the recipe's 128-row packs hold about 30,000). A step holds the same rows whatever the packing.
 CPU_PACKING_LENGTH = 2048
 
 
