@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -226,6 +227,9 @@ def _spawn_chat(model_dir, *flags: str) -> tuple[int, int]:
     (byte 0x03) reaches it as SIGINT, as in a shell. Returns (pid, terminal fd)."""
     pid, fd = pty.fork()
     if pid == 0:  # the child
+        # A shell's background job starts with SIGINT ignored, and an ignored signal stays ignored across exec (Python
+        # then installs no KeyboardInterrupt): give the chat the disposition a terminal's foreground process has.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execv(sys.executable, [sys.executable, "-m", "mathtune", "infer", "--ckpt_dir", str(model_dir), *flags])
     return pid, fd
 
@@ -251,7 +255,6 @@ def _exit_code(pid: int, fd: int, timeout: float = 90) -> int:
 def test_ctrl_c_that_does_not_interrupt_the_read_still_leaves_the_prompt():
     """A Ctrl-C whose handler runs while the prompt's read() is already blocked (here: delivered to another thread,
     as when it lands just before read() starts) must still leave the chat, not wait for the next line."""
-    import signal
     import threading
 
     master, slave = os.openpty()
@@ -264,6 +267,7 @@ def test_ctrl_c_that_does_not_interrupt_the_read_still_leaves_the_prompt():
         os.write(master, b"late line\n")  # what a blocked read would return instead
 
     helper = threading.Thread(target=ctrl_c_elsewhere_then_a_line, daemon=True)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)  # pytest may run as a background job
     try:
         started = time.monotonic()
         helper.start()
@@ -274,6 +278,7 @@ def test_ctrl_c_that_does_not_interrupt_the_read_still_leaves_the_prompt():
         assert out.getvalue().endswith("<<< \n")
     finally:
         helper.join()
+        signal.signal(signal.SIGINT, inherited)
         stdin.close()
         os.close(master)
 
