@@ -77,7 +77,7 @@ class QuickstartArgs:
     """`mathtune quickstart`'s options."""
 
     output_dir: str = "output"
-    train_rows: int | None = None  # None: the plan's own size (400 short rows; the whole GSM recipe)
+    train_rows: int | None = None  # None: the plan's own size (400 short rows; all the GSM recipe's rows)
     task: str | None = None  # None: by device, the GSM recipe on CUDA and number_sequence elsewhere
 
     def __post_init__(self) -> None:

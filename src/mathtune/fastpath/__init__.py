@@ -82,12 +82,12 @@ def _attention(model, attn_impl: str | None, device) -> str | None:
     kernel passes its self-test) packed rows run SDPA row by row, never through a dense (L x L) mask."""
     if attn_impl not in (None, "varlen", attention.NAME):
         return getattr(unwrap(model).config, "_attn_implementation", None)
-    reason = attention.enable(model, device) if str(device).startswith("cuda") else "not a CUDA device"
+    reason = attention.enable(model, device)  # off CUDA: "not a CUDA device", without a self-test
     if reason is None:
         return attention.NAME
     why = attention.attach(model, None)
     if why is not None:
         return f"sdpa ({why})"
-    if str(device).startswith("cuda"):
+    if str(device).startswith("cuda"):  # a GPU without a working kernel is worth a warning; a CPU never has one
         attention.warn_fallback(reason)
     return f"{attention.NAME} (per-row sdpa: {reason})"
