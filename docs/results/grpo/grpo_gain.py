@@ -49,6 +49,9 @@ the run, which `timeout` ends early enough for the tar to run inside the call's 
   set -o pipefail; PYTHONUNBUFFERED=1 timeout 575 python docs/results/grpo/grpo_gain.py --out $OUT/grpo_gain.jsonl \
       --keep_dir /tmp/grpo_keep --work /tmp/grpo_work 2>&1 | tee $OUT/grpo_gain.log; \
       tar czf $OUT/grpo_gain_files.tgz -C /tmp grpo_keep
+One GRPO run longer than a call (a call lasts 600 s at most): run the same command in consecutive calls on a warm
+machine with --resume in all but the first (the run continues from the checkpoint its deadline saved, sampling RNG
+included) and --no-answer in all but the last.
 CPU proof of the same code path (tiny counts, a few minutes on 2 cores):
   python docs/results/grpo/grpo_gain.py --smoke --out /tmp/grpo_smoke/out.jsonl --work /tmp/grpo_smoke/work
 """
@@ -99,6 +102,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sft_gsm_rows", type=int, default=None,
                    help="rg:gsm-symbolic rows the SFT model trained on, skipped for GRPO's questions (default: the "
                         "config file's count; give it with an --sft_checkpoint of another recipe)")
+    p.add_argument("--replay_sft_rows", type=int, default=0,
+                   help="N > 0: GRPO's questions also take the last N rows SFT trained on (rg:gsm-symbolic "
+                        "yields 51,798 distinct seen-template questions at seed 42: a long run needs more than the "
+                        "fresh ones)")
     p.add_argument("--filter_samples", type=int, default=0,
                    help="K > 0: sample K answers per question with the SFT model first and keep only questions it "
                         "gets right sometimes but not always (0 < right < K): the others give GRPO no signal")
@@ -116,6 +123,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max_resample_times", type=int, default=3, help="with --dynamic_sample (ms-swift's default 3)")
     p.add_argument("--lora_rank", type=int, default=16)
     p.add_argument("--lora_alpha", type=int, default=32)
+    p.add_argument("--resume", action="store_true",
+                   help="continue the GRPO run of an earlier call in --work and --keep_dir (rlhf's "
+                        "--resume_from_checkpoint auto): one GRPO run can then span several calls")
+    p.add_argument("--answer", action=argparse.BooleanOptionalAction, default=True,
+                   help="answer the benchmarks (SFT's, GRPO's, their paired differences); --no-answer in every "
+                        "call of a multi-call run but its last")
     p.add_argument("--smoke", action="store_true", help="tiny counts on the same code path (a CPU check)")
     args = p.parse_args(argv)
     args.keep_dir = args.keep_dir or args.out.parent / "grpo_gain_files"
@@ -156,6 +169,8 @@ def grpo_argv(args, start: str | None, output_dir: Path, questions: Path) -> lis
         argv += ["--dynamic_sample", "true", "--max_resample_times", str(args.max_resample_times)]
     if args.max_steps:
         argv += ["--max_steps", str(args.max_steps)]
+    if args.resume:
+        argv += ["--resume_from_checkpoint", "auto"]
     return argv + (["--ckpt_dir", start] if start else [])
 
 
@@ -257,7 +272,7 @@ def grpo_stage(name: str, start: str | None, cap_s: float, args, questions: Path
     """One GRPO run within its share of the time left: (its last checkpoint or None when skipped, its record)."""
     left = args.budget_s - (time.perf_counter() - sweep2.START)
     setup_s = timing.get("grpo_setup_s", 0.0 if args.smoke else GRPO_SETUP_S)
-    eval_s = predicted_eval_s(name, args, timing)
+    eval_s = predicted_eval_s(name, args, timing) if args.answer else 0.0
     share = min(cap_s, left - setup_s - eval_s - MARGIN_S)
     if share < args.min_train_s:
         return None, {"stage": name, "status": "skipped", "why": f"{left:.0f} s left; setup {setup_s:.0f} s, "
@@ -352,27 +367,33 @@ def answer(name: str, checkpoint: str, args, limits, timing) -> tuple[bool, dict
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.keep_dir.exists() and any(args.keep_dir.iterdir()):
-        print(f"--keep_dir '{args.keep_dir}' is not empty; give a new folder", file=sys.stderr)
+    if args.keep_dir.exists() and any(args.keep_dir.iterdir()) and not args.resume:
+        print(f"--keep_dir '{args.keep_dir}' is not empty; give a new folder (or --resume)", file=sys.stderr)
         return 2
     for folder in (args.out.parent, args.work, args.keep_dir):
         folder.mkdir(parents=True, exist_ok=True)
     config, limits, timing = sweep2.load_config(), limits_of(args), {}
     questions = args.keep_dir / "grpo_questions.jsonl"
     skip = sft_rows(config) if args.sft_gsm_rows is None else args.sft_gsm_rows
-    made = write_questions(questions, skip, args.grpo_questions)
+    made = write_questions(questions, skip - args.replay_sft_rows, args.grpo_questions + args.replay_sft_rows)
     settings = {k: v for k, v in vars(args).items() if not isinstance(v, Path)}
     emit(args.out, {**sweep2.environment(args, config, limits), "stage": "environment", "settings": settings,
                     "grpo_data": made})
     sft = run_stage(args, "sft", sft_stage, args)
-    answered = ["sft"] if sft and run_stage(args, "eval_sft", answer, "sft", sft, args, limits, timing) else []
-    if sft and args.filter_samples:
+    answered = ["sft"] if sft and args.answer and run_stage(args, "eval_sft", answer, "sft", sft, args, limits,
+                                                             timing) else []
+    filtered = questions.with_name("grpo_questions_filtered.jsonl")
+    if sft and args.filter_samples and args.resume and filtered.is_file():  # the earlier call's filter stands
+        questions = filtered
+    elif sft and args.filter_samples:
         questions = run_stage(args, "filter", filter_stage, args, sft, questions) or questions
     stages = [("grpo_sft", sft, args.grpo_max_s)] if sft else []
     stages += [("grpo_base", None, args.base_max_s)] if args.from_base else []
     for name, start, cap in stages:
         checkpoint = run_stage(args, name, grpo_stage, name, start, cap, args, questions, timing)
-        if checkpoint and run_stage(args, f"eval_{name}", answer, name, checkpoint, args, limits, timing):
+        if not (checkpoint and args.answer):
+            continue
+        if run_stage(args, f"eval_{name}", answer, name, checkpoint, args, limits, timing):
             answered.append(name)
     if answered[:1] == ["sft"]:
         for name in answered[1:]:
