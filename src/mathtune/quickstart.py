@@ -187,14 +187,16 @@ def _cell(accuracy: float, n: int) -> str:
 def result_table(before: dict, after: dict, chat: tuple[tuple[int, int], tuple[int, int]], trained: str) -> str:
     """The quickstart's result: each benchmark before and after with 95% intervals and the commonest-answer score,
     then the chat check."""
+    from .evaluate.runner import commonest_answer
+
     rows = [("", "before", "after", "always the commonest answer")]
     for name, (acc_before, rows_before) in before.items():
         acc_after, rows_after = after[name]
-        gold, count = Counter(row["gold"] for row in rows_after).most_common(1)[0]
+        gold, share = commonest_answer([row["gold"] for row in rows_after])
         kind = {trained: "trained task", f"{trained}-unseen": "unseen templates"}.get(name, "not trained on")
         label = f"{name} ({kind}, {len(rows_after)} held-out)"
         rows.append((label, _cell(acc_before, len(rows_before)), _cell(acc_after, len(rows_after)),
-                     f"{count / len(rows_after):.0%} ('{gold}')"))
+                     f"{share:.0%} ('{gold}')"))
     n = len(CHAT_PROMPTS)
     (rel_b, loop_b), (rel_a, loop_a) = chat
     rows.append((f"ordinary prompts ({n}): relevant / looping", f"{rel_b}/{n} / {loop_b}/{n}",

@@ -17,7 +17,7 @@ from mathtune.evaluate.report import (
     newcombe_paired_interval,
     paired_normal_interval,
 )
-from mathtune.evaluate.runner import save_result, score_outputs
+from mathtune.evaluate.runner import commonest_answer, format_table, save_result, score_outputs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -73,7 +73,7 @@ def test_compare_counts_fixed_and_broken_and_draws_a_chart(tmp_path):
     assert "A: before" in text and "B: after" in text
     toy_line = next(line for line in text.splitlines() if line.startswith("toy"))
     assert "50.0%" in toy_line and "70.0%" in toy_line and "+20.0 [" in toy_line
-    assert toy_line.split()[-2:] == ["4", "2"]
+    assert toy_line.split()[-3:] == ["4", "2", "10.0%"]  # ten different golds: always one answer scores 1 in 10
     png = tmp_path / "charts" / "comparison.png"
     assert png.read_bytes()[:8] == PNG_SIGNATURE
     from matplotlib.image import imread
@@ -147,3 +147,35 @@ def test_a_zero_percent_bar_still_shows_its_colour(tmp_path):
     rows_hit = matches.nonzero()[0]
     # The legend sits at the top left; the 0% bar's mark and value are below the middle of the picture.
     assert (rows_hit > image.shape[0] / 2).sum() > 20
+
+
+def test_the_trivial_baseline_stands_next_to_every_accuracy(tmp_path):
+    # 10 questions whose gold is "Yes" 7 times: always answering "Yes" scores 70%, whatever the model does
+    golds = ["Yes"] * 7 + ["No"] * 3
+    items = [BenchItem(f"yn/{i}", f"Question {i}?", gold) for i, gold in enumerate(golds)]
+    bench = Benchmark("yn", "en", "math", "{question}", lambda: list(items))
+    assert commonest_answer(golds) == ("Yes", 0.7)
+    assert commonest_answer([]) == (None, 0.0)
+    assert commonest_answer([3, "3", 4]) == ("3", pytest.approx(2 / 3))  # answers compare as text
+
+    summary = {"model": "m", "date": "2026-12-04T00:00:00", "settings": {}, "benchmarks": {}}
+    result = score_outputs(bench, items, [["\\boxed{No}"]] * 10)
+    assert (result.accuracy, result.commonest_gold, result.commonest_accuracy) == (0.3, "Yes", 0.7)
+    save_result(tmp_path / "a", summary, result)
+    saved = json.loads((tmp_path / "a" / "summary.json").read_text())["benchmarks"]["yn"]
+    assert (saved["commonest_gold"], saved["commonest_accuracy"]) == ("Yes", 0.7)
+    header, row = format_table(summary).splitlines()[1:3]
+    assert "commonest answer" in header
+    assert row.split()[:3] == ["yn", "10", "30.0%"] and "70.0%" in row.split()
+
+    summary_b = {**summary, "benchmarks": {}}
+    save_result(tmp_path / "b", summary_b, score_outputs(bench, items, [["\\boxed{Yes}"]] * 10))
+    (row_b,) = compare_runs(tmp_path / "a", tmp_path / "b")
+    assert (row_b.accuracy_a, row_b.accuracy_b, row_b.commonest) == (0.3, 0.7, 0.7)
+
+
+def test_a_summary_written_before_the_baseline_existed_still_prints():
+    old = {"n": 4, "num_samples": 1, "accuracy": 0.5, "ci_low": 0.15, "ci_high": 0.85, "pass_at_k": {"1": 0.5},
+           "majority_accuracy": None, "unparsed": 0, "mean_output_tokens": 12.0}
+    line = format_table({"model": "m", "benchmarks": {"old": old}}).splitlines()[2]
+    assert line.split()[:5] == ["old", "4", "50.0%", "[15.0,", "85.0]"] and line.split()[5] == "-"

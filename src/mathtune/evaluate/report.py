@@ -21,7 +21,7 @@ from typing import Any
 from ..atomic import staged_file
 from ..errors import UserError
 from ..jsonl import read_jsonl
-from .runner import Z95, wilson_interval
+from .runner import Z95, commonest_answer, wilson_interval
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Comparison:
     fixed: int  # wrong in A, right in B
     broken: int  # right in A, wrong in B
     unmatched: int  # questions in only one of the runs
+    commonest: float | None = None  # accuracy of always giving the matched questions' commonest gold answer
 
 
 def newcombe_paired_interval(both: int, only_a: int, only_b: int, neither: int,
@@ -91,7 +92,8 @@ def load_run(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, d
         rows: dict[str, dict[str, Any]] = {}
         for line_no, row in read_jsonl(path):
             try:
-                rows[str(row["id"])] = {"id": row["id"], "score": float(row["score"]), "correct": row["correct"]}
+                rows[str(row["id"])] = {"id": row["id"], "score": float(row["score"]), "correct": row["correct"],
+                                        **({"gold": row["gold"]} if "gold" in row else {})}
             except (KeyError, TypeError, ValueError):
                 raise UserError(f"{path}:{line_no}: not a prediction record (needs id, score, correct)") from None
         records[name] = rows
@@ -125,21 +127,25 @@ def _compare_one(name: str, rows_a: dict[str, dict], rows_b: dict[str, dict]) ->
         low, high = newcombe_paired_interval(both, only_a, only_b, n - both - only_a - only_b)
     else:
         low, high = paired_normal_interval([b - a for a, b in scores])
-    return Comparison(name, n, acc_a, acc_b, acc_b - acc_a, low, high, fixed, broken, unmatched)
+    golds = [b["gold"] for _, b in pairs if "gold" in b]
+    commonest = commonest_answer(golds)[1] if golds else None
+    return Comparison(name, n, acc_a, acc_b, acc_b - acc_a, low, high, fixed, broken, unmatched, commonest)
 
 
 def format_comparison(rows: list[Comparison], label_a: str, label_b: str) -> str:
     """The comparison as a text table, accuracies and differences in percentage points."""
-    table = [("benchmark", "n", f"A: {label_a}", f"B: {label_b}", "B - A [95% CI]", "fixed", "broken")]
+    table = [("benchmark", "n", f"A: {label_a}", f"B: {label_b}", "B - A [95% CI]", "fixed", "broken",
+              "commonest answer")]
     for c in rows:
         table.append((c.benchmark, str(c.n), f"{100 * c.accuracy_a:.1f}%", f"{100 * c.accuracy_b:.1f}%",
                       f"{100 * c.diff:+.1f} [{100 * c.diff_low:+.1f}, {100 * c.diff_high:+.1f}]",
-                      str(c.fixed), str(c.broken)))
+                      str(c.fixed), str(c.broken), "-" if c.commonest is None else f"{100 * c.commonest:.1f}%"))
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table]
     notes = [f"note: {c.benchmark}: {c.unmatched} question(s) appear in only one run and are left out"
              for c in rows if c.unmatched]
-    lines.append("fixed: wrong in A, right in B; broken: right in A, wrong in B; CI: paired, per question")
+    lines.append("fixed: wrong in A, right in B; broken: right in A, wrong in B; CI: paired, per question; "
+                 "commonest answer: the accuracy of always giving the commonest correct answer")
     return "\n".join(lines + notes)
 
 

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -117,6 +118,9 @@ class BenchResult:
     majority_accuracy: float | None
     unparsed: int
     mean_output_tokens: float | None
+    # the trivial baseline: what always giving the commonest gold answer of these questions would score
+    commonest_gold: str | None = None
+    commonest_accuracy: float = 0.0
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, Any]:
@@ -135,6 +139,15 @@ def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, fl
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     # exact ends at 0 and n: the formula gives them up to float rounding (2.8e-17)
     return (0.0 if successes <= 0 else centre - half), (1.0 if successes >= n else centre + half)
+
+
+def commonest_answer(golds: Sequence[Any]) -> tuple[str | None, float]:
+    """The trivial baseline of a set of questions: their commonest gold answer and the share of questions it is the
+    answer of, i.e. the accuracy of always giving it ((None, 0.0) for no questions). Answers compare as text."""
+    if not golds:
+        return None, 0.0
+    gold, count = Counter(str(g) for g in golds).most_common(1)[0]
+    return gold, count / len(golds)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -190,12 +203,14 @@ def score_outputs(benchmark: Any, items: Sequence[Any], outputs: Sequence[Sequen
     n = len(items)
     accuracy = sum(scores) / n if n else 0.0
     low, high = wilson_interval(accuracy * n, n)
+    commonest_gold, commonest_accuracy = commonest_answer([item.gold for item in items])
     return BenchResult(
         name=benchmark.name, checker=benchmark.checker, language=benchmark.language,
         prompt_template=benchmark.prompt, n=n, num_samples=k, accuracy=accuracy, ci_low=low, ci_high=high,
         pass_at_k={j: total / n if n else 0.0 for j, total in passes.items()},
         majority_accuracy=(sum(majority) / n if n else 0.0) if k > 1 else None,
-        unparsed=unparsed, mean_output_tokens=sum(lengths) / len(lengths) if lengths else None, records=records,
+        unparsed=unparsed, mean_output_tokens=sum(lengths) / len(lengths) if lengths else None,
+        commonest_gold=commonest_gold, commonest_accuracy=commonest_accuracy, records=records,
     )
 
 
@@ -246,18 +261,21 @@ def save_result(output_dir: Path, summary: dict[str, Any], result: BenchResult) 
 
 def format_table(summary: dict[str, Any]) -> str:
     """A short text table of a summary."""
-    rows = [("benchmark", "n", "accuracy", "95% CI", "unparsed", "tokens")]
+    rows = [("benchmark", "n", "accuracy", "95% CI", "commonest answer", "unparsed", "tokens")]
     for name, b in summary["benchmarks"].items():
         extra = ""
         if b["num_samples"] > 1:
             k = str(b["num_samples"])
             extra = f"  pass@{k} {100 * b['pass_at_k'][k]:.1f}%  maj@{k} {100 * b['majority_accuracy']:.1f}%"
         tokens = f"{b['mean_output_tokens']:.0f}" if b["mean_output_tokens"] is not None else "-"
+        trivial = f"{100 * b['commonest_accuracy']:.1f}%" if b.get("commonest_gold") is not None else "-"
         rows.append((name, str(b["n"]), f"{100 * b['accuracy']:.1f}%",
-                     f"[{100 * b['ci_low']:.1f}, {100 * b['ci_high']:.1f}]", str(b["unparsed"]), tokens + extra))
+                     f"[{100 * b['ci_low']:.1f}, {100 * b['ci_high']:.1f}]", trivial, str(b["unparsed"]),
+                     tokens + extra))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
-    return "\n".join([f"model: {summary['model']}", *lines])
+    note = "commonest answer: the accuracy of always giving the commonest correct answer of these questions"
+    return "\n".join([f"model: {summary['model']}", *lines, note])
 
 
 # ---------------------------------------------------------------------------------------------------------------
