@@ -39,6 +39,31 @@ def test_eval_benchmarks_are_measured_before_and_after(tiny_model_dir, questions
     assert "rg:arithmetic" in capsys.readouterr().out  # the before/after comparison is printed
 
 
+def test_eval_steps_answer_the_benchmarks_during_the_run(tiny_model_dir, questions, tmp_path, monkeypatch, capsys):
+    from mathtune.evaluate import runner
+    from mathtune.rl.curves import _before, _companions
+
+    monkeypatch.setitem(runner.DEVICE_DEFAULTS, "cpu", runner.DeviceDefaults(max_new_tokens=8, limit=50))
+    argv = _grpo_argv(tiny_model_dir, questions, tmp_path / "out", "--max_steps", "3", "--eval_steps", "2",
+                      "--eval_benchmarks", "rg:arithmetic", "--eval_limit", "3")
+    assert main(argv) == 0
+    (run_dir,) = (tmp_path / "out" / "tiny-llama-grpo").glob("v*")
+    # step 2 mid-run; step 3, the last, is the "after" evaluation as without --eval_steps
+    assert sorted(p.name for p in (run_dir / "eval").iterdir()) == ["after", "before", "step-2"]
+    summary = json.loads((run_dir / "eval" / "step-2" / "summary.json").read_text())
+    accuracy = summary["benchmarks"]["rg:arithmetic"]["accuracy"]
+    assert summary["benchmarks"]["rg:arithmetic"]["n"] == 3
+    records = [json.loads(line) for line in (run_dir / "logging.jsonl").read_text().splitlines()]
+    held_out = [r for r in records if "eval_accuracy/rg:arithmetic" in r]
+    assert held_out == [{"step": 2, "eval_accuracy/rg:arithmetic": accuracy}]
+    assert [r["step"] for r in records if "reward" in r] == [1, 2, 3]  # the training records are untouched
+    assert f"step 2: held-out accuracy rg:arithmetic {accuracy:.1%}" in capsys.readouterr().out
+    assert _companions("eval_accuracy", records) == ["eval_accuracy/rg:arithmetic"]  # its curve gets a panel,
+    before = json.loads((run_dir / "eval" / "before" / "summary.json").read_text())["benchmarks"]["rg:arithmetic"]
+    assert _before(run_dir, "rg:arithmetic") == before["accuracy"]  # which starts at step 0 from eval/before
+    assert (run_dir / "images" / "grpo_curves.png").stat().st_size > 0
+
+
 def test_ctrl_c_saves_prints_the_resume_line_and_exits_130(tiny_model_dir, questions, tmp_path):
     out = tmp_path / "out"
     argv = _grpo_argv(tiny_model_dir, questions, out, "--max_steps", "1000", "--save_steps", "1000")

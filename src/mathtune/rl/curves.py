@@ -1,19 +1,23 @@
 """logging.jsonl of a GRPO run -> images/grpo_curves.png (reward per function and total, accuracy, reward std,
-share of groups without reward variance, KL, clip ratio, completion length, seconds per step) and sft's
-images/train_loss.png."""
+share of groups without reward variance, KL, clip ratio, completion length, seconds per step, and with --eval_steps
+the held-out accuracy of each --eval_benchmarks benchmark) and sft's images/train_loss.png."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 from ..atomic import staged_file
 from ..errors import UserError
 from ..plot import plot_run, read_log, smooth, smoothing_weight
 
-PANELS = (("reward", "reward (total and per function)"), ("accuracy", "accuracy"), ("reward_std", "reward std"),
+PANELS = (("reward", "reward (total and per function)"), ("accuracy", "accuracy (sampled, training questions)"),
+          ("reward_std", "reward std"),
           ("frac_reward_zero_std", "groups with zero reward std"), ("kl", "KL to reference"),
           ("clip_ratio", "clip ratio"), ("completion_length", "completion length (tokens)"),
           ("step_s", "seconds per step"))
+HELD_OUT = ("eval_accuracy", "held-out accuracy (greedy)")  # a panel only when the log has it (--eval_steps)
 
 
 def draw_curves(run_dir: Path) -> str:
@@ -39,7 +43,18 @@ def _companions(key: str, records: list[dict]) -> list[str]:
         return [k for k in names if k.startswith("rewards/")]
     if key == "frac_reward_zero_std":
         return [k for k in names if k == "frac_reward_zero_std_sampled"]
+    if key == HELD_OUT[0]:
+        return [k for k in names if k.startswith(f"{HELD_OUT[0]}/")]
     return []
+
+
+def _before(run_dir: Path, bench: str) -> float | None:
+    """`bench`'s accuracy in the run's eval/before, or None when it was not measured there."""
+    try:
+        summary = json.loads((run_dir / "eval" / "before" / "summary.json").read_text(encoding="utf-8"))
+        return float(summary["benchmarks"][bench]["accuracy"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _draw(records: list[dict], run_dir: Path) -> Path:
@@ -47,10 +62,12 @@ def _draw(records: list[dict], run_dir: Path) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(14, 8), dpi=100)
+    panels = PANELS + ((HELD_OUT,) if _companions(HELD_OUT[0], records) else ())
+    rows = math.ceil(len(panels) / 4)
+    fig = Figure(figsize=(14, 4 * rows), dpi=100)
     FigureCanvasAgg(fig)
-    for index, (key, title) in enumerate(PANELS, start=1):
-        ax = fig.add_subplot(2, 4, index)
+    for index, (key, title) in enumerate(panels, start=1):
+        ax = fig.add_subplot(rows, 4, index)
         keys = [key] + _companions(key, records)
         drawn = 0
         for name in keys:
@@ -58,6 +75,13 @@ def _draw(records: list[dict], run_dir: Path) -> Path:
             if not values:
                 continue
             drawn += 1
+            if key == HELD_OUT[0]:  # a few points, each a whole evaluation: drawn as they are, not smoothed
+                bench = name.split("/", 1)[1]
+                start = _before(run_dir, bench)  # step 0: the --eval_benchmarks answers before training
+                if start is not None:
+                    steps, values = [0, *steps], [start, *values]
+                ax.plot(steps, values, marker="o", linewidth=1.5, label=bench)
+                continue
             line, = ax.plot(steps, values, linewidth=1, alpha=0.5, label=name)
             if smoothing_weight(len(values)) > 0:
                 ax.plot(steps, smooth(values), color=line.get_color(), linewidth=2)

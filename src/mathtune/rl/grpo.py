@@ -174,6 +174,8 @@ def grpo_loop(run: RunDir, model, ref_model, tokenizer, prompts: list[Prompt], r
                 run.log.write(last)
                 bar.set_postfix(reward=f"{last['reward']:.3f}", acc=f"{last.get('accuracy', float('nan')):.2f}")
                 window = []
+            if cfg.eval_benchmarks and step % cfg.run.eval_steps == 0 and step < total:
+                run.log.write(held_out_record(model, tokenizer, cfg, run.path, step))
             bar.update(1)
             interrupted = should_stop is not None and should_stop()
             if step % cfg.run.save_steps == 0 or step == total or interrupted:
@@ -189,6 +191,21 @@ def grpo_loop(run: RunDir, model, ref_model, tokenizer, prompts: list[Prompt], r
             if interrupted:
                 break
     return last, interrupted, checkpoint
+
+
+def held_out_record(model, tokenizer, cfg: GrpoConfig, run_path: Path, step: int) -> dict:
+    """--eval_benchmarks answered greedily at `step` (--eval_limit questions each) into eval/step-N, as one log
+    record {"step", "eval_accuracy/BENCH", ...}. The rewards a run logs are on its own training questions, and
+    sampled: they can rise while greedy accuracy on questions it never practised falls (docs/results.md, GRPO runs 3
+    and 6), and this is the curve that shows it."""
+    from ..sft import evaluate_model
+
+    summary = evaluate_model(model, tokenizer, cfg, run_path / "eval" / f"step-{step}", progress=False)
+    model.train()
+    accuracies = {f"eval_accuracy/{name}": b["accuracy"] for name, b in summary["benchmarks"].items()}
+    print(f"step {step}: held-out accuracy " + ", ".join(f"{k.split('/', 1)[1]} {v:.1%}"
+                                                          for k, v in accuracies.items()), flush=True)
+    return {"step": step, **accuracies}
 
 
 def _mean_record(records: list[dict]) -> dict:
