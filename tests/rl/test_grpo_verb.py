@@ -46,7 +46,17 @@ def test_eval_steps_answer_the_benchmarks_during_the_run(tiny_model_dir, questio
     monkeypatch.setitem(runner.DEVICE_DEFAULTS, "cpu", runner.DeviceDefaults(max_new_tokens=8, limit=50))
     argv = _grpo_argv(tiny_model_dir, questions, tmp_path / "out", "--max_steps", "3", "--eval_steps", "2",
                       "--eval_benchmarks", "rg:arithmetic", "--eval_limit", "3")
+    from mathtune import sft
+
+    evaluate, modes = sft.evaluate_model, []
+
+    def recording(model, *args, **kwargs):  # every evaluation of the run goes through sft.evaluate_model
+        modes.append(model.training)
+        return evaluate(model, *args, **kwargs)
+
+    monkeypatch.setattr(sft, "evaluate_model", recording)
     assert main(argv) == 0
+    assert modes == [False, False, False]  # before, at step 2, after: answered without dropout
     (run_dir,) = (tmp_path / "out" / "tiny-llama-grpo").glob("v*")
     # step 2 mid-run; step 3, the last, is the "after" evaluation as without --eval_steps
     assert sorted(p.name for p in (run_dir / "eval").iterdir()) == ["after", "before", "step-2"]

@@ -200,8 +200,11 @@ def held_out_record(model, tokenizer, cfg: GrpoConfig, run_path: Path, step: int
     and 6), and this is the curve that shows it."""
     from ..sft import evaluate_model
 
-    summary = evaluate_model(model, tokenizer, cfg, run_path / "eval" / f"step-{step}", progress=False)
-    model.train()
+    model.eval()  # no dropout: the answers are the model's own, as in eval/before and eval/after
+    try:
+        summary = evaluate_model(model, tokenizer, cfg, run_path / "eval" / f"step-{step}", progress=False)
+    finally:
+        model.train()
     accuracies = {f"eval_accuracy/{name}": b["accuracy"] for name, b in summary["benchmarks"].items()}
     print(f"step {step}: held-out accuracy " + ", ".join(f"{k.split('/', 1)[1]} {v:.1%}"
                                                           for k, v in accuracies.items()), flush=True)
