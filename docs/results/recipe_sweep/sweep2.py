@@ -133,15 +133,8 @@ def evaluate(model, tokenizer, limits: dict[str, int], out_dir: Path, max_new_to
         results[name] = {"n": result.n, "accuracy": result.accuracy, "ci": [result.ci_low, result.ci_high],
                          "right": round(result.accuracy * result.n), "unparsed": result.unparsed,
                          "mean_output_tokens": result.mean_output_tokens,
-                         "commonest_gold": _commonest(result.records)}
+                         "commonest_gold": result.commonest_accuracy}  # the key of the records kept so far
     return results
-
-
-def _commonest(records: list[dict[str, Any]]) -> float:
-    from collections import Counter
-
-    golds = Counter(str(r["gold"]) for r in records)
-    return golds.most_common(1)[0][1] / len(records) if records else 0.0
 
 
 def load_merged(checkpoint: str | None):
