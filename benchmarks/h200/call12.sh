@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # H200 call 12 (carry .g2; the whole 600 s; right after call 11): joins the embedded model, trains the default recipe
-# (sweep2's `default`, two epochs, as call 8; it answers the four benchmarks), then starts ONE GRPO run from it that calls 13 and 14
-# continue (grpo_gain.py --resume), so that GRPO gets the GRPO issue's whole 15 GPU-minutes (earlier runs: 3-7).
+# (sweep2's `default`, two epochs, as call 8; it answers the four benchmarks), then starts ONE GRPO run from it
+# (grpo12.sh) that calls 13 and 14 continue (grpo_gain.py --resume), so that GRPO gets the GRPO issue's whole 15
+# GPU-minutes (earlier runs: 3-7).
 # Settings changed from call 9: 32 questions a step instead of 16, lr 2e-4 instead of 1e-4, and questions seen once
 # each (the 3,798 fresh ones plus the last 8,000 SFT rows, no epochs over a filtered set), dynamic sampling online.
 # The SFT checkpoint (adapter, no optimizer state) comes back in two parts, so a later session can skip the SFT.
@@ -15,12 +16,9 @@ tar czf $OUT/sweep2_eval.tgz -C /tmp sweep12_eval
 ckpt=$(python3 -c "import json; r=[json.loads(l) for l in open('$OUT/sweep2.jsonl')][-1]; print(r['checkpoint'])") \
   || { echo "no SFT checkpoint"; exit 3; }
 echo "$ckpt" > /tmp/grpo12_sft_checkpoint
+source benchmarks/h200/grpo12.sh
 left=$((578 - SECONDS))
 echo "GRPO segment 1: $left s left in the call"
-timeout $left python3 docs/results/grpo/grpo_gain.py --out $OUT/grpo_gain.jsonl --keep_dir /tmp/grpo_keep12 \
-  --work /tmp/grpo_work12 --sft_checkpoint "$ckpt" --sft_gsm_rows 48000 --grpo_questions 3798 \
-  --replay_sft_rows 8000 --prompts_per_step 32 --temperature 0.7 --dynamic_sample --max_resample_times 2 \
-  --learning_rate 2e-4 --beta 0 --no-from_base --no-answer --budget_s $((left - 12)) --grpo_max_s 900 2>&1 \
-  | tee $OUT/grpo_gain.log | grep -v "it/s\]\|^\s*$" | tail -3 | cut -c1-400
+grpo12 $left --no-answer --budget_s $((left - 12)) --grpo_max_s 900
 tar cf - -C "$(dirname "$ckpt")" --exclude optimizer.pt --exclude rng_state.pt --exclude scheduler.pt \
   "$(basename "$ckpt")" | split -b 15M - $OUT/sft_2ep_checkpoint.tar.part_
